@@ -1,0 +1,171 @@
+"""AtomsBatch: many frames of different sizes, periodic or not, as flat tensors plus a neighbour graph.
+
+Conventions (written once, here):
+    - ``cell`` rows are lattice vectors (ASE); a non-periodic frame has a zero cell.
+    - Edge ``e`` goes from ``edge_src[e]`` (j) to ``edge_dst[e]`` (i); ``r_ij = pos[j] - pos[i] + shift @ cell``.
+    - Stress is ASE's: eV/A^3, tension positive, ``sigma = (1/V) dE/d(strain)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from dpa4_core.data.neighbors import neighbor_list
+
+MAX_ATOMIC_NUMBER = 118
+MIN_DISTANCE = 1e-3  # A; closer atoms are "coincident" and rejected
+
+
+class InvalidStructureError(ValueError):
+    """A structure the model cannot evaluate (bad element, NaN coordinates, coincident atoms, ...)."""
+
+
+def to_atoms(structure) -> Atoms:
+    """ASE Atoms from an ASE Atoms or a pymatgen Structure/Molecule (copied, never modified in place)."""
+    if isinstance(structure, Atoms):
+        return structure.copy()
+    try:
+        from pymatgen.io.ase import AseAtomsAdaptor
+    except ImportError as exc:  # pragma: no cover - pymatgen is a dependency
+        raise TypeError(f"cannot convert {type(structure).__name__} to ase.Atoms") from exc
+    return AseAtomsAdaptor.get_atoms(structure)
+
+
+def validate_atoms(atoms: Atoms, label: str = "structure") -> None:
+    """Raise :class:`InvalidStructureError` with a clear message for input the model cannot evaluate."""
+    n = len(atoms)
+    if n == 0:
+        raise InvalidStructureError(f"{label}: empty structure (no atoms)")
+    numbers = atoms.numbers
+    bad = (numbers < 1) | (numbers > MAX_ATOMIC_NUMBER)
+    if bad.any():
+        raise InvalidStructureError(
+            f"{label}: atomic number(s) {sorted(set(numbers[bad].tolist()))} outside 1..{MAX_ATOMIC_NUMBER}"
+        )
+    positions = atoms.positions
+    if not np.isfinite(positions).all():
+        raise InvalidStructureError(f"{label}: positions contain NaN or infinite values")
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    if pbc.any():
+        if not pbc.all():
+            raise InvalidStructureError(f"{label}: mixed periodicity {pbc.tolist()} is not supported")
+        cell = atoms.cell.array
+        if not np.isfinite(cell).all():
+            raise InvalidStructureError(f"{label}: cell contains NaN or infinite values")
+        volume = abs(np.linalg.det(cell))
+        if volume < 1e-6:
+            raise InvalidStructureError(f"{label}: periodic cell has zero volume ({volume:.3g} A^3)")
+    if n > 1:
+        src, dst, shifts = neighbor_list(positions, atoms.cell.array, pbc, MIN_DISTANCE)
+        if len(src):
+            raise InvalidStructureError(
+                f"{label}: atoms {int(dst[0])} and {int(src[0])} are closer than {MIN_DISTANCE} A (coincident)"
+            )
+
+
+@dataclass
+class AtomsBatch:
+    """Flat batch of frames with its neighbour graph.
+
+    Shapes: ``numbers [n_atoms]`` (int64), ``positions [n_atoms, 3]``, ``cell [n_frames, 3, 3]``,
+    ``pbc [n_frames, 3]`` (bool), ``frame [n_atoms]`` (int64 frame index of each atom),
+    ``edge_src``, ``edge_dst [n_edges]`` (int64), ``edge_shift [n_edges, 3]`` (float, integer-valued).
+    """
+
+    numbers: torch.Tensor
+    positions: torch.Tensor
+    cell: torch.Tensor
+    pbc: torch.Tensor
+    frame: torch.Tensor
+    edge_src: torch.Tensor
+    edge_dst: torch.Tensor
+    edge_shift: torch.Tensor
+    cutoff: float
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.cell.shape[0])
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.numbers.shape[0])
+
+    @property
+    def atoms_per_frame(self) -> torch.Tensor:
+        return torch.bincount(self.frame, minlength=self.n_frames)
+
+    @classmethod
+    def from_atoms(
+        cls,
+        structures: Sequence | Atoms,
+        cutoff: float,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str = "cpu",
+        validate: bool = True,
+    ) -> AtomsBatch:
+        """Build a batch (and its neighbour lists) from ASE Atoms or pymatgen Structures."""
+        if isinstance(structures, Atoms) or not isinstance(structures, Sequence):
+            structures = [structures]
+        if len(structures) == 0:
+            raise InvalidStructureError("no structures given")
+        numbers, positions, cells, pbcs, frames, srcs, dsts, shifts = [], [], [], [], [], [], [], []
+        offset = 0
+        for index, structure in enumerate(structures):
+            atoms = to_atoms(structure)
+            if validate:
+                validate_atoms(atoms, label=f"structure {index} ({atoms.get_chemical_formula()})")
+            pbc = np.asarray(atoms.pbc, dtype=bool)
+            cell = atoms.cell.array if pbc.all() else np.zeros((3, 3))
+            src, dst, shift = neighbor_list(atoms.positions, cell, pbc, cutoff)
+            numbers.append(atoms.numbers)
+            positions.append(atoms.positions)
+            cells.append(cell)
+            pbcs.append(pbc)
+            frames.append(np.full(len(atoms), index))
+            srcs.append(src + offset)
+            dsts.append(dst + offset)
+            shifts.append(shift)
+            offset += len(atoms)
+        as_float = dict(dtype=dtype, device=device)
+        as_long = dict(dtype=torch.long, device=device)
+        return cls(
+            numbers=torch.as_tensor(np.concatenate(numbers), **as_long),
+            positions=torch.as_tensor(np.concatenate(positions), **as_float),
+            cell=torch.as_tensor(np.stack(cells), **as_float),
+            pbc=torch.as_tensor(np.stack(pbcs), dtype=torch.bool, device=device),
+            frame=torch.as_tensor(np.concatenate(frames), **as_long),
+            edge_src=torch.as_tensor(np.concatenate(srcs), **as_long),
+            edge_dst=torch.as_tensor(np.concatenate(dsts), **as_long),
+            edge_shift=torch.as_tensor(np.concatenate(shifts).reshape(-1, 3), **as_float),
+            cutoff=float(cutoff),
+        )
+
+    def edge_vectors(self, positions: torch.Tensor | None = None, cell: torch.Tensor | None = None) -> torch.Tensor:
+        """``r_ij = pos[src] - pos[dst] + shift @ cell[frame]``, shape ``[n_edges, 3]``.
+
+        Pass ``positions``/``cell`` to differentiate through them (e.g. a strain for the stress).
+        """
+        positions = self.positions if positions is None else positions
+        cell = self.cell if cell is None else cell
+        frame_of_edge = self.frame[self.edge_dst]
+        shift = torch.einsum("ej,ejk->ek", self.edge_shift, cell[frame_of_edge])
+        return positions[self.edge_src] - positions[self.edge_dst] + shift
+
+    def volume(self) -> torch.Tensor:
+        """Cell volume per frame ``[n_frames]`` (0 for non-periodic frames)."""
+        return torch.linalg.det(self.cell).abs()
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> AtomsBatch:
+        """Copy with float tensors cast to ``dtype`` and everything moved to ``device``."""
+        changes = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                cast = dtype if (dtype is not None and value.is_floating_point()) else None
+                changes[f.name] = value.to(device=device, dtype=cast)
+        return replace(self, **changes)
