@@ -1,0 +1,96 @@
+"""Pydantic task documents of dpa4_flows. Energies in eV, energies per atom in eV/atom.
+
+Relaxations, statics and MD return atomate2's ``ForceFieldTaskDocument``; the documents here cover what
+atomate2 has no schema for: thermodynamic stability, a screening report, and a fine-tuning run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+from pymatgen.core import Structure
+
+
+class DecompositionProduct(BaseModel):
+    """One phase of the hull decomposition of a candidate."""
+
+    formula: str = Field(description="Reduced formula of the product phase.")
+    entry_id: str | None = Field(None, description="Identifier of the product's entry (candidate or reference).")
+    fraction: float = Field(description="Fraction of the candidate's atoms that go to this product (sums to 1).")
+
+
+class StabilityDoc(BaseModel):
+    """Thermodynamic stability of one candidate against a convex hull."""
+
+    candidate_id: str = Field(description="Identifier of the candidate entry.")
+    formula: str = Field(description="Reduced formula of the candidate.")
+    composition: dict[str, float] = Field(description="Element -> amount in the candidate cell.")
+    n_atoms: int = Field(description="Number of atoms in the candidate cell.")
+    energy_per_atom: float = Field(description="Total energy per atom of the candidate, eV/atom.")
+    formation_energy_per_atom: float = Field(
+        description="Energy per atom relative to the elemental references (lowest energy per element), eV/atom."
+    )
+    e_above_hull: float = Field(description="Energy above the convex hull, eV/atom (0 for stable phases).")
+    decomposition: list[DecompositionProduct] = Field(
+        description="Hull phases the candidate decomposes into, with atom fractions (itself if stable)."
+    )
+    is_stable: bool = Field(description="True if e_above_hull <= the stability tolerance.")
+    stability_tolerance: float = Field(0.0, description="Tolerance used for is_stable, eV/atom.")
+    model_id: str | None = Field(None, description="Model identifier, 'sha256:<hex>' of the checkpoint file.")
+    reference_ids: list[str] = Field(
+        default_factory=list, description="Identifiers of the elemental reference entries used for this candidate."
+    )
+    reference_set_id: str | None = Field(None, description="sha256 of the sorted reference ids and energies.")
+    structure: Structure | None = Field(None, description="Relaxed structure of the candidate, if known.")
+
+
+class ScreeningRow(BaseModel):
+    """One row of the screening table."""
+
+    candidate_id: str = Field(description="Identifier of the candidate.")
+    formula: str = Field(description="Reduced formula.")
+    n_atoms: int = Field(description="Atoms in the cell.")
+    energy_per_atom: float | None = Field(None, description="Relaxed energy per atom, eV/atom.")
+    formation_energy_per_atom: float | None = Field(None, description="Formation energy, eV/atom.")
+    e_above_hull: float | None = Field(None, description="Energy above hull, eV/atom.")
+    is_stable: bool | None = Field(None, description="On the hull within tolerance.")
+    converged: bool | None = Field(None, description="Relaxation reached fmax within max_steps.")
+    error: str | None = Field(None, description="Why the candidate has no result, if it failed.")
+
+
+class ScreeningReport(BaseModel):
+    """Final document of a screening flow."""
+
+    model_id: str | None = Field(None, description="'sha256:<hex>' of the checkpoint, or the calculator import path.")
+    reference_source: str = Field(description="'computed' (relaxed in the same flow) or 'user' (entries JSON).")
+    n_candidates: int = Field(description="Number of candidates screened.")
+    n_stable: int = Field(description="Candidates on the hull.")
+    n_failed: int = Field(description="Candidates without a result (relaxation failed or not converged).")
+    rows: list[ScreeningRow] = Field(description="One row per candidate, sorted by e_above_hull.")
+    stability: list[StabilityDoc] = Field(default_factory=list, description="Full stability documents.")
+    references: list[dict[str, Any]] = Field(
+        default_factory=list, description="Reference entries used (id, formula, energy_per_atom in eV/atom)."
+    )
+    csv_path: str | None = Field(None, description="Absolute path of the CSV table, if written.")
+    plot_path: str | None = Field(None, description="Absolute path of the hull plot PNG, if written.")
+
+
+# Alias: the flow's output document.
+ScreeningDoc = ScreeningReport
+
+
+class FineTuneDoc(BaseModel):
+    """Output of a fine-tuning job: where the new checkpoint is and how well it fits."""
+
+    checkpoint_path: str = Field(description="Absolute path of the best checkpoint written by the trainer.")
+    checkpoint_sha256: str = Field(description="sha256 hex digest of the checkpoint file.")
+    last_checkpoint_path: str | None = Field(None, description="Absolute path of the last-epoch checkpoint.")
+    base_model: str | None = Field(None, description="Absolute path of the starting checkpoint.")
+    base_model_sha256: str | None = Field(None, description="sha256 of the starting checkpoint.")
+    n_frames: int = Field(description="Number of labelled frames in the training set.")
+    dataset_source: str = Field(description="Path of the dataset, or 'store:<query>' for a store query.")
+    metrics: dict[str, Any] = Field(default_factory=dict, description="Final metrics (energy eV/atom, forces eV/A).")
+    training_log: str | None = Field(None, description="Text of the training log (kept in the data store).")
+    plots: list[str] = Field(default_factory=list, description="Absolute paths of plots written by the trainer.")
+    config: dict[str, Any] = Field(default_factory=dict, description="Trainer configuration that was run.")
