@@ -1,0 +1,223 @@
+"""Single-file DPA4 checkpoints: config, weights, energy bias, elements, library versions, free metadata.
+
+Layout (a plain dict, saved with ``torch.save`` and read back with ``torch.load(weights_only=True)``, so
+only tensors and plain Python types are ever unpickled)::
+
+    {"format": "dpa4-checkpoint", "format_version": 1,
+     "config": DPA4Config.to_dict(), "state_dict": {name: tensor}, "dtype": "float64",
+     "energy_bias": tensor [119] (eV, by atomic number), "elements": [Z, ...] or None,
+     "versions": {"dpa4": "...", "torch": "..."}, "metadata": {...}}
+
+Writes are atomic (temporary file in the same folder, then ``os.replace``), so an interrupted save never
+leaves a half-written checkpoint under the final name. Every failure to read names the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import tempfile
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from dpa4_core.model.energy import DPA4
+
+logger = logging.getLogger(__name__)
+
+FORMAT_TAG = "dpa4-checkpoint"
+FORMAT_VERSION = 1
+_PLAIN_SCALARS = (str, int, float, bool, type(None))
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable DPA4 checkpoint (corrupt, truncated, foreign or too new)."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint path does not exist (also a ``FileNotFoundError``)."""
+
+
+@dataclass
+class CheckpointData:
+    """The validated content of a checkpoint file (see the module docstring for the meaning of each field)."""
+
+    path: Path
+    config: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    dtype: torch.dtype
+    energy_bias: torch.Tensor | None
+    elements: list[int] | None
+    versions: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Raise ``CheckpointError`` unless ``value`` is made of tensors and plain types (``weights_only`` safe)."""
+    if isinstance(value, _PLAIN_SCALARS) or isinstance(value, torch.Tensor):
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str | int):
+                raise CheckpointError(f"{where}: key {key!r} is not a str or int")
+            _check_plain(item, f"{where}[{key!r}]")
+        return
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_plain(item, f"{where}[{index}]")
+        return
+    raise CheckpointError(
+        f"{where}: value of type {type(value).__name__} cannot be stored; use tensors, str, int, float, "
+        "bool, None, lists, tuples and dicts"
+    )
+
+
+def _floating_dtype(state_dict: Mapping[str, torch.Tensor]) -> torch.dtype:
+    dtypes = {t.dtype for t in state_dict.values() if t.is_floating_point()}
+    if len(dtypes) > 1:
+        # A mixed model would be cast to one dtype on load; keep the widest so nothing is lost.
+        return torch.float64 if torch.float64 in dtypes else torch.float32
+    return dtypes.pop() if dtypes else torch.get_default_dtype()
+
+
+def save_checkpoint(
+    model: DPA4,
+    path: str | os.PathLike,
+    metadata: Mapping[str, Any] | None = None,
+    elements: Sequence[int] | None = None,
+) -> Path:
+    """Write ``model`` to ``path`` as one self-describing file, atomically.
+
+    Args:
+        model: a ``DPA4`` (anything with ``config.to_dict()``, a ``state_dict`` and an ``energy_bias`` buffer).
+        path: destination file; its folder must exist. An existing file is replaced only once the new one
+            is complete.
+        metadata: free-form information (training set, metrics, ...) made of plain types and tensors.
+        elements: atomic numbers seen in training, if known.
+
+    Returns:
+        The absolute path written.
+
+    Raises:
+        CheckpointError: metadata holds a type that ``torch.load(weights_only=True)`` would refuse.
+    """
+    from dpa4_core import __version__
+
+    path = Path(path).expanduser().resolve()
+    state_dict = {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()}
+    payload = {
+        "format": FORMAT_TAG,
+        "format_version": FORMAT_VERSION,
+        "config": dict(model.config.to_dict()),
+        "state_dict": state_dict,
+        "dtype": str(_floating_dtype(state_dict)).removeprefix("torch."),
+        "energy_bias": model.energy_bias.detach().cpu().clone(),
+        "elements": None if elements is None else sorted({int(z) for z in elements}),
+        "versions": {"dpa4": __version__, "torch": torch.__version__},
+        "metadata": dict(metadata or {}),
+    }
+    _check_plain(payload["config"], "config")
+    _check_plain(payload["metadata"], "metadata")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot save checkpoint {path}: folder {path.parent} does not exist")
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    logger.debug("saved DPA4 checkpoint %s", path)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> CheckpointData:
+    """Read and validate a checkpoint file without building the model.
+
+    Raises:
+        CheckpointNotFoundError: no file at ``path``.
+        CheckpointError: the file is corrupt, truncated, not a DPA4 checkpoint, or from a newer format.
+    """
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise CheckpointNotFoundError(f"DPA4 checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError,
+            AttributeError, TypeError, KeyError, IndexError, UnicodeDecodeError) as exc:
+        # torch raises many different types for damaged files; all mean "not readable".
+        raise CheckpointError(
+            f"{path} is not a readable DPA4 checkpoint (corrupt, truncated or not a torch file): {exc}"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_TAG:
+        raise CheckpointError(
+            f"{path} is a torch file but not a DPA4 checkpoint (no {FORMAT_TAG!r} format tag; "
+            f"found {type(payload).__name__})"
+        )
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {version!r}; this dpa4 reads versions <= {FORMAT_VERSION}"
+        )
+    missing = [key for key in ("config", "state_dict") if not isinstance(payload.get(key), dict)]
+    if missing:
+        raise CheckpointError(f"{path} is a damaged DPA4 checkpoint: missing or invalid {missing}")
+    dtype_name = payload.get("dtype", "float32")
+    dtype = getattr(torch, str(dtype_name), None)
+    if not isinstance(dtype, torch.dtype):
+        raise CheckpointError(f"{path}: unknown dtype {dtype_name!r}")
+    return CheckpointData(
+        path=path,
+        config=payload["config"],
+        state_dict=payload["state_dict"],
+        dtype=dtype,
+        energy_bias=payload.get("energy_bias"),
+        elements=payload.get("elements"),
+        versions=dict(payload.get("versions") or {}),
+        metadata=dict(payload.get("metadata") or {}),
+        format_version=version,
+    )
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> DPA4:
+    """Build a ``DPA4`` from a checkpoint written by :func:`save_checkpoint`.
+
+    The model comes back in eval mode, in the dtype it was saved in, on ``map_location``.
+
+    Raises:
+        CheckpointNotFoundError, CheckpointError: see :func:`read_checkpoint`; also when the weights do not
+            fit the stored config.
+    """
+    from dpa4_core.config import DPA4Config
+    from dpa4_core.model.energy import DPA4
+
+    data = read_checkpoint(path, map_location=map_location)
+    try:
+        config = DPA4Config.from_dict(data.config)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{data.path}: stored config is not valid for this dpa4: {exc}") from exc
+    model = DPA4(config).to(device=map_location, dtype=data.dtype)
+    try:
+        model.load_state_dict(data.state_dict, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{data.path}: weights do not match the stored config: {exc}") from exc
+    if data.energy_bias is not None:
+        # Already in the state_dict; the explicit copy keeps files written by other tools usable.
+        with torch.no_grad():
+            model.energy_bias.copy_(data.energy_bias.to(model.energy_bias))
+    saved_version = data.versions.get("dpa4")
+    from dpa4_core import __version__
+
+    if saved_version is not None and saved_version != __version__:
+        logger.warning("%s was written by dpa4 %s; this is dpa4 %s", data.path, saved_version, __version__)
+    return model.eval()
