@@ -1,0 +1,141 @@
+"""DPA4 relax/static/MD Makers: atomate2 task documents, process-wide calculator cache, no stray files.
+
+The plumbing is checked with ASE's EMT calculator plugged in through ``calculator_meta`` (exact physics we
+can verify independently: an E(a) scan minimum, energy conservation in NVE); with the real DPA4 model once
+``dpa4_core`` provides it (tiny preset saved in tmp_path).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from atomate2.forcefields.schemas import ForceFieldTaskDocument
+from jobflow import JobStore, run_locally
+from maggma.stores import MemoryStore
+from monty.json import MontyDecoder
+from pymatgen.core import Lattice, Structure
+from pymatgen.io.ase import AseAtomsAdaptor
+
+from dpa4_flows import model_cache
+from dpa4_flows.jobs.md import DPA4MDMaker, MDSettingsError
+from dpa4_flows.jobs.relax import DPA4RelaxMaker, DPA4StaticMaker
+
+EMT_META = "ase.calculators.emt.EMT"
+
+
+def _store() -> JobStore:
+    return JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
+
+
+def _cu(a: float = 3.7) -> Structure:
+    return Structure(Lattice.cubic(a), ["Cu"] * 4, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+
+
+def _run(job, workdir, monkeypatch):
+    monkeypatch.chdir(workdir)
+    responses = run_locally(job, store=_store(), ensure_success=True, log=False)
+    return responses[job.uuid][1].output
+
+
+def _emt_lattice_constant() -> float:
+    """EMT fcc Cu equilibrium lattice constant from an independent E(a) scan and a parabola fit."""
+    a_grid = np.linspace(3.55, 3.62, 15)
+    energies = []
+    for a in a_grid:
+        atoms = bulk("Cu", "fcc", a=a, cubic=True)
+        atoms.calc = EMT()
+        energies.append(atoms.get_potential_energy())
+    c2, c1, _ = np.polyfit(a_grid, energies, 2)
+    return -c1 / (2 * c2)
+
+
+def test_relax_maker_relaxes_cell_and_writes_no_files(tmp_path, monkeypatch):
+    maker = DPA4RelaxMaker(calculator_meta=EMT_META, calculator_kwargs={}, relax_kwargs={"fmax": 0.005})
+    assert maker.relax_kwargs["final_atoms_object_file"] is None
+    doc = _run(maker.make(_cu(3.7)), tmp_path, monkeypatch)
+    assert isinstance(doc, ForceFieldTaskDocument)
+    assert doc.is_force_converged
+    assert doc.structure.lattice.a == pytest.approx(_emt_lattice_constant(), abs=2e-3)
+    assert np.abs(np.array(doc.output.forces)).max() < 0.005
+    assert list(tmp_path.iterdir()) == []  # no final_atoms_object.xyz or trajectory files
+
+
+def test_static_maker_matches_direct_calculation(tmp_path, monkeypatch):
+    structure = _cu(3.62)
+    structure.translate_sites([0], [0.02, 0.0, 0.01])
+    doc = _run(DPA4StaticMaker(calculator_meta=EMT_META, calculator_kwargs={}).make(structure), tmp_path, monkeypatch)
+    atoms = AseAtomsAdaptor.get_atoms(structure)
+    atoms.calc = EMT()
+    assert doc.output.energy == pytest.approx(atoms.get_potential_energy(), abs=1e-10)
+    np.testing.assert_allclose(doc.output.forces, atoms.get_forces(), atol=1e-10)
+    np.testing.assert_allclose(doc.structure.cart_coords, structure.cart_coords, atol=1e-10)  # nothing moved
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_calculator_loaded_once_per_process_and_json_round_trip():
+    model_cache.clear()
+    maker = DPA4StaticMaker(calculator_meta=EMT_META, calculator_kwargs={})
+    clone = MontyDecoder().process_decoded(maker.as_dict())  # what FireWorks/jobflow-remote do per job
+    assert isinstance(clone, DPA4StaticMaker)
+    assert clone.as_dict() == maker.as_dict()
+    assert clone is not maker and clone.calculator is maker.calculator
+    other = DPA4StaticMaker(calculator_meta=EMT_META, calculator_kwargs={"asap_cutoff": True})
+    assert other.calculator is not maker.calculator  # different kwargs, different calculator
+
+
+def test_dpa4_defaults_and_missing_checkpoint(tmp_path, monkeypatch):
+    missing = tmp_path / "nope.pt"
+    monkeypatch.setenv("DPA4_MODEL", str(missing))
+    maker = DPA4RelaxMaker()
+    assert maker.calculator_meta == model_cache.DPA4_CALCULATOR_META
+    assert maker.calculator_kwargs["model"] == str(missing)
+    assert maker.task_document_kwargs["force_field_name"] == "DPA4"
+    with pytest.raises(model_cache.ModelFileError, match="nope.pt"):
+        model_cache.get_calculator(maker.calculator_meta, **maker.calculator_kwargs)
+
+
+def _rattled_cu(seed: int = 0) -> Structure:
+    structure = _cu(3.6) * 2
+    rng = np.random.default_rng(seed)
+    for i in range(len(structure)):
+        structure.translate_sites([i], rng.normal(0, 0.08, 3), frac_coords=False)
+    return structure
+
+
+def test_md_nve_conserves_energy(tmp_path, monkeypatch):
+    structure = _rattled_cu()
+    maker = DPA4MDMaker(calculator_meta=EMT_META, calculator_kwargs={}, ensemble="nve", n_steps=80, time_step=2.0)
+    doc = _run(maker.make(structure), tmp_path, monkeypatch)
+    assert isinstance(doc, ForceFieldTaskDocument)
+    frames = doc.objects["trajectory"].frame_properties
+    assert len(frames) == 81
+    masses = np.array([site.specie.atomic_mass for site in structure])
+    kinetic = np.array([0.5 * (masses[:, None] * np.array(f["velocities"]) ** 2).sum() for f in frames])
+    potential = np.array([f["energy"] for f in frames])
+    # Energy flows between potential and kinetic (~1 eV here) while the total stays within 1%.
+    assert np.ptp(potential) > 0.3
+    assert np.ptp(potential + kinetic) < 0.01 * np.ptp(potential)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_md_nvt_and_npt_run(tmp_path, monkeypatch):
+    nvt = DPA4MDMaker(calculator_meta=EMT_META, calculator_kwargs={}, ensemble="nvt", n_steps=20,
+                      temperature=500, mb_velocity_seed=3)
+    doc = _run(nvt.make(_cu(3.6) * 2), tmp_path, monkeypatch)
+    temperatures = [f["temperature"] for f in doc.objects["trajectory"].frame_properties]
+    assert temperatures[0] > 100  # velocities were drawn at 500 K
+    # NPT from a compressed cell at 0 kbar: the barostat expands it.
+    npt = DPA4MDMaker(calculator_meta=EMT_META, calculator_kwargs={}, ensemble="npt", n_steps=150,
+                      temperature=300, pressure=0.0, mb_velocity_seed=1)
+    compressed = _cu(3.5) * 2
+    doc = _run(npt.make(compressed), tmp_path, monkeypatch)
+    assert doc.structure.volume > compressed.volume * 1.005
+
+
+def test_md_bad_settings():
+    with pytest.raises(MDSettingsError, match="ensemble='nph'"):
+        DPA4MDMaker(calculator_meta=EMT_META, calculator_kwargs={}, ensemble="nph")
+    with pytest.raises(MDSettingsError, match="time_step=-1"):
+        DPA4MDMaker(calculator_meta=EMT_META, calculator_kwargs={}, time_step=-1)
