@@ -1,0 +1,125 @@
+"""Fine-tuning a trained DPA4 on a user's DFT set (spec section 7, issue 3).
+
+Steps: load the base checkpoint; measure its errors on the user's validation split ("base"); refit the energy
+bias on the new training data (least squares of the base model's energy residuals on composition, so a new
+element or a different DFT reference energy is absorbed by the bias); measure again ("base_refit"); optionally
+freeze the embedding and the first ``freeze_blocks`` interaction blocks; train with the fine-tuning learning rate.
+New elements need no special handling: the type embeddings are indexed by atomic number (1..118).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dpa4_core.train.config import FinetuneConfig, load_config
+from dpa4_core.train.dataset import FrameDataset
+from dpa4_core.train.trainer import (
+    STATE_FILE,
+    TrainResult,
+    model_dtype,
+    prepare_data,
+    run_training,
+    run_validation,
+    set_energy_bias,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class FinetuneError(ValueError):
+    """A fine-tuning request that cannot run (no base checkpoint, nothing left to train, ...)."""
+
+
+def predicted_energies(model, dataset: FrameDataset, batch_size: int = 8) -> np.ndarray:
+    """Total energies ``[F]`` (eV) of ``model`` on every frame (no forces)."""
+    dtype = model_dtype(model)
+    out = []
+    for start in range(0, len(dataset), batch_size):
+        batch, _ = dataset.batch(range(start, min(start + batch_size, len(dataset))), model.config.cutoff, dtype)
+        pred = model(batch, compute_forces=False, compute_stress=False)
+        out.append(pred["energy"].detach().double().cpu().numpy())
+    return np.concatenate(out)
+
+
+def refit_bias(model, dataset: FrameDataset, batch_size: int = 8) -> np.ndarray:
+    """Shift the per-element bias so the model's mean energy error on ``dataset`` is least squares on composition.
+
+    Returns the change ``delta [119]`` (eV) added to ``model.energy_bias``.
+    """
+    was_training = model.training
+    model.eval()
+    residual = dataset.energy - predicted_energies(model, dataset, batch_size)
+    model.train(was_training)
+    counts = dataset.composition()
+    present = np.flatnonzero(counts.sum(axis=0))
+    solution, *_ = np.linalg.lstsq(counts[:, present], residual, rcond=None)
+    delta = np.zeros(119)
+    delta[present] = solution
+    set_energy_bias(model, model.energy_bias.detach().double().cpu().numpy() + delta)
+    return delta
+
+
+def freeze_early_blocks(model: torch.nn.Module, n_blocks: int) -> list[str]:
+    """Stop gradients for the embedding and the first ``n_blocks`` interaction blocks; returns the frozen names.
+
+    Parameters are matched by name: ``embedding*``/``type_embedding*``/``edge*``/``radial*`` (the input side) and
+    ``blocks.<k>.`` for ``k < n_blocks``.
+    """
+    if n_blocks <= 0:
+        return []
+    n_total = len(getattr(model, "blocks", []))
+    if n_blocks > n_total:
+        raise FinetuneError(f"freeze_blocks={n_blocks} but the model has {n_total} interaction blocks")
+    early = ("embedding", "type_embedding", "edge", "radial")
+    frozen = []
+    for name, param in model.named_parameters():
+        is_early = name.startswith(early) or any(name.startswith(f"blocks.{k}.") for k in range(n_blocks))
+        if is_early:
+            param.requires_grad_(False)
+            frozen.append(name)
+    if len(frozen) == sum(1 for _ in model.parameters()):
+        raise FinetuneError("freezing left no trainable parameters")
+    return frozen
+
+
+def finetune(config, base_checkpoint: str | Path | None = None, model: torch.nn.Module | None = None,
+             callback=None) -> TrainResult:
+    """Fine-tune a checkpoint on new data; see the module docstring.
+
+    Args:
+        config: ``FinetuneConfig``, a dict or a YAML path.
+        base_checkpoint: overrides ``config.base_checkpoint`` (the CLI's ``--from``).
+        model: an already loaded base model instead of a checkpoint path.
+        callback: see :func:`dpa4_core.train.trainer.run_training`.
+
+    Returns:
+        :class:`TrainResult`; ``metrics`` holds ``valid`` (fine-tuned), ``base`` and ``base_refit`` (base model
+        before/after the bias refit) on the same validation split, and ``test`` when a test split exists.
+    """
+    config = load_config(config, FinetuneConfig)
+    if model is None:
+        path = base_checkpoint or config.base_checkpoint
+        if path is None:
+            raise FinetuneError("no base checkpoint: set base_checkpoint in the config or pass --from")
+        from dpa4_core.model.checkpoint import load_checkpoint
+
+        model = load_checkpoint(path)
+    model = model.to(getattr(torch, config.model.dtype))
+    torch.manual_seed(config.seed)
+    train_set, valid_set, test_set = prepare_data(config, r_min=float(getattr(model.config, "r_in", 0.0)))
+    base = run_validation(model, valid_set, config.valid_batch_size).result()
+    resuming = config.resume and (Path(config.output_dir).expanduser() / STATE_FILE).exists()
+    extra = {"base": base}
+    if not resuming:
+        delta = refit_bias(model, train_set, config.valid_batch_size)
+        logger.info("bias refit: max |delta| = %.4g eV", float(np.abs(delta).max()))
+        extra["base_refit"] = run_validation(model, valid_set, config.valid_batch_size).result()
+    frozen = freeze_early_blocks(model, config.freeze_blocks)
+    if frozen:
+        logger.info("froze %d parameter tensors", len(frozen))
+    return run_training(config, model, train_set, valid_set, test_set, callback=callback, extra_metrics=extra,
+                        fit_bias=False)

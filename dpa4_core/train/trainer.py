@@ -1,0 +1,396 @@
+"""The training loop: data, bias fit, optimiser, warmup-stable-decay, EMA, validation, checkpoints, resume.
+
+Files written in ``output_dir`` (rank 0 only):
+    - ``best.pt`` / ``last.pt``: model checkpoints (EMA weights) readable by ``DPA4.load`` and ``dpa4 eval``;
+    - ``train_state.pt``: everything needed to resume exactly (raw weights, optimiser, EMA, step, RNG state);
+    - ``metrics.jsonl``: one JSON object per training step and per validation;
+    - ``parity_energy.png`` / ``parity_forces.png``: validation parity plots at the end.
+
+Resume: the data order of step ``s`` is a pure function of ``(seed, s)`` and the learning rate of ``s`` a pure
+function of ``s``, so restarting from ``train_state.pt`` (written every ``checkpoint_every`` steps) continues the
+run exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dpa4_core.train.config import BiasConfig, TrainConfig, load_config
+from dpa4_core.train.dataset import FrameDataset, load_dataset, split_indices
+from dpa4_core.train.loss import LossWeights, MetricAccumulator, compute_loss
+from dpa4_core.train.schedule import EMA, wsd_lr
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "train_state.pt"
+LOG_FILE = "metrics.jsonl"
+
+
+@dataclass
+class TrainResult:
+    """Paths and metrics of a finished run (``metrics``: validation metrics of the best checkpoint, plus
+    ``test`` and, for fine-tuning, ``base`` metrics on the same validation split)."""
+
+    checkpoint: Path
+    last_checkpoint: Path
+    metrics: dict
+    log_path: Path
+    plots: list[Path] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def build_model(section, seed: int = 0) -> torch.nn.Module:
+    """A fresh ``DPA4`` from ``config.model`` (preset plus overrides), seeded, in the training dtype."""
+    import dataclasses
+
+    from dpa4_core.config import DPA4Config
+    from dpa4_core.model.energy import DPA4
+
+    config = DPA4Config.preset(section.preset)
+    if section.overrides:
+        try:
+            config = dataclasses.replace(config, **section.overrides)
+        except TypeError as exc:  # unknown field name
+            raise ValueError(f"model.overrides {section.overrides}: {exc}") from exc
+    torch.manual_seed(seed)
+    return DPA4(config).to(getattr(torch, section.dtype))
+
+
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float64
+
+
+def distributed_context():
+    """The colleague's ``init_from_env()`` when available, else a single-process context."""
+    try:
+        from dpa4_core.train.distributed import init_from_env
+    except ImportError:
+        return _SingleProcess()
+    return init_from_env()
+
+
+class _SingleProcess:
+    rank, world_size, is_main = 0, 1, True
+
+    def shard(self, indices):
+        return indices
+
+    def all_reduce_gradients(self, model):
+        return None
+
+    def barrier(self):
+        return None
+
+
+def make_predictor(model, compile: bool = False, bf16: bool = False) -> Callable:
+    """Training predictor: ``dpa4_core.train.compile.make_predictor`` for models with ``atom_energies``."""
+    if callable(getattr(model, "atom_energies", None)):
+        from dpa4_core.train.compile import make_predictor as _make
+
+        return _make(model, compile=compile, bf16=bf16)
+    return model
+
+
+def fit_composition_bias(dataset: FrameDataset) -> np.ndarray:
+    """Least-squares per-element energies ``b [119]`` (eV) with ``sum_t n_ft b_t ~ E_f`` (spec section 5)."""
+    counts = dataset.composition()
+    present = np.flatnonzero(counts.sum(axis=0))
+    solution, *_ = np.linalg.lstsq(counts[:, present], dataset.energy, rcond=None)
+    bias = np.zeros(119)
+    bias[present] = solution
+    return bias
+
+
+def isolated_atom_bias(path: str) -> np.ndarray:
+    """Per-element energies from a file of single-atom frames (e.g. ``isolated_atoms.xyz``)."""
+    from dpa4_core.data.readers import DataError, read_frames
+
+    bias = np.zeros(119)
+    for frame in read_frames(path):
+        if len(frame.atoms) != 1:
+            raise DataError(f"{frame.source}: isolated-atom file holds a frame with {len(frame.atoms)} atoms")
+        bias[int(frame.atoms.numbers[0])] = frame.energy
+    return bias
+
+
+def set_energy_bias(model: torch.nn.Module, bias: np.ndarray) -> None:
+    with torch.no_grad():
+        model.energy_bias.copy_(torch.as_tensor(bias, dtype=model.energy_bias.dtype))
+
+
+def initial_bias(model, dataset: FrameDataset, config: BiasConfig) -> None:
+    if config.method == "lstsq":
+        set_energy_bias(model, fit_composition_bias(dataset))
+    elif config.method == "isolated_atoms":
+        set_energy_bias(model, isolated_atom_bias(config.isolated_atoms))
+
+
+def prepare_data(config: TrainConfig, r_min: float) -> tuple[FrameDataset, FrameDataset, FrameDataset | None]:
+    """Train, validation and (optional) test sets: explicit sources or a seeded split of ``data.train``."""
+    data = config.data
+
+    def read(sources):
+        return load_dataset([s if isinstance(s, str) else s.model_dump() for s in sources], r_min=r_min)
+
+    full = read(data.train)
+    valid = read(data.valid) if data.valid else None
+    test = read(data.test) if data.test else None
+    held_valid = 0.0 if valid is not None else data.split.valid
+    held_test = 0.0 if test is not None else data.split.test
+    if held_valid or held_test:
+        parts = split_indices(full, [1.0 - held_valid - held_test, held_valid, held_test], data.split.seed,
+                              data.split.by_group)
+        train = full.subset(parts[0])
+        valid = full.subset(parts[1]) if valid is None else valid
+        test = full.subset(parts[2]) if test is None and held_test else test
+    else:
+        train = full
+    if data.max_frames is not None and len(train) > data.max_frames:
+        pick = np.sort(np.random.default_rng(data.split.seed).permutation(len(train))[: data.max_frames])
+        train = train.subset(pick)
+    if valid is None or len(valid) == 0:
+        raise ValueError("no validation frames: give data.valid or a data.split.valid fraction > 0")
+    return train, valid, test
+
+
+def batch_indices(step: int, n_frames: int, batch_size: int, seed: int) -> np.ndarray:
+    """Frames of the global batch at ``step``: epoch-wise seeded permutations, a pure function of the step."""
+    if n_frames <= batch_size:
+        return np.arange(n_frames)
+    per_epoch = n_frames // batch_size
+    epoch, position = divmod(step, per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(n_frames)
+    return order[position * batch_size:(position + 1) * batch_size]
+
+
+def run_validation(model, dataset: FrameDataset, batch_size: int = 8, keep: bool = False,
+                   max_frames: int | None = None) -> MetricAccumulator:
+    """Metrics of ``model`` (eval mode, eager) on ``dataset``; forces and stress by autograd."""
+    dtype = model_dtype(model)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    acc = MetricAccumulator()
+    n = len(dataset) if max_frames is None else min(max_frames, len(dataset))
+    for start in range(0, n, batch_size):
+        batch, labels = dataset.batch(range(start, min(start + batch_size, n)), model.config.cutoff, dtype, device)
+        pred = model(batch)
+        acc.add({k: v.detach() for k, v in pred.items()}, labels, keep=keep)
+    model.train(was_training)
+    return acc
+
+
+def _score(metrics: dict) -> float:
+    """Model selection: energy MAE (meV/atom) + force MAE (meV/A)."""
+    return metrics["energy_mae_mev_per_atom"] + metrics["force_mae_mev_per_a"]
+
+
+def _atomic_save(obj, path: Path) -> None:
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(obj, stream)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_optimizers(model, config) -> list[torch.optim.Optimizer]:
+    """AdamW for everything, or Muon for 2-D weight matrices plus AdamW for the rest (``optim.optimizer``)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = config.optim
+    if opt.optimizer == "muon" and hasattr(torch.optim, "Muon"):
+        matrices = [p for p in params if p.ndim == 2]
+        others = [p for p in params if p.ndim != 2]
+        optimizers = [torch.optim.Muon(matrices, lr=opt.lr, weight_decay=opt.weight_decay,
+                                       adjust_lr_fn="match_rms_adamw")] if matrices else []
+        if others:
+            optimizers.append(torch.optim.AdamW(others, lr=opt.lr, weight_decay=opt.weight_decay))
+        return optimizers
+    if opt.optimizer == "muon":
+        logger.warning("torch.optim.Muon is not available in torch %s; using AdamW", torch.__version__)
+    return [torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay)]
+
+
+class _Log:
+    """JSON-lines metric log; on resume, lines past the resumed step are dropped (they will be redone)."""
+
+    def __init__(self, path: Path, enabled: bool, resume_step: int | None):
+        self.path, self.enabled = path, enabled
+        if not enabled:
+            return
+        if resume_step is None:
+            path.write_text("")
+        elif path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with self.path.open("a") as stream:
+                stream.write(json.dumps(record) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------ loop
+def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDataset, valid_set: FrameDataset,
+                 test_set: FrameDataset | None = None, callback: Callable[[int, dict], None] | None = None,
+                 extra_metrics: dict | None = None, fit_bias: bool = True) -> TrainResult:
+    """Train ``model`` on ``train_set`` following ``config``; resumes from ``output_dir`` when a state exists.
+
+    Args:
+        callback: called as ``callback(step, parts)`` after every optimiser step (``step`` counts from 1);
+            an exception raised there stops the run like a crash would.
+        extra_metrics: added to the result's metrics (e.g. the base model's errors when fine-tuning).
+        fit_bias: fit the energy bias before the first step (``config.bias``); ignored when resuming.
+    """
+    from dpa4_core.model.checkpoint import save_checkpoint
+
+    ctx = distributed_context()
+    out = Path(config.output_dir).expanduser().resolve()
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    ctx.barrier()
+    dtype = model_dtype(model)
+    cutoff = model.config.cutoff
+    ema = EMA(model, config.optim.ema_decay)
+    optimizers = build_optimizers(model, config)
+    weights = LossWeights(config.loss.energy, config.loss.forces, config.loss.stress, config.loss.kind,
+                          config.loss.huber_delta)
+    state_path = out / STATE_FILE
+    start, best_score, best_metrics = 0, math.inf, None
+    if config.resume and state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        for optimizer, opt_state in zip(optimizers, state["optimizers"]):
+            optimizer.load_state_dict(opt_state)
+        ema.load_state_dict(state["ema"])
+        torch.set_rng_state(state["torch_rng"])
+        start, best_score, best_metrics = state["step"], state["best_score"], state["best_metrics"]
+        logger.info("resumed from %s at step %d", state_path, start)
+    elif fit_bias:
+        initial_bias(model, train_set, config.bias)  # a buffer: the EMA of the parameters is unaffected
+    log = _Log(out / LOG_FILE, ctx.is_main, start if start else None)
+    elements = sorted(set(train_set.elements) | set(getattr(model, "trained_elements", [])))
+    metadata = {"config": json.loads(config.model_dump_json()), "n_train": len(train_set)}
+
+    def save_model(path: Path, step: int, metrics: dict | None):
+        with ema.applied(model):
+            save_checkpoint(model, path, metadata={**metadata, "step": step, "metrics": metrics or {}},
+                            elements=elements)
+
+    predictor = make_predictor(model, compile=config.compile, bf16=config.bf16)
+    model.train()
+    bar = tqdm(total=config.steps, initial=start, disable=True if not (config.progress and ctx.is_main) else None,
+               desc="train", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    for step in range(start, config.steps):
+        global_idx = batch_indices(step, len(train_set), config.batch_size, config.seed)
+        local_idx = ctx.shard(global_idx)
+        batch, labels = train_set.batch(local_idx, cutoff, dtype)
+        lr = wsd_lr(step, config.steps, config.optim.lr, config.optim.warmup_fraction,
+                    config.optim.decay_fraction, config.optim.final_lr_ratio)
+        for optimizer in optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        pred = predictor(batch)
+        loss, parts = compute_loss(pred, labels, batch.frame, weights)
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        ctx.all_reduce_gradients(model)
+        grad_norm = None
+        if config.optim.grad_clip is not None:
+            trainable = [p for p in model.parameters() if p.requires_grad]
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, config.optim.grad_clip))
+        for optimizer in optimizers:
+            optimizer.step()
+        ema.update(model)
+        done = step + 1
+        log.write({"step": done, "split": "train", "lr": lr, "loss": parts, "grad_norm": grad_norm,
+                   "elapsed_s": time.perf_counter() - t0})
+        bar.set_postfix(loss=f"{parts['total']:.4g}", lr=f"{lr:.2e}")
+        bar.update(1)
+        last = done == config.steps
+        if ctx.is_main and (done % config.valid_every == 0 or last):
+            with ema.applied(model):
+                metrics = run_validation(model, valid_set, config.valid_batch_size,
+                                         max_frames=config.max_valid_frames).result()
+            log.write({"step": done, "split": "valid", **metrics})
+            if _score(metrics) < best_score:
+                best_score, best_metrics = _score(metrics), metrics
+                save_model(out / "best.pt", done, metrics)
+        if ctx.is_main and (done % config.checkpoint_every == 0 or last):
+            save_model(out / "last.pt", done, best_metrics)
+            _atomic_save({"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
+                          "ema": ema.state_dict(), "torch_rng": torch.get_rng_state(), "step": done,
+                          "best_score": best_score, "best_metrics": best_metrics}, state_path)
+        ctx.barrier()
+        if callback is not None:
+            callback(done, parts)
+    bar.close()
+    return _finish(config, model, ema, out, valid_set, test_set, log, extra_metrics, ctx)
+
+
+def _finish(config, model, ema, out, valid_set, test_set, log, extra_metrics, ctx) -> TrainResult:
+    """Final metrics of the best checkpoint on validation (and test), parity plots."""
+    from dpa4_core.model.checkpoint import load_checkpoint
+
+    best_path, last_path = out / "best.pt", out / "last.pt"
+    metrics: dict = {}
+    plots: list[Path] = []
+    if ctx.is_main:
+        try:
+            best = load_checkpoint(best_path).to(model_dtype(model))
+        except (ImportError, ValueError):  # a stand-in model that DPA4.load cannot rebuild: use the EMA weights
+            best = model
+        with ema.applied(model):
+            acc = run_validation(best, valid_set, config.valid_batch_size, keep=config.plots)
+            metrics = {"valid": acc.result()}
+            if test_set is not None and len(test_set):
+                metrics["test"] = run_validation(best, test_set, config.valid_batch_size).result()
+        metrics.update(extra_metrics or {})
+        log.write({"step": config.steps, "split": "final", **metrics})
+        if config.plots:
+            from dpa4_core.train.plots import parity_plots
+
+            plots = parity_plots(acc.records, out, title=f"validation ({len(valid_set)} frames)")
+    ctx.barrier()
+    return TrainResult(checkpoint=best_path, last_checkpoint=last_path, metrics=metrics, log_path=out / LOG_FILE,
+                       plots=plots)
+
+
+def train(config, model: torch.nn.Module | None = None,
+          callback: Callable[[int, dict], None] | None = None) -> TrainResult:
+    """Train a DPA4 from scratch as described by ``config`` (a ``TrainConfig``, a dict, or a YAML path).
+
+    Args:
+        model: use this model instead of building ``config.model`` (e.g. a custom architecture).
+        callback: see :func:`run_training`.
+
+    Returns:
+        :class:`TrainResult` with absolute checkpoint paths, metrics, the log path and plot paths.
+    """
+    config = load_config(config, TrainConfig)
+    if model is None:
+        model = build_model(config.model, config.seed)
+    torch.manual_seed(config.seed)
+    train_set, valid_set, test_set = prepare_data(config, r_min=float(getattr(model.config, "r_in", 0.0)))
+    logger.info("training on %d frames, validating on %d", len(train_set), len(valid_set))
+    return run_training(config, model, train_set, valid_set, test_set, callback=callback)
