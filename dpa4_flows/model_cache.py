@@ -71,14 +71,14 @@ def get_model(path: str | Path, device: str = "cpu", dtype: str = "float32"):
     """
     import torch
 
-    from dpa4_core import DPA4
+    from dpa4_core.model.checkpoint import load_checkpoint
 
     resolved = checkpoint_path(path)
     key = (*_file_key(resolved), str(device), str(dtype))
     with _LOCK:
         if key not in _MODELS:
             logger.info("loading DPA4 checkpoint %s on %s (%s)", resolved, device, dtype)
-            model = DPA4.load(resolved, map_location=device)
+            model = load_checkpoint(resolved, map_location=device)
             model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
             _MODELS[key] = model
         return _MODELS[key]

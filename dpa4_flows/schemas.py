@@ -94,3 +94,29 @@ class FineTuneDoc(BaseModel):
     training_log: str | None = Field(None, description="Text of the training log (kept in the data store).")
     plots: list[str] = Field(default_factory=list, description="Absolute paths of plots written by the trainer.")
     config: dict[str, Any] = Field(default_factory=dict, description="Trainer configuration that was run.")
+
+
+class RelaxedStructure(BaseModel):
+    """Result of relaxing one structure inside a batch job."""
+
+    candidate_id: str = Field(description="Identifier of the input structure.")
+    formula: str = Field(description="Reduced formula.")
+    structure: Structure | None = Field(None, description="Relaxed structure (None if the relaxation failed).")
+    energy: float | None = Field(None, description="Total energy of the relaxed structure, eV.")
+    energy_per_atom: float | None = Field(None, description="Energy per atom, eV/atom.")
+    max_force: float | None = Field(None, description="Largest force component norm at the end, eV/A.")
+    n_steps: int | None = Field(None, description="Optimiser steps taken.")
+    converged: bool = Field(False, description="Forces below fmax within max_steps.")
+    error: str | None = Field(None, description="Exception type and message if this structure failed.")
+
+
+class BatchRelaxDoc(BaseModel):
+    """Output of one batched relaxation job (a chunk of a screening)."""
+
+    results: list[RelaxedStructure] = Field(description="One result per input structure, in input order.")
+    model_id: str | None = Field(None, description="'sha256:<hex>' of the checkpoint, or calculator import path.")
+    engine: str = Field(description="'batched' (dpa4_core.batched.relax_batch) or 'ase' (one ASE relaxation each).")
+    fmax: float = Field(description="Force convergence criterion, eV/A.")
+    max_steps: int = Field(description="Maximum optimiser steps per structure.")
+    relax_cell: bool = Field(description="Whether cell shape and volume were relaxed.")
+    elapsed_time: float = Field(description="Wall time of the job, s.")

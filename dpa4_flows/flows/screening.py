@@ -1,0 +1,185 @@
+"""Screening flow: candidates -> chunks -> batched relaxation -> references -> stability -> report.
+
+Every job is known when the flow is built (no dynamic replace/addition), so the flow is easy to persist and
+resume: each chunk of candidates is one job, the elemental reference phases (bcc, fcc and hcp of every
+element, relaxed with the same model) are one more, then one stability job and one report job. With a
+user-supplied entries JSON the reference job is left out.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jobflow import Flow, Maker, job
+from pymatgen.core import Element, Lattice, Structure
+
+from dpa4_flows.jobs.batch_relax import BatchRelaxMaker
+from dpa4_flows.jobs.stability import StabilityMaker, relaxed_entries
+from dpa4_flows.report import plot_hull, results_dataframe, write_csv
+from dpa4_flows.schemas import BatchRelaxDoc, ScreeningReport, ScreeningRow, StabilityDoc
+from dpa4_flows.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+PROTOTYPES = ("bcc", "fcc", "hcp")
+
+
+class ScreeningInputError(ValueError):
+    """Bad screening input: no candidates, duplicate ids, non-structures, unknown prototype, bad chunk size."""
+
+
+def elemental_prototype(element: str, prototype: str) -> Structure:
+    """A bcc, fcc or ideal hcp cell of ``element`` with nearest-neighbour distance 2 x metallic radius."""
+    el = Element(element)
+    radius = el.metallic_radius or el.atomic_radius
+    if not radius:
+        raise ScreeningInputError(f"no metallic or atomic radius known for {element!r}")
+    d = 2.0 * float(radius)  # nearest-neighbour distance, A
+    if prototype == "bcc":
+        return Structure(Lattice.cubic(2 * d / math.sqrt(3)), [element] * 2, [[0, 0, 0], [0.5, 0.5, 0.5]])
+    if prototype == "fcc":
+        return Structure(Lattice.cubic(d * math.sqrt(2)), [element] * 4,
+                         [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    if prototype == "hcp":
+        return Structure(Lattice.hexagonal(d, d * math.sqrt(8 / 3)), [element] * 2,
+                         [[1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]])
+    raise ScreeningInputError(f"prototype {prototype!r}; allowed: {', '.join(PROTOTYPES)}")
+
+
+def reference_structures(elements: list[str], prototypes: tuple[str, ...] = PROTOTYPES) -> dict[str, Structure]:
+    """``{"ref:Mo-bcc": Structure, ...}`` for every element and prototype."""
+    return {f"ref:{el}-{p}": elemental_prototype(el, p) for el in sorted(elements) for p in prototypes}
+
+
+@job(output_schema=ScreeningReport)
+def screening_report(
+    stability: list[StabilityDoc],
+    relaxations: list[BatchRelaxDoc],
+    references: Any,
+    reference_source: str,
+    output_dir: str | None = None,
+) -> ScreeningReport:
+    """Join relaxation and stability results into one report; write CSV and hull PNG into ``output_dir``."""
+    docs = [d if isinstance(d, StabilityDoc) else StabilityDoc(**d) for d in stability]
+    by_id = {d.candidate_id: d for d in docs}
+    relax_docs = [r if isinstance(r, BatchRelaxDoc) else BatchRelaxDoc(**r) for r in relaxations]
+    rows = []
+    for result in (res for doc in relax_docs for res in doc.results):
+        stab = by_id.get(result.candidate_id)
+        n_atoms = stab.n_atoms if stab else (len(result.structure) if result.structure else 0)
+        rows.append(
+            ScreeningRow(
+                candidate_id=result.candidate_id,
+                formula=result.formula,
+                n_atoms=n_atoms,
+                energy_per_atom=result.energy_per_atom,
+                formation_energy_per_atom=stab.formation_energy_per_atom if stab else None,
+                e_above_hull=stab.e_above_hull if stab else None,
+                is_stable=stab.is_stable if stab else None,
+                converged=result.converged,
+                error=result.error or (None if stab else "no stability result"),
+            )
+        )
+    rows.sort(key=lambda r: (r.e_above_hull is None, r.e_above_hull or 0.0, r.formula))
+    ref_entries = [] if isinstance(references, str) else relaxed_entries(references)
+    report = ScreeningReport(
+        model_id=relax_docs[0].model_id if relax_docs else None,
+        reference_source=reference_source,
+        n_candidates=len(rows),
+        n_stable=sum(1 for r in rows if r.is_stable),
+        n_failed=sum(1 for r in rows if r.e_above_hull is None),
+        rows=rows,
+        stability=docs,
+        references=[
+            {"entry_id": e["entry_id"], "formula": e["structure"].composition.reduced_formula,
+             "energy_per_atom": e["energy"] / len(e["structure"])}
+            for e in ref_entries if isinstance(e, dict)
+        ] if ref_entries else [{"entries_file": references}],
+    )
+    if output_dir is not None:
+        out = Path(output_dir).expanduser().resolve()
+        report.csv_path = str(write_csv(results_dataframe(report), out / "screening.csv"))
+        report.plot_path = str(plot_hull(docs, out / "hull.png", title=f"DPA4 screening ({len(rows)} candidates)"))
+    return report
+
+
+@dataclass
+class ScreeningMaker(Maker):
+    """Build the screening flow.
+
+    Args:
+        relax_maker: relaxes each chunk (and the elemental references) with the same model.
+        stability_maker: builds the hull and the stability documents.
+        chunk_size: candidates per relaxation job (default from settings).
+        reference_entries: path of an entries JSON file to use as references instead of relaxing
+            elemental phases in the flow (energies must come from the same model).
+        prototypes: elemental phases relaxed as references when ``reference_entries`` is None.
+        output_dir: folder for ``screening.csv`` and ``hull.png`` (absolute; None: no files).
+    """
+
+    name: str = "DPA4 screening"
+    relax_maker: BatchRelaxMaker = field(default_factory=BatchRelaxMaker)
+    stability_maker: StabilityMaker = field(default_factory=StabilityMaker)
+    chunk_size: int = field(default_factory=lambda: get_settings().chunk_size)
+    reference_entries: str | None = None
+    prototypes: tuple[str, ...] = PROTOTYPES
+    output_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.chunk_size < 1:
+            raise ScreeningInputError(f"chunk_size={self.chunk_size} must be >= 1")
+        unknown = [p for p in self.prototypes if p not in PROTOTYPES]
+        if unknown:
+            raise ScreeningInputError(f"prototypes {unknown}; allowed: {', '.join(PROTOTYPES)}")
+        if self.reference_entries is not None:
+            self.reference_entries = str(Path(self.reference_entries).expanduser().resolve())
+        if self.output_dir is not None:
+            self.output_dir = str(Path(self.output_dir).expanduser().resolve())
+
+    def make(self, candidates: list[Structure], candidate_ids: list[str] | None = None) -> Flow:
+        """The flow for ``candidates`` (ids default to ``"cand-0"``, ...). Its output is the report."""
+        if not candidates:
+            raise ScreeningInputError("no candidates to screen")
+        for i, s in enumerate(candidates):
+            if not isinstance(s, Structure):
+                raise ScreeningInputError(f"candidate {i} is a {type(s).__name__}, not a pymatgen Structure")
+        ids = [f"cand-{i}" for i in range(len(candidates))] if candidate_ids is None else list(map(str, candidate_ids))
+        if len(ids) != len(candidates):
+            raise ScreeningInputError(f"{len(ids)} candidate_ids for {len(candidates)} candidates")
+        duplicates = sorted({c for c in ids if ids.count(c) > 1})
+        if duplicates:
+            raise ScreeningInputError(f"duplicate candidate ids {duplicates[:5]}")
+        if any(c.startswith("ref:") for c in ids):
+            raise ScreeningInputError("candidate ids may not start with 'ref:' (reserved for references)")
+
+        jobs = []
+        relax_jobs = []
+        for start in range(0, len(candidates), self.chunk_size):
+            chunk = self.relax_maker.make(candidates[start:start + self.chunk_size], ids[start:start + self.chunk_size])
+            chunk.name = f"{self.relax_maker.name} {start // self.chunk_size + 1}"
+            relax_jobs.append(chunk)
+        jobs.extend(relax_jobs)
+
+        if self.reference_entries is None:
+            elements = sorted({el.symbol for s in candidates for el in s.composition.elements})
+            refs = reference_structures(elements, tuple(self.prototypes))
+            ref_job = self.relax_maker.make(list(refs.values()), list(refs))
+            ref_job.name = "DPA4 elemental references"
+            jobs.append(ref_job)
+            references, source = [ref_job.output], "computed"
+        else:
+            references, source = self.reference_entries, "user"
+
+        stability = self.stability_maker.make(
+            [j.output for j in relax_jobs], references, model_id=relax_jobs[0].output.model_id
+        )
+        report = screening_report(
+            stability.output, [j.output for j in relax_jobs], references, source, self.output_dir
+        )
+        report.name = "DPA4 screening report"
+        jobs += [stability, report]
+        return Flow(jobs, output=report.output, name=self.name)

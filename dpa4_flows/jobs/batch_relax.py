@@ -1,0 +1,191 @@
+"""One job relaxes a list of structures: the unit of work of a screening flow.
+
+With DPA4 and ``dpa4_core.batched.relax_batch`` available, all structures are relaxed together on the
+batched engine (many structures per model call). Otherwise (other calculators, or before the batched engine
+exists) each structure gets an ASE FIRE relaxation with the cell filter, using the process-wide cached
+calculator. A structure that fails is reported with its error; it does not fail the other structures.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from jobflow import Maker, job
+from pymatgen.core import Structure
+from tqdm.auto import tqdm
+
+from dpa4_flows import model_cache
+from dpa4_flows.jobs.relax import default_calculator_kwargs
+from dpa4_flows.schemas import BatchRelaxDoc, RelaxedStructure
+from dpa4_flows.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+ENGINES = ("auto", "batched", "ase")
+
+
+class BatchRelaxError(ValueError):
+    """Bad arguments to a batch relaxation (engine name, mismatched ids, empty or non-structure input)."""
+
+
+def _batched_engine():
+    try:
+        from dpa4_core.batched import relax_batch
+    except ImportError:
+        return None
+    return relax_batch
+
+
+def _as_structure(obj: Any, index: int) -> Structure:
+    if isinstance(obj, Structure):
+        return obj
+    if isinstance(obj, dict) and obj.get("@class") == "Structure":
+        return Structure.from_dict(obj)
+    raise BatchRelaxError(f"item {index} is a {type(obj).__name__}, not a pymatgen Structure")
+
+
+def _failed(candidate_id: str, structure: Structure, exc: BaseException) -> RelaxedStructure:
+    logger.warning("relaxation of %s failed: %s: %s", candidate_id, type(exc).__name__, exc)
+    return RelaxedStructure(
+        candidate_id=candidate_id,
+        formula=structure.composition.reduced_formula,
+        error=f"{type(exc).__name__}: {exc}",
+    )
+
+
+@dataclass
+class BatchRelaxMaker(Maker):
+    """Relax a list of structures in one job.
+
+    Args:
+        name: job name.
+        calculator_meta: calculator import path; DPA4 by default (see :mod:`dpa4_flows.model_cache`).
+        calculator_kwargs: ``{"model", "device", "dtype"}`` for DPA4 (defaults from settings).
+        fmax: force criterion, eV/A. max_steps: optimiser steps per structure.
+        relax_cell: relax cell shape and volume (FrechetCellFilter) as well as positions.
+        engine: "auto" (batched when possible), "batched" (require it), or "ase" (loop).
+        progress: show a tqdm bar over structures (quiet off a terminal).
+    """
+
+    name: str = "DPA4 batch relax"
+    calculator_meta: str = model_cache.DPA4_CALCULATOR_META
+    calculator_kwargs: dict = field(default_factory=default_calculator_kwargs)
+    fmax: float = field(default_factory=lambda: get_settings().fmax)
+    max_steps: int = field(default_factory=lambda: get_settings().max_steps)
+    relax_cell: bool = True
+    engine: Literal["auto", "batched", "ase"] = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise BatchRelaxError(f"engine={self.engine!r}; allowed: {', '.join(ENGINES)}")
+        if not self.fmax > 0:
+            raise BatchRelaxError(f"fmax={self.fmax} eV/A must be positive")
+        if self.max_steps < 0:
+            raise BatchRelaxError(f"max_steps={self.max_steps} must be >= 0")
+
+    @job(output_schema=BatchRelaxDoc)
+    def make(self, structures: list[Structure], candidate_ids: list[str] | None = None) -> BatchRelaxDoc:
+        """Relax ``structures`` (ids default to ``"0"``, ``"1"``, ...); see :meth:`relax`."""
+        return self.relax(structures, candidate_ids)
+
+    def _use_batched(self) -> bool:
+        is_dpa4 = str(self.calculator_meta) == model_cache.DPA4_CALCULATOR_META
+        available = _batched_engine() is not None
+        if self.engine == "batched" and not (is_dpa4 and available):
+            raise BatchRelaxError(
+                "engine='batched' needs calculator_meta='dpa4_core.DPA4Calculator' and dpa4_core.batched.relax_batch"
+            )
+        return self.engine == "batched" or (self.engine == "auto" and is_dpa4 and available)
+
+    def relax(self, structures: list[Structure], candidate_ids: list[str] | None = None) -> BatchRelaxDoc:
+        """Relax outside jobflow. Returns a :class:`BatchRelaxDoc` with one result per structure, in order."""
+        structures = [_as_structure(s, i) for i, s in enumerate(structures)]
+        ids = [str(i) for i in range(len(structures))] if candidate_ids is None else [str(c) for c in candidate_ids]
+        if len(ids) != len(structures):
+            raise BatchRelaxError(f"{len(ids)} candidate_ids for {len(structures)} structures")
+        start = time.perf_counter()
+        use_batched = self._use_batched() if structures else False
+        results = self._relax_batched(structures, ids) if use_batched else self._relax_ase(structures, ids)
+        return BatchRelaxDoc(
+            results=results,
+            model_id=model_cache.model_identifier(self.calculator_meta, self.calculator_kwargs),
+            engine="batched" if use_batched else "ase",
+            fmax=self.fmax,
+            max_steps=self.max_steps,
+            relax_cell=self.relax_cell,
+            elapsed_time=time.perf_counter() - start,
+        )
+
+    def _relax_ase(self, structures: list[Structure], ids: list[str]) -> list[RelaxedStructure]:
+        from ase.filters import FrechetCellFilter
+        from ase.optimize import FIRE
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        calculator = model_cache.get_calculator(self.calculator_meta, **self.calculator_kwargs)
+        results = []
+        bar = tqdm(zip(ids, structures), total=len(ids), desc="relax", disable=not self.progress or None)
+        for candidate_id, structure in bar:
+            try:
+                atoms = AseAtomsAdaptor.get_atoms(structure)
+                atoms.calc = calculator
+                target = FrechetCellFilter(atoms) if self.relax_cell else atoms
+                optimizer = FIRE(target, logfile=None)  # logfile=None: nothing printed, no file written
+                converged = bool(optimizer.run(fmax=self.fmax, steps=self.max_steps))
+                energy = float(atoms.get_potential_energy())
+                forces = atoms.get_forces()
+                relaxed = AseAtomsAdaptor.get_structure(atoms)
+                results.append(
+                    RelaxedStructure(
+                        candidate_id=candidate_id,
+                        formula=relaxed.composition.reduced_formula,
+                        structure=relaxed,
+                        energy=energy,
+                        energy_per_atom=energy / len(atoms),
+                        max_force=float(np.linalg.norm(forces, axis=1).max()),
+                        n_steps=int(optimizer.nsteps),
+                        converged=converged,
+                    )
+                )
+            except Exception as exc:  # noqa: BLE001 - one bad structure must not sink the chunk
+                results.append(_failed(candidate_id, structure, exc))
+        return results
+
+    def _relax_batched(self, structures: list[Structure], ids: list[str]) -> list[RelaxedStructure]:
+        relax_batch = _batched_engine()
+        kwargs = self.calculator_kwargs
+        model = model_cache.get_model(kwargs["model"], kwargs.get("device", "cpu"), kwargs.get("dtype", "float32"))
+        raw = relax_batch(structures, model, fmax=self.fmax, max_steps=self.max_steps, relax_cell=self.relax_cell)
+        return [_from_engine(cid, s, r) for cid, s, r in zip(ids, structures, raw, strict=True)]
+
+
+def _from_engine(candidate_id: str, initial: Structure, result: Any) -> RelaxedStructure:
+    """Adapt one ``dpa4_core.batched.RelaxResult`` (structure or atoms, energy, forces, steps, converged)."""
+    error = getattr(result, "error", None)
+    if error:
+        return RelaxedStructure(candidate_id=candidate_id, formula=initial.composition.reduced_formula, error=str(error))
+    relaxed = getattr(result, "structure", None)
+    if relaxed is None and getattr(result, "atoms", None) is not None:
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        relaxed = AseAtomsAdaptor.get_structure(result.atoms)
+    energy = float(result.energy)
+    forces = getattr(result, "forces", None)
+    max_force = getattr(result, "max_force", None)
+    if max_force is None and forces is not None:
+        max_force = float(np.linalg.norm(np.asarray(forces), axis=1).max())
+    n_steps = getattr(result, "n_steps", getattr(result, "steps", None))
+    return RelaxedStructure(
+        candidate_id=candidate_id,
+        formula=initial.composition.reduced_formula,
+        structure=relaxed,
+        energy=energy,
+        energy_per_atom=energy / len(initial),
+        max_force=None if max_force is None else float(max_force),
+        n_steps=None if n_steps is None else int(n_steps),
+        converged=bool(getattr(result, "converged", False)),
+    )
