@@ -68,9 +68,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def load_flow(workdir: str | os.PathLike) -> Flow:
     """The flow persisted in ``workdir`` by ``run_resumable`` (same uuids)."""
-    from jobflow import Flow
-
-    return Flow.from_dict(_decode(Path(workdir).expanduser().resolve() / FLOW_FILE))
+    return _decode(Path(workdir).expanduser().resolve() / FLOW_FILE)
 
 
 def _decode(path: Path) -> Any:
@@ -226,8 +224,9 @@ def _work(state: ResumeState, store: JobStore, workdir: Path, run_dir: Path, wor
           lease_s: float, poll_s: float, create_folders: bool, progress: bool,
           max_jobs: int | None) -> int:
     """The worker loop: claim, run, record; returns the number of jobs this worker ran."""
+    from contextlib import chdir
+
     from monty.json import MontyDecoder
-    from monty.os import cd
 
     heartbeat = _Heartbeat(workdir / STATE_FILE, worker, lease_s)
     counts = state.counts()
@@ -260,7 +259,7 @@ def _work(state: ResumeState, store: JobStore, workdir: Path, run_dir: Path, wor
                 job_dir = run_dir / f"{claim.name}-{claim.uuid}-{claim.idx}"
                 job_dir.mkdir(parents=True, exist_ok=True)
             try:
-                with cd(job_dir):
+                with chdir(job_dir):
                     response = job.run(store=store, job_dir=job_dir)
             except Exception:
                 error = traceback.format_exc()

@@ -1,0 +1,188 @@
+"""run_resumable: a flow killed with SIGKILL resumes without losing or repeating work.
+
+The flow (``_jobs.make_flow``) has references, a ``data``-store blob, a replace, a detour and
+an addition. Its reference result comes from jobflow's own ``run_locally``. Runs happen in
+subprocesses that a test kills at several points; every job appends to a log file each time
+it really runs, so the tests can count executions.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from jobflow import Flow, run_locally
+
+from _jobs import add, fail_if, make_flow
+from dpa4_flows.resume import (FlowFailedError, FlowMismatchError, StoreMismatchError,
+                               load_flow, run_resumable)
+from dpa4_flows.resume_state import ResumeState
+from dpa4_flows.store import StoreConfigError, embedded_store, memory_store
+
+HERE = Path(__file__).parent
+ROOT = HERE.parents[1]
+N_DOCS = 16  # job documents of make_flow(): 11 static jobs + replacement, detour, 3 adds + gather
+
+WORKER = textwrap.dedent("""
+    import sys, warnings
+    warnings.simplefilter("ignore")
+    from _jobs import make_flow
+    from dpa4_flows.resume import run_resumable
+    from dpa4_flows.store import embedded_store
+    run_resumable(make_flow(), embedded_store(sys.argv[1]), sys.argv[2], progress=False,
+                  include_outputs=False)
+""")
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict:
+    """Final output and document count of an uninterrupted run_locally."""
+    flow = make_flow()
+    store = memory_store()
+    run_locally(flow, store=store, log=False, ensure_success=True)
+    return {"final": store.get_output(flow.output.uuid), "n_docs": store.count()}
+
+
+def _env(log: Path, sleep: float) -> dict:
+    env = dict(os.environ, DPA4_TEST_JOB_LOG=str(log), DPA4_TEST_JOB_SLEEP=str(sleep),
+               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+def _start(db: Path, work: Path, log: Path, sleep: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", WORKER, str(db), str(work)],
+                            env=_env(log, sleep), stderr=subprocess.PIPE)
+
+
+def _lines(log: Path) -> list[str]:
+    return log.read_text().split() if log.exists() else []
+
+
+def _final(store, work: Path):
+    flow = load_flow(work)
+    return store.get_output(flow.output.uuid)
+
+
+def _assert_stored_once(store) -> None:
+    store.connect()
+    keys = [(d["uuid"], d["index"]) for d in store.query(properties=["uuid", "index"])]
+    assert len(keys) == len(set(keys)) == N_DOCS
+
+
+def test_uninterrupted_matches_run_locally(tmp_path, reference):
+    store = embedded_store(tmp_path / "db.sqlite")
+    result = run_resumable(make_flow(), store, tmp_path / "work", progress=False)
+    assert reference["n_docs"] == N_DOCS
+    _assert_stored_once(store)
+    assert _final(store, tmp_path / "work") == reference["final"]
+    assert all(s["state"] == "done" for s in result.values())
+    names = collections.Counter(s["name"] for s in result.values())
+    assert names["gather"] == 2 and names["detour_then"] == 1 and names["fan_out"] == 1
+    # The replaced uuid ends at index 2 with the replacement's (an add job's) output.
+    (rep,) = [s for s in result.values() if s["index"] == 2]
+    assert rep["name"] == "add" and rep["output"] == 102 + 100
+    # A second call runs nothing and returns the same outputs.
+    again = run_resumable(make_flow(), store, tmp_path / "work", progress=False)
+    assert {u: s["output"] for u, s in again.items()} == {u: s["output"] for u, s in result.items()}
+    assert all(s["attempts"] == 1 for s in again.values())
+
+
+def test_sigkill_at_several_points_then_resume(tmp_path, reference, monkeypatch):
+    db, work, log = tmp_path / "db.sqlite", tmp_path / "work", tmp_path / "runs.log"
+    embedded_store(db).connect()  # create the database before any worker
+    kills = 0
+    for kill_after in (1, 5, 9, 12):
+        proc = _start(db, work, log, sleep=0.15)
+        deadline = time.time() + 60
+        while len(_lines(log)) < kill_after and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.05)  # land inside the next job
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    monkeypatch.setenv("DPA4_TEST_JOB_LOG", str(log))
+    store = embedded_store(db)
+    result = run_resumable(None, store, work, progress=False, ensure_success=True)
+    assert len(result) == 15
+    _assert_stored_once(store)
+    assert _final(store, work) == reference["final"]
+    runs = collections.Counter(_lines(log))
+    assert len(runs) == N_DOCS  # every job ran ...
+    # ... and at most the job being recorded at each kill ran a second time.
+    assert sum(runs.values()) - N_DOCS <= kills
+
+
+def test_parallel_workers_never_run_a_job_twice(tmp_path, reference):
+    db, work, log = tmp_path / "db.sqlite", tmp_path / "work", tmp_path / "runs.log"
+    embedded_store(db).connect()
+    procs = [_start(db, work, log, sleep=0.25) for _ in range(3)]
+    for p in procs:
+        assert p.wait(timeout=120) == 0, p.stderr.read().decode()[-2000:]
+    runs = collections.Counter(_lines(log))
+    assert len(runs) == N_DOCS and set(runs.values()) == {1}
+    # The work really was shared (otherwise this test would prove nothing).
+    state = ResumeState(work / "state.sqlite")
+    workers = {w for (w,) in state.conn.execute("SELECT worker FROM jobs")}
+    assert len(workers) >= 2
+    store = embedded_store(db)
+    _assert_stored_once(store)
+    assert _final(store, work) == reference["final"]
+
+
+def test_stale_claim_of_dead_worker_elsewhere_is_reclaimed(tmp_path):
+    state = ResumeState(tmp_path / "state.sqlite")
+    job = add(1, 2)
+    with state.tx() as c:
+        state.add_jobs(c, [job])
+    claim = state.claim("worker-a", lease_s=60)
+    assert claim is not None and claim.uuid == job.uuid
+    # Pretend worker-a runs on another host: its live lease blocks everyone else ...
+    state.conn.execute("UPDATE jobs SET host = 'elsewhere', pid = 1")
+    assert state.claim("worker-b", lease_s=60) is None
+    # ... until the lease runs out without renewal.
+    state.conn.execute("UPDATE jobs SET lease = ?", (time.time() - 1,))
+    again = state.claim("worker-b", lease_s=60)
+    assert again is not None and again.uuid == job.uuid
+    assert state.conn.execute("SELECT attempts, worker FROM jobs").fetchone() == (2, "worker-b")
+
+
+def test_failure_recorded_without_losing_other_work(tmp_path):
+    bad = fail_if(5, 1)
+    child = add(bad.output, 1)
+    unrelated = add(2, 2)
+    flow = Flow([bad, child, unrelated])
+    store = embedded_store(tmp_path / "db.sqlite")
+    result = run_resumable(flow, store, tmp_path / "w", progress=False)
+    assert result[bad.uuid]["state"] == "failed"
+    assert "x=5 above threshold 1" in result[bad.uuid]["error"]
+    assert result[child.uuid]["state"] == "skipped"
+    assert result[unrelated.uuid]["state"] == "done" and result[unrelated.uuid]["output"] == 4
+    with pytest.raises(FlowFailedError, match="fail_if"):
+        run_resumable(None, store, tmp_path / "w", progress=False, ensure_success=True)
+    # The retry ran the failed job again, not the done one.
+    final = run_resumable(None, store, tmp_path / "w", progress=False, retry_failed=False)
+    assert final[unrelated.uuid]["attempts"] == 1 and final[bad.uuid]["attempts"] == 2
+
+
+def test_bad_inputs_are_refused(tmp_path):
+    with pytest.raises(StoreConfigError, match="not persistent"):
+        run_resumable(make_flow(), memory_store(), tmp_path / "w")
+    store = embedded_store(tmp_path / "db.sqlite")
+    run_resumable(Flow([add(1, 2)]), store, tmp_path / "w", progress=False)
+    with pytest.raises(FlowMismatchError, match="different flow"):
+        run_resumable(Flow([add(1, 2), add(3, 4, tag="x"), fail_if(1, 2)]), store,
+                      tmp_path / "w", progress=False)
+    with pytest.raises(StoreMismatchError, match="no output"):
+        run_resumable(None, embedded_store(tmp_path / "other.sqlite"), tmp_path / "w",
+                      progress=False)
+    with pytest.raises(FlowMismatchError, match="no flow persisted"):
+        run_resumable(None, store, tmp_path / "empty", progress=False)
