@@ -1,0 +1,294 @@
+"""Batched relaxation: many structures per model call, in-flight batching, ASE-equivalent results.
+
+Each system follows exactly the path ASE's optimiser would take on ``FrechetCellFilter(atoms)`` (or on the atoms
+alone with ``relax_cell=False``): convergence is tested before every step on the filter's generalised forces
+(``fmax``), and a system stops at convergence or after ``max_steps`` steps. Converged systems leave the batch at
+once and waiting ones take their place while the atom (and edge) budget allows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.stress import full_3x3_to_voigt_6_stress
+from tqdm.auto import tqdm
+
+from dpa4_core.batch import cellfilter
+from dpa4_core.batch.optimizers import make_optimizer
+from dpa4_core.batch.runner import BatchSetupError, ModelRunner
+from dpa4_core.batch.state import Packed, build_edges, make_batch, refresh_neighbors
+from dpa4_core.data.batch import InvalidStructureError, to_atoms, validate_atoms
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RelaxResult:
+    """One relaxed structure.
+
+    Attributes:
+        structure: final structure, same type as the input (pymatgen ``Structure``/``Molecule`` or ASE ``Atoms``;
+            Atoms carry a ``SinglePointCalculator`` with the final results).
+        energy: final energy (eV).
+        forces: ``[n_atoms, 3]`` Cartesian forces (eV/A).
+        stress: ``[3, 3]`` stress (eV/A^3, ASE sign: tension positive); zeros for non-periodic structures.
+        steps: optimiser steps taken (ASE's ``opt.nsteps``).
+        converged: True if ``fmax`` was reached within ``max_steps``.
+        fmax: final largest generalised force (eV/A; ASE's filter measure, cell rows included).
+        trajectory: one structure per evaluated geometry (if requested), else None.
+        error: why a structure was given up (non-finite energy or forces), else None.
+    """
+
+    structure: Any
+    energy: float
+    forces: np.ndarray
+    stress: np.ndarray
+    steps: int
+    converged: bool
+    fmax: float
+    trajectory: list | None = None
+    error: str | None = None
+
+
+def _output_like(template: Any, atoms: Atoms) -> Any:
+    """``atoms`` as the type of ``template`` (pymatgen in, pymatgen out)."""
+    if isinstance(template, Atoms):
+        return atoms
+    from pymatgen.core import Molecule
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    if isinstance(template, Molecule):
+        return AseAtomsAdaptor.get_molecule(atoms)
+    return AseAtomsAdaptor.get_structure(atoms)
+
+
+def _snapshot(template_atoms: Atoms, positions: np.ndarray, cell: np.ndarray, energy=None, forces=None, stress=None) -> Atoms:
+    atoms = template_atoms.copy()
+    if atoms.pbc.all():
+        atoms.set_cell(cell, scale_atoms=False)
+    atoms.set_positions(positions)
+    if energy is not None:
+        results = {"energy": energy, "free_energy": energy, "forces": forces}
+        if atoms.pbc.all():
+            results["stress"] = full_3x3_to_voigt_6_stress(stress)
+        atoms.calc = SinglePointCalculator(atoms, **results)
+    return atoms
+
+
+class _Relaxer:
+    """The in-flight loop behind :func:`relax_batch` (one instance per call)."""
+
+    def __init__(self, structures, runner: ModelRunner, optimizer, fmax, max_steps, relax_cell, exp_cell_factor,
+                 max_atoms, max_edges, skin, prune, trajectory):
+        self.inputs = list(structures)
+        self.atoms = [to_atoms(s) for s in self.inputs]
+        for i, atoms in enumerate(self.atoms):
+            validate_atoms(atoms, label=f"structure {i} ({atoms.get_chemical_formula()})")
+        self.runner, self.optimizer = runner, optimizer
+        self.fmax, self.max_steps, self.relax_cell = fmax, max_steps, relax_cell
+        self.exp_cell_factor = exp_cell_factor
+        self.max_atoms, self.max_edges, self.skin, self.prune = max_atoms, max_edges, skin, prune
+        self.want_trajectory = trajectory
+        self.trajectories: dict[int, list] = {}
+        self.results: list[RelaxResult | None] = [None] * len(self.atoms)
+        self.device = runner.device
+        self.cutoff = runner.cutoff
+
+    def _pack_one(self, index: int) -> Packed:
+        atoms = self.atoms[index]
+        n = len(atoms)
+        pbc = np.asarray(atoms.pbc, dtype=bool)
+        periodic = bool(pbc.all())
+        cell = atoms.cell.array if periodic else np.zeros((3, 3))
+        f64 = dict(dtype=torch.float64, device=self.device)
+        positions = torch.as_tensor(atoms.positions, **f64)
+        factor = float(n) if self.exp_cell_factor is None else float(self.exp_cell_factor)
+        atom = {
+            "numbers": torch.as_tensor(atoms.numbers, dtype=torch.long, device=self.device),
+            "x": positions.clone(),
+            "ref_pos": positions.clone(),
+        }
+        system = {
+            "n_atoms": torch.tensor([n], dtype=torch.long, device=self.device),
+            "index": torch.tensor([index], dtype=torch.long, device=self.device),
+            "pbc": torch.as_tensor(pbc[None], dtype=torch.bool, device=self.device),
+            "h0": torch.as_tensor(cell[None], **f64),
+            "ref_cell": torch.as_tensor(cell[None], **f64),
+            "c": torch.zeros(1, 3, 3, **f64),
+            "ecf": torch.tensor([factor], **f64),
+            "cell_mask": torch.tensor([1.0 if (self.relax_cell and periodic) else 0.0], **f64),
+            "steps": torch.zeros(1, dtype=torch.long, device=self.device),
+        }
+        opt_atom, opt_system = self.optimizer.new_state(n, torch.float64, self.device)
+        atom.update(opt_atom)
+        system.update(opt_system)
+        edges = build_edges(atoms.positions, cell, pbc, self.cutoff + self.skin)
+        return Packed(atom=atom, system=system, edges=[edges])
+
+    def _admit(self, pack: Packed | None, pending: deque) -> Packed | None:
+        n_atoms = pack.n_atoms if pack is not None else 0
+        n_edges = int(pack.n_edges().sum()) if pack is not None else 0
+        new = []
+        while pending:
+            index = pending[0]
+            size = len(self.atoms[index])
+            if (n_atoms or new) and n_atoms + size > self.max_atoms:
+                break
+            one = self._pack_one(index)
+            edges = len(one.edges[0][0])
+            if self.max_edges is not None and (n_atoms or new) and n_edges + edges > self.max_edges:
+                break
+            pending.popleft()
+            new.append(one)
+            n_atoms, n_edges = n_atoms + size, n_edges + edges
+        if not new:
+            return pack
+        return Packed.concat([pack] + new if pack is not None else new)
+
+    def _geometry(self, pack: Packed):
+        log_f, deform = cellfilter.deformation(pack.system["c"], pack.system["ecf"])
+        positions, cell = cellfilter.apply_deformation(pack.atom["x"], pack.system["h0"], deform, pack.frame)
+        return log_f, deform, positions, cell
+
+    def run(self, progress: bool | None) -> list[RelaxResult]:
+        pending = deque(range(len(self.atoms)))
+        pack: Packed | None = None
+        bar = tqdm(total=len(self.atoms), desc="relax", unit="structure", disable=None if progress is None else not progress)
+        while pending or (pack is not None and pack.n_systems):
+            pack = self._admit(pack, pending)
+            log_f, deform, positions, cell = self._geometry(pack)
+            refresh_neighbors(pack, positions, cell, self.cutoff, self.skin)
+            batch = make_batch(pack, positions, cell, self.cutoff, self.skin, self.runner.dtype, self.prune)
+            need_stress = bool(pack.system["cell_mask"].any()) or self.want_trajectory
+            out = self.runner(batch, compute_stress=need_stress)
+            volume = torch.linalg.det(cell).abs()
+            f_atom, f_cell = cellfilter.filter_forces(
+                out["forces"], out["stress"], volume, log_f, deform, pack.system["ecf"], pack.system["cell_mask"], pack.frame
+            )
+            fmax = cellfilter.max_force(f_atom, f_cell, pack.frame)
+            finite = torch.isfinite(out["energy"]) & torch.isfinite(fmax)
+            done = (fmax < self.fmax) | (pack.system["steps"] >= self.max_steps) | ~finite
+            if self.want_trajectory:
+                self._record(pack, positions, cell, out)
+            if bool(done.any()):
+                self._finish(pack, done, positions, cell, out, fmax, finite)
+                bar.update(int(done.sum()))
+                keep = ~done
+                f_atom, f_cell = f_atom[keep[pack.frame]], f_cell[keep]
+                pack = pack.select(keep)
+            if pack.n_systems == 0:
+                continue
+            self.optimizer.step(pack, f_atom, f_cell)
+            pack.system["steps"] = pack.system["steps"] + 1
+        bar.close()
+        return self.results
+
+    def _split(self, pack: Packed, positions: torch.Tensor, cell: torch.Tensor, out: dict, systems: list[int]):
+        """Per-system numpy views of the current geometry and results."""
+        counts = pack.system["n_atoms"].tolist()
+        starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        pos, cel = positions.cpu().numpy(), cell.cpu().numpy()
+        forces, energy, stress = out["forces"].cpu().numpy(), out["energy"].cpu().numpy(), out["stress"].cpu().numpy()
+        index = pack.system["index"].tolist()
+        for s in systems:
+            a, b = starts[s], starts[s + 1]
+            yield s, index[s], pos[a:b], cel[s], float(energy[s]), forces[a:b].copy(), stress[s].copy()
+
+    def _record(self, pack: Packed, positions, cell, out) -> None:
+        for _, index, pos, cel, energy, forces, stress in self._split(pack, positions, cell, out, range(pack.n_systems)):
+            frame = _snapshot(self.atoms[index], pos, cel, energy, forces, stress)
+            self.trajectories.setdefault(index, []).append(_output_like(self.inputs[index], frame))
+
+    def _finish(self, pack: Packed, done, positions, cell, out, fmax, finite) -> None:
+        systems = torch.nonzero(done).flatten().tolist()
+        fmax_np, finite_np = fmax.cpu().numpy(), finite.cpu().numpy()
+        steps, converged_np = pack.system["steps"].tolist(), (fmax < self.fmax).cpu().numpy()
+        for s, index, pos, cel, energy, forces, stress in self._split(pack, positions, cell, out, systems):
+            final = _snapshot(self.atoms[index], pos, cel, energy, forces, stress)
+            error = None
+            if not finite_np[s]:
+                error = f"non-finite energy or forces after {steps[s]} steps"
+                logger.warning("structure %d (%s): %s", index, final.get_chemical_formula(), error)
+            self.results[index] = RelaxResult(
+                structure=_output_like(self.inputs[index], final),
+                energy=energy,
+                forces=forces,
+                stress=stress,
+                steps=int(steps[s]),
+                converged=bool(converged_np[s] and finite_np[s]),
+                fmax=float(fmax_np[s]),
+                trajectory=self.trajectories.pop(index, None) if self.want_trajectory else None,
+                error=error,
+            )
+
+
+def relax_batch(
+    structures: Sequence,
+    model: Any,
+    *,
+    fmax: float = 0.05,
+    max_steps: int = 500,
+    relax_cell: bool = True,
+    optimizer: str = "fire",
+    optimizer_kwargs: dict | None = None,
+    exp_cell_factor: float | None = None,
+    max_atoms: int = 2048,
+    max_edges: int | None = None,
+    skin: float = 1.0,
+    prune: bool = True,
+    dtype: str | torch.dtype = "float32",
+    device: str | torch.device = "cpu",
+    compile: bool = False,
+    trajectory: bool = False,
+    progress: bool | None = None,
+) -> list[RelaxResult]:
+    """Relax many structures together, each exactly as ASE's optimiser on ``FrechetCellFilter`` would.
+
+    Args:
+        structures: ASE ``Atoms`` and/or pymatgen ``Structure``/``Molecule`` objects (never modified).
+        model: a DPA4 model (or any model with its interface, DEVELOPING.md) or a checkpoint path.
+        fmax: convergence threshold on ASE's filter measure (eV/A; atom rows and cell rows).
+        max_steps: most optimiser steps per structure.
+        relax_cell: relax the cell of periodic structures (FrechetCellFilter); molecules never relax a cell.
+        optimizer: ``"fire"`` (ASE FIRE) or ``"lbfgs"`` (ASE LBFGS, no line search); ``optimizer_kwargs`` take
+            ASE's parameter names (``maxstep``, ``dt``, ``memory``, ...).
+        exp_cell_factor: FrechetCellFilter's scaling of the cell degrees of freedom; default (ASE) the number of
+            atoms of each structure.
+        max_atoms: atom budget of one batch; a structure larger than the budget runs alone.
+        max_edges: optional edge budget (skin edges) of one batch.
+        skin: extra neighbour-list radius (A); lists are rebuilt only for systems that may have a new pair.
+        prune: drop skin edges beyond the model cutoff before each call (same result, less model work).
+        dtype: model precision, "float32" (default) or "float64"; the optimiser state is always float64.
+        device: torch device.
+        compile: run the model through ``torch.compile`` (falls back to eager with one warning).
+        trajectory: keep every evaluated geometry in ``RelaxResult.trajectory``.
+        progress: tqdm bar over structures; None = only on a terminal.
+
+    Returns:
+        One :class:`RelaxResult` per input, in input order.
+    """
+    if not structures:
+        return []
+    if not (fmax > 0):
+        raise BatchSetupError(f"fmax must be > 0 eV/A, got {fmax!r}")
+    if int(max_steps) < 0:
+        raise BatchSetupError(f"max_steps must be >= 0, got {max_steps!r}")
+    if not (np.isfinite(skin) and skin >= 0):
+        raise BatchSetupError(f"skin must be a finite number >= 0 A, got {skin!r}")
+    if int(max_atoms) < 1 or (max_edges is not None and int(max_edges) < 1):
+        raise BatchSetupError(f"max_atoms and max_edges must be >= 1, got {max_atoms!r}, {max_edges!r}")
+    if exp_cell_factor is not None and not (exp_cell_factor > 0):
+        raise BatchSetupError(f"exp_cell_factor must be > 0, got {exp_cell_factor!r}")
+    runner = model if isinstance(model, ModelRunner) else ModelRunner(model, device=device, dtype=dtype, compile=compile)
+    opt = make_optimizer(optimizer, **(optimizer_kwargs or {}))
+    relaxer = _Relaxer(structures, runner, opt, float(fmax), int(max_steps), bool(relax_cell), exp_cell_factor,
+                       int(max_atoms), max_edges, float(skin), bool(prune), bool(trajectory))
+    return relaxer.run(progress)

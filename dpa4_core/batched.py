@@ -1,0 +1,31 @@
+"""Public name from DEVELOPING.md for the batched engine; the code lives in :mod:`dpa4_core.batch`.
+
+``from dpa4_core.batched import relax_batch, md_batch, RelaxResult`` and ``from dpa4_core.batch import ...``
+give the same objects.
+"""
+
+from __future__ import annotations
+
+from dpa4_core.batch import (
+    FIRE,
+    LBFGS,
+    BatchSetupError,
+    MDResult,
+    ModelRunner,
+    OptimizerConfigError,
+    RelaxResult,
+    md_batch,
+    relax_batch,
+)
+
+__all__ = [
+    "FIRE",
+    "LBFGS",
+    "BatchSetupError",
+    "MDResult",
+    "ModelRunner",
+    "OptimizerConfigError",
+    "RelaxResult",
+    "md_batch",
+    "relax_batch",
+]
