@@ -9,7 +9,7 @@ Supported sources (:func:`read_frames` picks the reader from the path):
       DeePMD's virial is ``W = -sigma V`` (eV), so ``sigma = -W / V``.
     - anything ``ase.io.read`` understands (extxyz, VASP OUTCAR / vasprun.xml(.gz), ASE db, ...): labels from the
       attached calculator, else from ``info["energy"|"REF_energy"]``, ``arrays["forces"|"REF_forces"]``,
-      ``info["stress"]`` (eV/A^3, ASE sign) or ``info["virial"]`` (eV).
+      ``info["stress"]`` (eV/A^3, ASE sign) or ``info["virial"]`` (eV); 6-vectors in ASE's Voigt order.
     - in-memory lists of ASE Atoms (labels as above) or of ``(structure, labels)`` pairs, see :func:`frames_from_objects`.
 
 Bad data raises :class:`DataError` naming the file and the frame.
@@ -70,14 +70,23 @@ class Frame:
     source: str = ""
 
 
-def voigt_to_matrix(voigt: Any) -> np.ndarray:
-    """``[xx, yy, zz, xy, yz, xz]`` (6) or a 3x3 (9) array -> symmetric ``[3, 3]``."""
+def voigt_to_matrix(voigt: Any, order: str = "vasp") -> np.ndarray:
+    """6 Voigt components or a 3x3 (9) array -> symmetric ``[3, 3]``.
+
+    ``order="vasp"``: ``[xx, yy, zz, xy, yz, xz]`` (VASP, the maml/mlearn JSON); ``order="ase"``:
+    ``[xx, yy, zz, yz, xz, xy]`` (ASE calculators and extxyz).
+    """
     v = np.asarray(voigt, dtype=np.float64).reshape(-1)
     if v.size == 9:
         return v.reshape(3, 3)
     if v.size != 6:
         raise ValueError(f"stress needs 6 (Voigt) or 9 components, got {v.size}")
-    xx, yy, zz, xy, yz, xz = v
+    if order == "ase":
+        xx, yy, zz, yz, xz, xy = v
+    elif order == "vasp":
+        xx, yy, zz, xy, yz, xz = v
+    else:
+        raise ValueError(f"unknown Voigt order {order!r}; allowed: 'vasp', 'ase'")
     return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
 
 
@@ -178,7 +187,7 @@ def _labels_from_atoms(atoms: Atoms, where: str, stress_unit: str) -> tuple[floa
         forces = results.get("forces")
         stress = results.get("stress")  # ASE calculators store eV/A^3, ASE sign
         if stress is not None:
-            stress = voigt_to_matrix(stress)
+            stress = voigt_to_matrix(stress, order="ase")
     if energy is None:
         energy = atoms.info.get("energy", atoms.info.get("REF_energy"))
     if forces is None:
@@ -186,9 +195,9 @@ def _labels_from_atoms(atoms: Atoms, where: str, stress_unit: str) -> tuple[floa
     if stress is None and atoms.pbc.all():
         factor = _stress_factor(stress_unit, where)
         if "stress" in atoms.info or "REF_stress" in atoms.info:
-            stress = factor * voigt_to_matrix(atoms.info.get("stress", atoms.info.get("REF_stress")))
+            stress = factor * voigt_to_matrix(atoms.info.get("stress", atoms.info.get("REF_stress")), order="ase")
         elif "virial" in atoms.info or "REF_virial" in atoms.info:
-            virial = voigt_to_matrix(atoms.info.get("virial", atoms.info.get("REF_virial")))
+            virial = voigt_to_matrix(atoms.info.get("virial", atoms.info.get("REF_virial")), order="ase")
             stress = -virial / atoms.get_volume()
     return energy, (None if forces is None else np.asarray(forces, dtype=np.float64)), stress
 
@@ -276,7 +285,8 @@ def frames_from_objects(
     weight: float = 1.0,
 ) -> Iterator[Frame]:
     """Frames from ASE Atoms with labels, or ``(structure, labels)`` pairs where ``labels`` has ``energy``,
-    ``forces`` and optionally ``stress`` (in ``stress_unit``), ``weight``, ``group``; structures may be pymatgen."""
+    ``forces`` and optionally ``stress`` (in ``stress_unit``; 3x3 or Voigt in ASE order ``[xx, yy, zz, yz, xz, xy]``),
+    ``weight``, ``group``; structures may be pymatgen."""
     factor = _stress_factor(stress_unit, source)
     for index, item in enumerate(items):
         where = f"{source}:frame {index}"
@@ -297,7 +307,7 @@ def frames_from_objects(
                 atoms=atoms,
                 energy=labels.get("energy"),
                 forces=None if labels.get("forces") is None else np.asarray(labels["forces"], dtype=np.float64),
-                stress=None if stress is None else factor * voigt_to_matrix(stress),
+                stress=None if stress is None else factor * voigt_to_matrix(stress, order="ase"),
                 weight=float(labels.get("weight", weight)),
                 group=str(labels.get("group", group if group is not None else source)),
                 source=where,
