@@ -126,9 +126,10 @@ def mongo_store(host: str | None = None, database: str | None = None, port: int 
     from maggma.stores import MongoStore, MongoURIStore
 
     if host is None and database is None:
-        from jobflow import SETTINGS
+        from jobflow.settings import JobflowSettings
 
-        store = SETTINGS.JOB_STORE
+        # A fresh settings object, so JOBFLOW_CONFIG_FILE set after import is honoured.
+        store = JobflowSettings().JOB_STORE
         if DATA_STORE not in store.additional_stores:
             raise StoreConfigError(
                 "jobflow's configured JOB_STORE has no 'data' additional store, which atomate2 "
