@@ -43,10 +43,10 @@ class WignerInputError(ValueError):
     """Bad degree, shape or dtype passed to a function of this module."""
 
 
-def _check_lmax(lmax: int, upper: int | None = None) -> None:
+def _check_lmax(lmax: int, upper: int | None = None, name: str = "lmax") -> None:
     if isinstance(lmax, bool) or not isinstance(lmax, int) or lmax < 0 or (upper is not None and lmax > upper):
         allowed = f"0..{upper}" if upper is not None else ">= 0"
-        raise WignerInputError(f"lmax must be an int in {allowed}, got {lmax!r}")
+        raise WignerInputError(f"{name} must be an int in {allowed}, got {lmax!r}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -233,7 +233,7 @@ def wigner_d(q: Tensor, lmax: int, mmax: int | None = None) -> list[Tensor]:
     """
     _check_lmax(lmax, MAX_L)
     if mmax is not None:
-        _check_lmax(mmax)
+        _check_lmax(mmax, name="mmax")
     if q.ndim != 2 or q.shape[-1] != 4 or not q.is_floating_point():
         raise WignerInputError(f"q must be a float tensor [E, 4], got {tuple(q.shape)} {q.dtype}")
     monomials = _monomials(q, 2 * lmax)
@@ -254,23 +254,28 @@ _LEBEDEV_ORDERS = (3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31, 35, 4
 
 
 def so3_quadrature(
-    lmax: int, kmax: int, dtype: torch.dtype = torch.float64, n_roll: int | None = None
+    lmax: int, kmax: int, dtype: torch.dtype = torch.float64, n_factors: int = 2, n_roll: int | None = None
 ) -> tuple[Tensor, Tensor]:
-    """Quadrature on SO(3) (normalised Haar measure) exact for products of two band-limited functions.
+    """Quadrature on SO(3) (normalised Haar measure) exact for products of ``n_factors`` band-limited functions.
 
     A function ``f(g) = sum_{l <= lmax, |m| <= l, |k| <= kmax} u^l_mk D^l_mk(g)`` uses the *column* index ``k`` of
     ``D^l(g)`` as the roll index: writing ``g = h(n) Rz(gamma)`` with ``h(n) e_z = n``, ``D(g) = D(h) D(Rz(gamma))``
     and ``D(Rz)`` mixes only ``+-k`` with frequency ``|k|`` in ``gamma``; the row index ``m`` transforms under left
-    rotations like ``Y_lm`` (``D^l_m0(g) = sqrt(4 pi/(2l+1)) Y_lm(g e_z)``). A product ``f_L f_R`` has roll
-    frequencies ``<= 2 kmax`` and, once the roll is integrated out, is a polynomial of degree ``<= 2 lmax`` in
-    ``n``. So a Lebedev rule of order ``>= 2 lmax`` on ``n`` times ``n_roll >= 2 kmax + 1`` equally spaced roll
-    angles is exact (the trapezoid rule on ``N`` points is exact for frequencies ``< N``).
+    rotations like ``Y_lm`` (``D^l_m0(g) = sqrt(4 pi/(2l+1)) Y_lm(g e_z)``). A product of ``p = n_factors`` such
+    functions has roll frequencies ``<= p kmax`` and, once the roll is integrated out, is a polynomial of degree
+    ``<= p lmax`` in ``n``. So a Lebedev rule of order ``>= p lmax`` on ``n`` times ``n_roll >= p kmax + 1``
+    equally spaced roll angles is exact (the trapezoid rule on ``N`` points is exact for frequencies ``< N``).
+
+    ``n_factors=2`` integrates ``f_L f_R`` (and gives ``<D^l_mk, D^l'_m'k'> = delta/(2l+1)``). The Wigner bilinear
+    FFN's projection ``z^l_mk = (2l+1) sum_g w_g D^l_mk(g) f_L(g) f_R(g)`` integrates a product of three, so it
+    needs ``n_factors=3`` (Lebedev order ``>= 3L``, ``3 kmax + 1`` roll angles, as in spec section 3).
 
     Args:
         lmax: highest degree of the factors, ``>= 0``.
         kmax: highest roll index of the factors, ``0 <= kmax <= lmax``.
         dtype: floating dtype of the result.
-        n_roll: number of roll angles, default (and minimum) ``2 kmax + 1``.
+        n_factors: how many band-limited factors the integrand multiplies, ``>= 1``.
+        n_roll: number of roll angles, default (and minimum) ``n_factors * kmax + 1``.
 
     Returns:
         ``q [G, 4]`` unit quaternions ``h(n) * Rz(gamma)`` (sphere-major, roll-minor; ``h(n)`` is the inverse
@@ -280,15 +285,22 @@ def so3_quadrature(
     from scipy.integrate import lebedev_rule
 
     _check_lmax(lmax)
-    _check_lmax(kmax, lmax)
+    _check_lmax(kmax, lmax, name="kmax")
+    if isinstance(n_factors, bool) or not isinstance(n_factors, int) or n_factors < 1:
+        raise WignerInputError(f"n_factors must be an int >= 1, got {n_factors!r}")
+    min_roll = n_factors * kmax + 1
     if n_roll is None:
-        n_roll = 2 * kmax + 1
-    if isinstance(n_roll, bool) or not isinstance(n_roll, int) or n_roll < 2 * kmax + 1:
-        raise WignerInputError(f"n_roll must be an int >= 2 kmax + 1 = {2 * kmax + 1}, got {n_roll!r}")
-    order = next((o for o in _LEBEDEV_ORDERS if o >= 2 * lmax), None)
-    if order is None:
-        raise WignerInputError(f"lmax={lmax} needs a Lebedev order >= {2 * lmax}; scipy provides up to 131")
-    points, sphere_w = lebedev_rule(order)  # [3, n], [n]
+        n_roll = min_roll
+    if isinstance(n_roll, bool) or not isinstance(n_roll, int) or n_roll < min_roll:
+        raise WignerInputError(f"n_roll must be an int >= n_factors * kmax + 1 = {min_roll}, got {n_roll!r}")
+    # Smallest rule of sufficient order with positive weights (the 74-point order-13 rule has negative ones).
+    for order in _LEBEDEV_ORDERS:
+        if order >= n_factors * lmax:
+            points, sphere_w = lebedev_rule(order)  # [3, n], [n]
+            if (sphere_w > 0).all():
+                break
+    else:
+        raise WignerInputError(f"degree {n_factors * lmax} needs a Lebedev order beyond scipy's largest (131)")
     n = torch.as_tensor(points.T, dtype=torch.float64)
     sphere_w = torch.as_tensor(sphere_w / sphere_w.sum(), dtype=torch.float64)
     gamma = torch.arange(n_roll, dtype=torch.float64) * (2 * math.pi / n_roll)
