@@ -17,11 +17,64 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from dpa4_core.data.batch import AtomsBatch
+from dpa4_core.data.batch import AtomsBatch, validate_atoms
+from dpa4_core.data.paths import vendored
 
 # ZBL universal screening function (Ziegler, Biersack, Littmark 1985), restated from the formula.
 ZBL_COULOMB = 14.399645  # e^2 / (4 pi eps0) in eV A
 ZBL_COEFFICIENTS = ((0.18175, 3.19980), (0.50986, 0.94229), (0.28022, 0.40290), (0.02817, 0.20162))
+
+
+def read_vendored(*parts: str, index: int = 0) -> Atoms:
+    """Frame ``index`` of a vendored data file as plain ASE ``Atoms`` (see ``data/README.md``).
+
+    ``.json.gz`` files are lists of records with a pymatgen ``structure`` (maml, mlearn); ``.xyz.gz`` files are
+    extended XYZ (botnet molecules, read without pbc).
+    """
+    import gzip
+    import io
+
+    from ase.io import read
+
+    path = vendored(*parts)
+    if path.name.endswith(".json.gz"):
+        import json
+
+        from pymatgen.core import Structure
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        with gzip.open(path, "rt") as stream:
+            records = json.load(stream)
+        return Atoms(AseAtomsAdaptor.get_atoms(Structure.from_dict(records[index]["structure"])))
+    # Cut the frame out of the text ourselves: ase's extxyz reader first seeks through the whole gzip file.
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt") as stream:
+        for _ in range(index + 1):
+            count = int(stream.readline())
+            lines = [stream.readline() for _ in range(count + 1)]
+    atoms = read(io.StringIO(f"{count}\n" + "".join(lines)), format="extxyz")
+    atoms.calc = None
+    return atoms
+
+
+def seeded_model(config, seed: int = 0, dtype: torch.dtype = torch.float64, noise: float = 0.1):
+    """``DPA4(config)`` with every parameter and the energy bias randomised reproducibly.
+
+    Initialisation leaves several maps at zero (post-mix, output heads: every block starts as the identity),
+    which would let a symmetry test pass without exercising the blocks; adding seeded Gaussian noise of
+    scale ``noise`` to every parameter makes all of them active. Torch's global RNG is left untouched.
+    """
+    from dpa4_core.model.energy import DPA4
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = DPA4(config).to(dtype)
+        generator = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(noise * torch.randn(parameter.shape, generator=generator, dtype=dtype))
+            model.energy_bias.copy_(-torch.rand(model.energy_bias.shape, generator=generator, dtype=dtype) * 5)
+    return model.eval()
 
 
 def model_dtype(model: torch.nn.Module) -> torch.dtype:
@@ -45,6 +98,7 @@ def evaluate(
     compute_stress: bool = True,
     cutoff: float | None = None,
     chunk: int | None = None,
+    validate: bool = True,
 ) -> dict[str, np.ndarray]:
     """Run ``model`` on one or many structures in the model's dtype.
 
@@ -52,6 +106,8 @@ def evaluate(
         structures: one ``Atoms`` or a list (frames of any size, periodic or not).
         cutoff: neighbour-list cutoff in A, default ``model.config.cutoff`` (a larger one must not matter).
         chunk: evaluate at most this many frames per model call (bounds memory of finite differences).
+        validate: run ``AtomsBatch``'s input checks on every frame (its coincident-atom search costs ~20 ms
+            per frame, so the scan helpers validate only the undisplaced structure).
 
     Returns:
         ``energy [F]``, ``atom_energy [N]``, ``forces [N, 3]`` (if computed), ``stress``/``virial [F, 3, 3]``
@@ -68,6 +124,7 @@ def evaluate(
             cutoff=model.config.cutoff if cutoff is None else cutoff,
             dtype=model_dtype(model),
             device=model_device(model),
+            validate=validate,
         )
         out = model(batch, compute_forces=compute_forces, compute_stress=compute_stress)
         part = {k: v.detach().cpu().double().numpy() for k, v in out.items() if isinstance(v, torch.Tensor)}
@@ -166,6 +223,7 @@ def finite_difference_forces(
     Returns:
         ``[len(indices), 3]`` in eV/A. Error O(delta^2); round-off about eps * E / delta.
     """
+    validate_atoms(atoms)
     indices = range(len(atoms)) if indices is None else indices
     images = []
     for atom in indices:
@@ -174,7 +232,8 @@ def finite_difference_forces(
                 image = atoms.copy()
                 image.positions[atom, axis] += sign * delta
                 images.append(image)
-    energy = evaluate(model, images, compute_forces=False, compute_stress=False, chunk=chunk)["energy"]
+    energy = evaluate(model, images, compute_forces=False, compute_stress=False, chunk=chunk, validate=False)
+    energy = energy["energy"]
     return -(energy[0::2] - energy[1::2]).reshape(-1, 3) / (2 * delta)
 
 
@@ -191,6 +250,7 @@ def finite_difference_stress(model, atoms: Atoms, delta: float = 1e-5) -> np.nda
     """Stress ``(1/V) dE/d(strain)`` by central differences of symmetric strains, ``[3, 3]`` eV/A^3 (ASE sign)."""
     if not atoms.pbc.all():
         raise ValueError(f"finite_difference_stress needs a periodic structure, got pbc={atoms.pbc.tolist()}")
+    validate_atoms(atoms)
     pairs = [(a, b) for a in range(3) for b in range(a, 3)]
     images = []
     for a, b in pairs:
@@ -199,7 +259,7 @@ def finite_difference_stress(model, atoms: Atoms, delta: float = 1e-5) -> np.nda
             strain[a, b] += 0.5 * sign * delta
             strain[b, a] += 0.5 * sign * delta
             images.append(strained(atoms, strain))
-    energy = evaluate(model, images, compute_forces=False, compute_stress=False)["energy"]
+    energy = evaluate(model, images, compute_forces=False, compute_stress=False, validate=False)["energy"]
     stress = np.zeros((3, 3))
     for index, (a, b) in enumerate(pairs):
         stress[a, b] = stress[b, a] = (energy[2 * index] - energy[2 * index + 1]) / (2 * delta)
@@ -223,7 +283,8 @@ def energy_along_path(
         image = atoms.copy()
         image.positions = atoms.positions + s * direction
         images.append(image)
-    out = evaluate(model, images, compute_stress=False, chunk=chunk)
+    validate_atoms(images[0])
+    out = evaluate(model, images, compute_stress=False, chunk=chunk, validate=False)
     forces = out["forces"].reshape(len(steps), len(atoms), 3)
     slope = -np.einsum("sni,ni->s", forces, direction)
     return out["energy"], slope
@@ -289,18 +350,25 @@ class MorsePairModel(torch.nn.Module):
         poly = 1 + 4 * x + 10 * x**2 + 20 * x**3 + 35 * x**4
         return u**4 * poly * (x < 1)
 
+    def atom_energies(
+        self, numbers: torch.Tensor, edge_vec: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor,
+        n_atoms: int,
+    ) -> torch.Tensor:
+        """Per-atom energies ``[n_atoms]`` (eV) from edge vectors, the pure tensor function of the contract."""
+        r = edge_vec.norm(dim=-1)
+        pair = self.depth * (torch.exp(-2 * self.a * (r - self.r0)) - 2 * torch.exp(-self.a * (r - self.r0)))
+        atom_energy = self.energy_bias.to(edge_vec.dtype)[numbers].clone()
+        return atom_energy.index_add(0, edge_dst, 0.5 * pair * self._envelope(r))
+
     def forward(self, batch: AtomsBatch, compute_forces: bool = True, compute_stress: bool = True) -> dict:
         edge_vec = batch.edge_vectors().detach().requires_grad_(True)
         with torch.enable_grad():
-            r = edge_vec.norm(dim=-1)
-            pair = self.depth * (torch.exp(-2 * self.a * (r - self.r0)) - 2 * torch.exp(-self.a * (r - self.r0)))
-            atom_energy = self.energy_bias.to(r.dtype)[batch.numbers].clone()
-            atom_energy = atom_energy.index_add(0, batch.edge_dst, 0.5 * pair * self._envelope(r))
-            energy = torch.zeros(batch.n_frames, dtype=r.dtype).index_add(0, batch.frame, atom_energy)
+            atom_energy = self.atom_energies(batch.numbers, edge_vec, batch.edge_src, batch.edge_dst, batch.n_atoms)
+            energy = torch.zeros(batch.n_frames, dtype=edge_vec.dtype).index_add(0, batch.frame, atom_energy)
             (grad,) = torch.autograd.grad(energy.sum(), edge_vec)
         forces = torch.zeros_like(batch.positions).index_add(0, batch.edge_dst, grad).index_add(0, batch.edge_src, -grad)
         edge_frame = batch.frame[batch.edge_dst]
-        virial = torch.zeros(batch.n_frames, 3, 3, dtype=r.dtype).index_add(
+        virial = torch.zeros(batch.n_frames, 3, 3, dtype=edge_vec.dtype).index_add(
             0, edge_frame, -grad[:, :, None] * edge_vec.detach()[:, None, :]
         )
         volume = batch.volume()
