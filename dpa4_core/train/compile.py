@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from dpa4_core.model.derivatives import forces_and_virial, stress_from_virial
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -255,48 +257,65 @@ class Predictor:
         return graph.fn(params, buffers, numbers, edge_vec, edge_src, edge_dst)
 
     # ------------------------------------------------------------------ public
-    def energy_and_edge_gradient(self, numbers, edge_vec, edge_src, edge_dst) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-atom energy ``[N]`` and ``dE/d edge_vec`` ``[E, 3]``, compiled when enabled, with graph."""
-        if self.compiled:
-            first = self._graph is None or self._graph.key != self._key(edge_vec) or not self._graph.first_call_done
-            if not first:
-                return self._compiled_energy_and_gradient(numbers, edge_vec, edge_src, edge_dst)
-            try:
-                out = self._compiled_energy_and_gradient(numbers, edge_vec, edge_src, edge_dst)
-                self._graph.first_call_done = True
-                return out
-            except Exception as exc:  # noqa: BLE001 - any tracing/compiler failure falls back to eager
-                self.compiled = False
-                self._graph = None
-                warnings.warn(
-                    f"torch.compile of the energy+force graph failed ({type(exc).__name__}: {exc}); "
-                    "continuing eagerly (same results, slower)",
-                    CompileFallbackWarning,
-                    stacklevel=3,
-                )
-        return energy_and_edge_gradient(self.model, numbers, edge_vec, edge_src, edge_dst, bf16=self.bf16)
+    def _try_compiled(self, numbers, edge_vec, edge_src, edge_dst) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Compiled ``(atom_energy, dE/d edge_vec)``, or None after falling back to eager (one warning)."""
+        graph = self._graph
+        if graph is not None and graph.first_call_done and graph.key == self._key(edge_vec):
+            return self._compiled_energy_and_gradient(numbers, edge_vec, edge_src, edge_dst)
+        try:  # a new trace: tracing and compilation errors mean "compile unavailable", not bad input
+            out = self._compiled_energy_and_gradient(numbers, edge_vec, edge_src, edge_dst)
+        except Exception as exc:  # noqa: BLE001
+            self.compiled = False
+            self._graph = None
+            warnings.warn(
+                f"torch.compile of the energy+force graph failed ({type(exc).__name__}: {exc}); "
+                "continuing eagerly (same results, slower)",
+                CompileFallbackWarning,
+                stacklevel=3,
+            )
+            return None
+        self._graph.first_call_done = True
+        return out
 
     def __call__(self, batch: AtomsBatch) -> dict[str, torch.Tensor]:
         edge_vec = batch.edge_vectors()
-        atom_energy, edge_grad = self.energy_and_edge_gradient(batch.numbers, edge_vec, batch.edge_src, batch.edge_dst)
+        edge_frame = batch.frame[batch.edge_dst]
+        compiled = None
+        if self.compiled:
+            compiled = self._try_compiled(batch.numbers, edge_vec, batch.edge_src, batch.edge_dst)
+        if compiled is not None:
+            atom_energy, edge_grad = compiled
+            forces, virial = _forces_and_virial_from_gradient(edge_grad, edge_vec, batch, edge_frame)
+        else:
+            with torch.enable_grad():
+                vec = edge_vec if edge_vec.requires_grad else edge_vec.detach().requires_grad_(True)
+                with _autocast(vec.device, self.bf16):
+                    atom_energy = self.model.atom_energies(
+                        batch.numbers, vec, batch.edge_src, batch.edge_dst, batch.n_atoms
+                    )
+                atom_energy = atom_energy.to(vec.dtype)
+                forces, virial = forces_and_virial(
+                    atom_energy, vec, batch.edge_src, batch.edge_dst, batch.n_atoms,
+                    edge_frame=edge_frame, n_frames=batch.n_frames, create_graph=True,
+                )
         energy = torch.zeros(batch.n_frames, dtype=atom_energy.dtype, device=atom_energy.device)
         energy = energy.index_add(0, batch.frame, atom_energy)
-        forces, virial = _forces_and_virial(edge_grad, edge_vec, batch)
-        volume = batch.volume().to(virial.dtype)
-        periodic = (volume > 0)[:, None, None]
-        stress = torch.where(periodic, -virial / torch.where(volume > 0, volume, 1.0)[:, None, None], 0.0)
-        virial = torch.where(periodic, virial, 0.0)
+        stress = stress_from_virial(virial, batch.cell, batch.pbc)
+        virial = torch.where(batch.pbc.all(dim=-1)[:, None, None], virial, torch.zeros_like(virial))
         return dict(energy=energy, forces=forces, virial=virial, stress=stress, atom_energy=atom_energy)
 
 
-def _forces_and_virial(edge_grad: torch.Tensor, edge_vec: torch.Tensor, batch: AtomsBatch):
-    """F_k = sum_{dst=k} g - sum_{src=k} g; W_f = -sum_{e in f} g (x) r  (spec section 5)."""
+def _forces_and_virial_from_gradient(edge_grad, edge_vec, batch: AtomsBatch, edge_frame):
+    """Same sums as ``dpa4_core.model.derivatives.forces_and_virial`` for an already computed ``dE/d edge_vec``.
+
+    F_k = sum_{dst=k} g - sum_{src=k} g; W_f = -sum_{e in f} g (x) r (spec section 5). Kept here until
+    ``derivatives`` exposes its from-gradient half (requested from the model author).
+    """
     forces = torch.zeros(batch.n_atoms, 3, dtype=edge_grad.dtype, device=edge_grad.device)
     forces = forces.index_add(0, batch.edge_dst, edge_grad).index_add(0, batch.edge_src, -edge_grad)
     per_edge = -edge_grad[:, :, None] * edge_vec[:, None, :]
     virial = torch.zeros(batch.n_frames, 3, 3, dtype=edge_grad.dtype, device=edge_grad.device)
-    virial = virial.index_add(0, batch.frame[batch.edge_dst], per_edge)
-    return forces, virial
+    return forces, virial.index_add(0, edge_frame, per_edge)
 
 
 def make_predictor(model: nn.Module, compile: bool = False, bf16: bool = False) -> Predictor:
