@@ -20,6 +20,7 @@ from dpa4_core.train.dataset import FrameDataset
 from dpa4_core.train.trainer import (
     STATE_FILE,
     TrainResult,
+    fit_composition_bias,
     model_dtype,
     prepare_data,
     run_training,
@@ -54,11 +55,7 @@ def refit_bias(model, dataset: FrameDataset, batch_size: int = 8) -> np.ndarray:
     model.eval()
     residual = dataset.energy - predicted_energies(model, dataset, batch_size)
     model.train(was_training)
-    counts = dataset.composition()
-    present = np.flatnonzero(counts.sum(axis=0))
-    solution, *_ = np.linalg.lstsq(counts[:, present], residual, rcond=None)
-    delta = np.zeros(119)
-    delta[present] = solution
+    delta = fit_composition_bias(dataset, residual)
     set_energy_bias(model, model.energy_bias.detach().double().cpu().numpy() + delta)
     return delta
 

@@ -106,25 +106,30 @@ def make_predictor(model, compile: bool = False, bf16: bool = False) -> Callable
     return model
 
 
-def fit_composition_bias(dataset: FrameDataset) -> np.ndarray:
-    """Least-squares per-element energies ``b [119]`` (eV) with ``sum_t n_ft b_t ~ E_f`` (spec section 5)."""
-    counts = dataset.composition()
-    present = np.flatnonzero(counts.sum(axis=0))
-    solution, *_ = np.linalg.lstsq(counts[:, present], dataset.energy, rcond=None)
-    bias = np.zeros(119)
-    bias[present] = solution
-    return bias
+def fit_composition_bias(dataset: FrameDataset, energies: np.ndarray | None = None) -> np.ndarray:
+    """Least-squares per-element energies ``b [119]`` (eV) with ``sum_t n_ft b_t ~ E_f`` (spec section 5).
+
+    ``energies`` defaults to the dataset's DFT energies (pass residuals to refit a trained model's bias).
+    """
+    from dpa4_core.model.bias import fit_energy_bias
+
+    numbers = np.split(dataset.numbers, dataset.offsets[1:-1])
+    target = dataset.energy if energies is None else energies
+    return fit_energy_bias(numbers, target).numpy()
 
 
 def isolated_atom_bias(path: str) -> np.ndarray:
-    """Per-element energies from a file of single-atom frames (e.g. ``isolated_atoms.xyz``)."""
-    from dpa4_core.data.readers import DataError, read_frames
+    """Per-element energies (eV) from a file of single-atom frames (e.g. ``isolated_atoms.xyz``; no forces needed)."""
+    import ase.io
+
+    from dpa4_core.data.readers import DataError
 
     bias = np.zeros(119)
-    for frame in read_frames(path):
-        if len(frame.atoms) != 1:
-            raise DataError(f"{frame.source}: isolated-atom file holds a frame with {len(frame.atoms)} atoms")
-        bias[int(frame.atoms.numbers[0])] = frame.energy
+    for index, atoms in enumerate(ase.io.read(path, index=":")):
+        energy = atoms.calc.results.get("energy") if atoms.calc is not None else atoms.info.get("energy")
+        if len(atoms) != 1 or energy is None:
+            raise DataError(f"{path}:frame {index}: not a single atom with an energy ({len(atoms)} atoms)")
+        bias[int(atoms.numbers[0])] = float(energy)
     return bias
 
 
