@@ -97,9 +97,12 @@ def flow_results(store: JobStore, flow: str | os.PathLike | Flow, output_fields:
 
 
 def _find(obj: Any, candidate_id: str, path: str, hits: list[tuple[str, dict]]) -> None:
-    """Collect every dict under ``obj`` whose ``candidate_id`` (or ``entry_id``) matches."""
+    """Collect every dict under ``obj`` whose ``candidate_id`` matches.
+
+    (Not ``entry_id``: decomposition products of *other* candidates carry that.)
+    """
     if isinstance(obj, dict):
-        if candidate_id in (obj.get("candidate_id"), obj.get("entry_id")):
+        if obj.get("candidate_id") == candidate_id:
             hits.append((path, obj))
             return
         for k, v in obj.items():
@@ -113,8 +116,8 @@ def candidate_record(store: JobStore, flow: str | os.PathLike | Flow, candidate_
                      load: bool = False) -> dict[str, Any]:
     """Everything the flow's jobs stored about one candidate.
 
-    Scans the outputs of the flow's jobs for dicts whose ``candidate_id`` (or ``entry_id``)
-    equals ``candidate_id``: the relaxation result in a chunk's ``BatchRelaxDoc``, the
+    Scans the outputs of the flow's jobs for dicts whose ``candidate_id`` equals
+    ``candidate_id``: the relaxation result in a chunk's ``BatchRelaxDoc``, the
     ``StabilityDoc``, the report row, and any job whose metadata names the candidate.
 
     Args:
