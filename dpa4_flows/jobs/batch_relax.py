@@ -159,7 +159,11 @@ class BatchRelaxMaker(Maker):
         relax_batch = _batched_engine()
         kwargs = self.calculator_kwargs
         model = model_cache.get_model(kwargs["model"], kwargs.get("device", "cpu"), kwargs.get("dtype", "float32"))
-        raw = relax_batch(structures, model, fmax=self.fmax, max_steps=self.max_steps, relax_cell=self.relax_cell)
+        raw = relax_batch(
+            structures, model, fmax=self.fmax, max_steps=self.max_steps, relax_cell=self.relax_cell,
+            dtype=kwargs.get("dtype", "float32"), device=kwargs.get("device", "cpu"),
+            progress=None if self.progress else False,
+        )
         return [_from_engine(cid, s, r) for cid, s, r in zip(ids, structures, raw, strict=True)]
 
 

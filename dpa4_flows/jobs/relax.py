@@ -49,7 +49,8 @@ class DPA4CalculatorMixin:
 
     def _dpa4_post_init(self) -> None:
         if str(self.calculator_meta) == model_cache.DPA4_CALCULATOR_META:
-            self.task_document_kwargs["force_field_name"] = "DPA4"
+            # atomate2 reads the document's name from "forcefield_name" (its mixin sets "force_field_name").
+            self.task_document_kwargs["forcefield_name"] = "DPA4"
 
     @property
     def model_id(self) -> str:
