@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 #: Keys indexed in every collection: what ``JobStore`` and its additional stores query.
 DEFAULT_INDEXES = ("uuid", "index", "blob_uuid", "job_uuid", "job_index")
+#: Indexed keys with few distinct values: never the index that drives a combined look-up.
+LOW_CARDINALITY = ("index", "job_index")
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -98,13 +100,25 @@ class _Compiler:
     def __init__(self, indexed: set[str]):
         self.indexed = indexed
         self.params: list[Any] = []
+        self.no_index: set[str] = set()  # keys compared without their index (see compile)
+        self.uses_index = False
 
     def compile(self, criteria: dict | None) -> str:
         if not criteria:
             return "1"
         if not isinstance(criteria, dict):
             raise UnsupportedQueryError(f"criteria must be a dict, got {criteria!r}")
+        # Without statistics sqlite may drive {"uuid": u, "index": 1} through the "index"
+        # index, where every document has 1: O(N) per look-up. Let only the most selective
+        # indexed equality use its index; low-cardinality keys go last.
+        eq = [k for k, v in criteria.items() if k in self.indexed and isinstance(v, (str, int, float))
+              and not isinstance(v, bool)]
+        if eq:
+            self.uses_index = True
+            best = min(eq, key=lambda k: (k in LOW_CARDINALITY, eq.index(k)))
+            self.no_index = set(eq) - {best}
         clauses = [self._top(k, v) for k, v in criteria.items()]
+        self.no_index = set()
         return " AND ".join(f"({c})" for c in clauses)
 
     def _top(self, key: str, value: Any) -> str:
@@ -140,7 +154,8 @@ class _Compiler:
             raise UnsupportedQueryError(f"cannot compare {key!r} with {type(value).__name__}")
         if key in self.indexed:
             self.params.append(value)
-            return f"{col} = ?"
+            # Unary + keeps the value but stops sqlite from using this key's index.
+            return f"+{col} = ?" if key in self.no_index else f"{col} = ?"
         # MongoDB semantics: a scalar also matches an array that contains it.
         self.params.extend([value, value])
         path = _json_path(key)
@@ -160,6 +175,7 @@ class _Compiler:
             plain = all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value)
             if key in self.indexed and plain:
                 # One JSON-array parameter: no limit on the number of values, index used.
+                self.uses_index = self.uses_index or op == "$in"
                 self.params.append(json.dumps(value))
                 sql = f"{col} IN (SELECT value FROM json_each(?))"
             elif value:
@@ -282,7 +298,7 @@ class SQLiteStore(Store):
         with self._write():
             conn.execute(f'CREATE TABLE IF NOT EXISTS "{self.collection_name}" '
                          "(_id INTEGER PRIMARY KEY, doc TEXT NOT NULL)")
-        for key in {*DEFAULT_INDEXES, self.key, *self.indexes}:
+        for key in dict.fromkeys([*DEFAULT_INDEXES, self.key, *self.indexes]):  # fixed order
             self.ensure_index(key)
 
     def close(self) -> None:
@@ -307,8 +323,11 @@ class SQLiteStore(Store):
 
     # -- reads ------------------------------------------------------------------------------
     def _where(self, criteria: dict | None) -> tuple[str, list]:
+        return self._compile(criteria)[:2]
+
+    def _compile(self, criteria: dict | None) -> tuple[str, list, bool]:
         comp = _Compiler(self._indexed)
-        return comp.compile(criteria), comp.params
+        return comp.compile(criteria), comp.params, comp.uses_index
 
     def count(self, criteria: dict | None = None, **kwargs) -> int:
         where, params = self._where(criteria)
@@ -323,11 +342,13 @@ class SQLiteStore(Store):
             if any(not v for v in properties.values()):
                 raise UnsupportedQueryError(f"only inclusion projections are supported: {properties!r}")
             properties = list(properties)
-        where, params = self._where(criteria)
+        where, params, filtered = self._compile(criteria)
         order = []
         for key, direction in (sort or {}).items():
             direction = direction.value if isinstance(direction, Sort) else int(direction)
-            order.append(f"{_extract(key)} {'DESC' if direction < 0 else 'ASC'}")
+            # With an indexed filter, sort the few hits: "+" stops sqlite from walking the
+            # whole sort-key index instead (query_one({"uuid": u}, sort={"index": -1})).
+            order.append(f"{'+' if filtered else ''}{_extract(key)} {'DESC' if direction < 0 else 'ASC'}")
         order.append("_id ASC")  # insertion order breaks ties, as in MongoDB
         sql = (f'SELECT doc FROM "{self.collection_name}" WHERE {where} '
                f"ORDER BY {', '.join(order)} LIMIT ? OFFSET ?")

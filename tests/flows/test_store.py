@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import re
 import sqlite3
 from datetime import datetime
 
@@ -178,3 +179,34 @@ def test_other_factories(tmp_path, monkeypatch):
     assert direct.additional_stores["data"].collection_name == "outputs_data"
     with pytest.raises(StoreConfigError, match="both host and database"):
         mongo_store(host="db.example")
+
+
+def test_every_lookup_jobflow_makes_is_indexed(tmp_path):
+    """Run a dynamic flow and EXPLAIN every statement: no full scan of a table, ever.
+
+    (Without care sqlite drives {"uuid": u, "index": 1} through the "index" index, where
+    every document matches: O(N) per look-up, O(N^2) per flow.)
+    """
+    from _jobs import make_flow
+
+    store = embedded_store(tmp_path / "jobs.sqlite")
+    store.connect()
+    # Adversarial: without statistics sqlite prefers the most recently created index.
+    conn = store.docs_store._collection
+    for table in ("outputs", "data"):
+        for name, sql in conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+                                      "AND tbl_name = ? AND name LIKE '%index'", (table,)).fetchall():
+            conn.execute(f'DROP INDEX "{name}"')
+            conn.execute(sql)
+    seen: list[str] = []
+    for sub in (store.docs_store, *store.additional_stores.values()):
+        sub._collection.set_trace_callback(seen.append)
+    run_locally(make_flow(), store=store, log=False, ensure_success=True)
+    selects = [s for s in seen if s.startswith("SELECT")]
+    assert len(selects) > 50
+    conn = sqlite3.connect(store.docs_store.database_path)
+    for sql in set(selects):
+        plan = " | ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "USING INDEX" in plan and "SCAN outputs" not in plan and "SCAN data" not in plan, (sql, plan)
+        # ... and never through an index on "index"/"job_index", which nearly every doc shares.
+        assert not re.search(r"INDEX ix_\w+?_(job_)?index\b", plan), (sql, plan)
