@@ -64,6 +64,12 @@ def _min_distance(batch, n_systems: int) -> torch.Tensor:
     return out.scatter_reduce(0, batch.frame[batch.edge_dst], dist, reduce="amin", include_self=True)
 
 
+def _all_atoms(flags: torch.Tensor, frame: torch.Tensor, n_systems: int) -> torch.Tensor:
+    """``[F]`` True where every atom's flag ``[N]`` is True."""
+    bad = torch.zeros(n_systems, dtype=torch.long, device=flags.device).index_add(0, frame, (~flags).long())
+    return bad == 0
+
+
 def _chunks(sizes: list[int], max_atoms: int) -> list[list[int]]:
     chunks, current, total = [], [], 0
     for i, n in enumerate(sizes):
@@ -101,8 +107,8 @@ def md_batch(
     Args:
         structures: ASE Atoms and/or pymatgen structures (never modified).
         model: a DPA4 model or a checkpoint path.
-        temperature: target temperature (K); initial velocities are Maxwell-Boltzmann at this temperature with
-            zero total momentum.
+        temperature: target temperature (K). Initial velocities: the structure's own momenta if it has any
+            (ASE Atoms), else Maxwell-Boltzmann at this temperature with zero total momentum.
         steps: MD steps; timestep: fs; friction: Langevin friction (1/fs).
         seed: seed of the private random generator (results are reproducible for the same batch).
         max_atoms: atom budget of one batch (structures are run in consecutive chunks).
@@ -134,10 +140,11 @@ def md_batch(
                          float(timestep), float(friction), float(skin), int(trajectory_interval), bar)
         for local, index in enumerate(chunk):
             summary = out[local]
+            finite, closest0 = summary.pop("finite"), summary.pop("min_distance_initial")
             summary["intact"] = bool(
-                summary.pop("finite")
+                finite
                 and summary["max_displacement"] < max_displacement
-                and summary["min_distance"] >= min_distance_ratio * summary.pop("min_distance_initial")
+                and summary["min_distance"] >= min_distance_ratio * closest0
             )
             summary["structure"] = _output_like(structures[index], summary["structure"])
             if summary["trajectory"] is not None:
@@ -173,6 +180,9 @@ def _run_chunk(atoms_list, runner: ModelRunner, generator, temperature, steps, t
     v = torch.randn(x.shape, generator=generator, **f64) * torch.sqrt(kt / mass)
     momentum = torch.zeros(n_sys, 3, **f64).index_add(0, frame, mass * v)
     v = v - (momentum / torch.zeros(n_sys, **f64).index_add(0, frame, mass[:, 0])[:, None])[frame]
+    given = [atoms.get_momenta() / atoms.get_masses()[:, None] for atoms in atoms_list]
+    has_own = torch.as_tensor([bool(g.any()) for g in given], device=device)
+    v = torch.where(has_own[frame, None], torch.as_tensor(np.concatenate(given), **f64), v)
     dt = timestep * units.fs
     c1 = float(np.exp(-friction * timestep))
     noise = torch.sqrt((1 - c1 * c1) * kt / mass)
@@ -188,15 +198,23 @@ def _run_chunk(atoms_list, runner: ModelRunner, generator, temperature, steps, t
     epot = [out["energy"] / counts]
     kinetic = []
     snapshots = [[] for _ in range(n_sys)] if interval else None
+    alive = finite.clone()
     for step in range(1, steps + 1):
+        x_old = x
         v = v + 0.5 * dt * out["forces"] / mass
         x = x + 0.5 * dt * v
         v = c1 * v + noise * torch.randn(x.shape, generator=generator, **f64)
         x = x + 0.5 * dt * v
+        # A system that blew up (non-finite positions) is frozen where it last was finite and reported broken.
+        alive &= _all_atoms(torch.isfinite(x).all(dim=1), frame, n_sys)
+        x = torch.where(alive[frame, None], x, x_old)
+        v = torch.where(alive[frame, None], v, torch.zeros_like(v))
         out, closest = forces_at(x)
+        alive &= torch.isfinite(out["energy"]) & _all_atoms(torch.isfinite(out["forces"]).all(dim=1), frame, n_sys)
+        out["forces"] = torch.where(alive[frame, None], out["forces"], torch.zeros_like(out["forces"]))
         v = v + 0.5 * dt * out["forces"] / mass
         min_seen = torch.minimum(min_seen, closest)
-        finite &= torch.isfinite(out["energy"])
+        finite &= alive
         epot.append(out["energy"] / counts)
         ke = torch.zeros(n_sys, **f64).index_add(0, frame, 0.5 * (mass * v * v).sum(dim=1))
         kinetic.append(ke)

@@ -132,6 +132,10 @@ def stale_systems(pack: Packed, positions: torch.Tensor, cell: torch.Tensor, cut
 def refresh_neighbors(pack: Packed, positions: torch.Tensor, cell: torch.Tensor, cutoff: float, skin: float) -> int:
     """Rebuild the skin lists of stale systems in place; returns how many systems were rebuilt."""
     stale = stale_systems(pack, positions, cell, cutoff, skin)
+    # Non-finite geometry (a system that blew up) keeps its old list; the model's NaN then reports it.
+    finite = torch.isfinite(cell).flatten(1).all(dim=1)
+    finite = finite & (torch.zeros_like(stale, dtype=torch.long).index_add(0, pack.frame, (~torch.isfinite(positions).all(dim=1)).long()) == 0)
+    stale = stale & finite
     if not bool(stale.any()):
         return 0
     counts = pack.system["n_atoms"].tolist()
