@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ase import units
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 
 from dpa4_core.calculator import DPA4Calculator
@@ -40,7 +40,7 @@ def test_nve_conserves_energy(model):
     atoms.rattle(0.05, seed=1)
     calc = DPA4Calculator(model, dtype="float64")
     atoms.calc = calc
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    thermalize_momenta(atoms, temperature_K=300, rng=np.random.default_rng(0))
     Stationary(atoms)
     dynamics = VelocityVerlet(atoms, timestep=TIMESTEP_FS * units.fs)
     total, temperature = [], []

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from dpa4_core import testing
+from dpa4_core.data.batch import AtomsBatch
 from dpa4_core.testing import evaluate, read_vendored, seeded_model
 
 
@@ -76,3 +78,24 @@ def test_periodic_images_of_a_small_cell(model):
     big = evaluate(model, cell.repeat((3, 1, 2)))
     testing.assert_close(big["energy"], 6 * one["energy"], 1e-10, "image energy")
     testing.assert_close(big["stress"], one["stress"], 1e-10, "image stress")
+
+
+@pytest.mark.parametrize("name", ["NbMo", "acac"])
+def test_random_roll_inside_the_edge_frames_changes_nothing(model, name):
+    """Every operation in the edge frame commutes with rotations about z (spec 4): a random roll per edge
+    (the training augmentation) leaves energy, forces and stress unchanged."""
+    atoms = _structure(name)
+    batch = AtomsBatch.from_atoms([atoms], cutoff=model.config.cutoff, dtype=torch.float64)
+    periodic = bool(atoms.pbc.all())
+    plain = model(batch, compute_stress=periodic)
+    # Control: the roll really changes the frames (so the invariance below is not vacuous).
+    edge_vec = batch.edge_vectors()
+    args = (edge_vec, batch.edge_src, batch.edge_dst, batch.n_atoms)
+    roll = torch.rand(edge_vec.shape[0], generator=torch.Generator().manual_seed(0), dtype=edge_vec.dtype) * 6
+    assert (model.edge_cache(*args, edge_roll=roll).wigner - model.edge_cache(*args).wigner).abs().max() > 0.1
+    for seed in (1, 2):
+        rolled = model(batch, compute_stress=periodic, random_roll=True,
+                       roll_generator=torch.Generator().manual_seed(seed))
+        for key in ("energy", "atom_energy", "forces") + (("stress",) if periodic else ()):
+            testing.assert_close(rolled[key].detach().numpy(), plain[key].detach().numpy(), 1e-10,
+                                 f"{key} under a random roll (seed {seed})")
