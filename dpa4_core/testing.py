@@ -68,13 +68,14 @@ def seeded_model(config, seed: int = 0, dtype: torch.dtype = torch.float64, nois
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = DPA4(config).to(dtype)
+        model = DPA4(config).double()
         generator = torch.Generator().manual_seed(seed + 1)
+        # Draw in float64 and cast afterwards, so the same seed gives the same model in every dtype.
         with torch.no_grad():
             for parameter in model.parameters():
-                parameter.add_(noise * torch.randn(parameter.shape, generator=generator, dtype=dtype))
-            model.energy_bias.copy_(-torch.rand(model.energy_bias.shape, generator=generator, dtype=dtype) * 5)
-    return model.eval()
+                parameter.add_(noise * torch.randn(parameter.shape, generator=generator, dtype=torch.float64))
+            model.energy_bias.copy_(-5 * torch.rand(model.energy_bias.shape, generator=generator, dtype=torch.float64))
+    return model.to(dtype).eval()
 
 
 def model_dtype(model: torch.nn.Module) -> torch.dtype:

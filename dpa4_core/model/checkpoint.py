@@ -61,15 +61,17 @@ class CheckpointData:
 
 def _check_plain(value: Any, where: str) -> None:
     """Raise ``CheckpointError`` unless ``value`` is made of tensors and plain types (``weights_only`` safe)."""
-    if isinstance(value, _PLAIN_SCALARS) or isinstance(value, torch.Tensor):
+    # Exact types: subclasses (numpy.float64, torch's TorchVersion str) pickle as their class and would
+    # make the file unreadable with weights_only=True.
+    if type(value) in _PLAIN_SCALARS or isinstance(value, torch.Tensor):
         return
-    if isinstance(value, Mapping):
+    if type(value) is dict:
         for key, item in value.items():
-            if not isinstance(key, str | int):
+            if type(key) not in (str, int):
                 raise CheckpointError(f"{where}: key {key!r} is not a str or int")
             _check_plain(item, f"{where}[{key!r}]")
         return
-    if isinstance(value, list | tuple):
+    if type(value) in (list, tuple):
         for index, item in enumerate(value):
             _check_plain(item, f"{where}[{index}]")
         return
@@ -120,7 +122,7 @@ def save_checkpoint(
         "dtype": str(_floating_dtype(state_dict)).removeprefix("torch."),
         "energy_bias": model.energy_bias.detach().cpu().clone(),
         "elements": None if elements is None else sorted({int(z) for z in elements}),
-        "versions": {"dpa4": __version__, "torch": torch.__version__},
+        "versions": {"dpa4": str(__version__), "torch": str(torch.__version__)},
         "metadata": dict(metadata or {}),
     }
     _check_plain(payload["config"], "config")
@@ -156,8 +158,10 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError,
             AttributeError, TypeError, KeyError, IndexError, UnicodeDecodeError) as exc:
         # torch raises many different types for damaged files; all mean "not readable".
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
         raise CheckpointError(
-            f"{path} is not a readable DPA4 checkpoint (corrupt, truncated or not a torch file): {exc}"
+            f"{path} is not a readable DPA4 checkpoint (corrupt, truncated or not a torch file): "
+            f"{type(exc).__name__}: {reason}"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_TAG:
         raise CheckpointError(

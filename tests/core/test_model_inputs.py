@@ -89,7 +89,7 @@ def test_batch_of_different_frames_equals_one_by_one(model):
         read_vendored("maml_MoNbTaW", "NbMo_SS.json.gz", index=3),
         read_vendored("botnet", "dataset_acac", "train_300K.xyz.gz", index=0),
         read_vendored("maml_MoNbTaW", "W_Elastic.json.gz", index=0),
-        Atoms("Ta", positions=[[0.0, 0.0, 0.0]]),
+        Atoms("TaW", positions=[[0.0, 0.0, 0.0], [1.1, 1.9, -0.8]]),
     ]
     frames[0].rattle(0.05, seed=1)
     together = evaluate(model, frames)
@@ -99,7 +99,7 @@ def test_batch_of_different_frames_equals_one_by_one(model):
         stop = start + len(atoms)
         testing.assert_close(together["energy"][index], alone["energy"][0], 1e-12, f"energy of frame {index}")
         testing.assert_close(together["forces"][start:stop], alone["forces"], 1e-10, f"forces of frame {index}",
-                             floor=1e-6)
+                             floor=1e-3)
         testing.assert_close(together["atom_energy"][start:stop], alone["atom_energy"], 1e-12, f"E_i {index}")
         if atoms.pbc.all():
             testing.assert_close(together["stress"][index], alone["stress"][0], 1e-10, f"stress of frame {index}")
