@@ -211,12 +211,14 @@ def run_resumable(flow: Flow | Job | None, store: JobStore, workdir: str | os.Pa
         state.close()
     if include_outputs:
         _outputs(store, summary)
-    bad = {u: s for u, s in summary.items() if s["state"] in ("failed", "skipped")}
+    bad = {u: s for u, s in sorted(summary.items(), key=lambda kv: kv[1]["state"] != "failed")
+           if s["state"] in ("failed", "skipped")}
     logger.info("worker %s ran %d job(s); %d failed or skipped", worker, n_run, len(bad))
     if ensure_success and bad:
-        first = next(iter(bad.values()))
+        first = next(iter(bad.values()))  # a failed one if any (skipped ones have no error)
+        reason = (first["error"] or "").strip().splitlines()[-1:] or ["skipped"]
         raise FlowFailedError(f"{len(bad)} job(s) failed or were skipped; first: "
-                              f"{first['name']}: {first['error']}")
+                              f"{first['name']} ({first['state']}): {reason[0]}")
     return summary
 
 
@@ -233,7 +235,7 @@ def _work(state: ResumeState, store: JobStore, workdir: Path, run_dir: Path, wor
     bar = tqdm(total=sum(counts.values()), initial=sum(counts.values()) - counts.get("pending", 0)
                - counts.get("running", 0), desc="jobs", unit="job",
                disable=None if progress else True)
-    n_run = 0
+    n_run, last_refresh = 0, time.monotonic()
     try:
         while max_jobs is None or n_run < max_jobs:
             if state.get_meta("stopped"):
@@ -270,10 +272,12 @@ def _work(state: ResumeState, store: JobStore, workdir: Path, run_dir: Path, wor
                 state.finish(claim, response)
             heartbeat.seq = None
             n_run += 1
-            counts = state.counts()
-            bar.total = sum(counts.values())
-            bar.n = bar.total - counts.get("pending", 0) - counts.get("running", 0)
-            bar.refresh()
+            if time.monotonic() - last_refresh > 0.5:  # counting is O(jobs): not after each job
+                last_refresh = time.monotonic()
+                counts = state.counts()
+                bar.total = sum(counts.values())
+                bar.n = bar.total - counts.get("pending", 0) - counts.get("running", 0)
+                bar.refresh()
     finally:
         heartbeat.stop()
         bar.close()

@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     name TEXT, job TEXT NOT NULL, strict INTEGER NOT NULL, state TEXT NOT NULL,
     worker TEXT, pid INTEGER, host TEXT, lease REAL, attempts INTEGER DEFAULT 0, error TEXT,
     UNIQUE (uuid, idx));
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 CREATE TABLE IF NOT EXISTS uuids (uuid TEXT PRIMARY KEY, status TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS deps (child TEXT, parent TEXT, PRIMARY KEY (child, parent));
 CREATE INDEX IF NOT EXISTS deps_parent ON deps (parent);
@@ -144,12 +144,7 @@ class ResumeState:
         """
         now = time.time()
         with self.tx() as c:
-            rows = c.execute(
-                "SELECT seq, uuid, idx, name, job, strict, state, pid, host, lease FROM jobs j "
-                "WHERE state IN ('pending', 'running') AND NOT EXISTS ("
-                "  SELECT 1 FROM deps d JOIN uuids u ON u.uuid = d.parent "
-                "  WHERE d.child = j.uuid AND u.status = 'pending') ORDER BY seq").fetchall()
-            for seq, uuid, idx, name, job, strict, state, pid, host, lease in rows:
+            for seq, uuid, idx, name, job, strict, state, pid, host, lease in self._ready(c):
                 if state == "running" and lease is not None and lease > now and not (
                         host == HOST and not _pid_alive(pid)):
                     continue  # a live worker holds it
@@ -167,6 +162,17 @@ class ResumeState:
                           (worker, os.getpid(), HOST, now + lease_s, seq))
                 return Claim(seq, uuid, idx, name, job)
         return None
+
+    @staticmethod
+    def _ready(c: sqlite3.Connection):
+        """Jobs whose parents are all final: running ones first (few; maybe stale), then
+        pending ones lazily in flow order (the (state, seq) index: no sort, no full scan)."""
+        for state in ("running", "pending"):
+            yield from c.execute(
+                "SELECT seq, uuid, idx, name, job, strict, state, pid, host, lease FROM jobs j "
+                "WHERE state = ? AND NOT EXISTS ("
+                "  SELECT 1 FROM deps d JOIN uuids u ON u.uuid = d.parent "
+                "  WHERE d.child = j.uuid AND u.status = 'pending') ORDER BY seq", (state,))
 
     def renew(self, seq: int, worker: str, lease_s: float) -> None:
         with self.tx() as c:

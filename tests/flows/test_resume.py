@@ -31,11 +31,15 @@ ROOT = HERE.parents[1]
 N_DOCS = 16  # job documents of make_flow(): 11 static jobs + replacement, detour, 3 adds + gather
 
 WORKER = textwrap.dedent("""
-    import sys, warnings
+    import os, sys, time, warnings
     warnings.simplefilter("ignore")
     from _jobs import make_flow
     from dpa4_flows.resume import run_resumable
     from dpa4_flows.store import embedded_store
+    if len(sys.argv) > 3:  # start barrier: say ready, wait for "go" (imports take seconds)
+        open(os.path.join(sys.argv[3], str(os.getpid())), "w").close()
+        while not os.path.exists(os.path.join(sys.argv[3], "go")):
+            time.sleep(0.01)
     run_resumable(make_flow(), embedded_store(sys.argv[1]), sys.argv[2], progress=False,
                   include_outputs=False)
 """)
@@ -57,9 +61,9 @@ def _env(log: Path, sleep: float) -> dict:
     return env
 
 
-def _start(db: Path, work: Path, log: Path, sleep: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", WORKER, str(db), str(work)],
-                            env=_env(log, sleep), stderr=subprocess.PIPE)
+def _start(db: Path, work: Path, log: Path, sleep: float, barrier: Path | None = None):
+    args = [sys.executable, "-c", WORKER, str(db), str(work), *([str(barrier)] if barrier else [])]
+    return subprocess.Popen(args, env=_env(log, sleep), stderr=subprocess.PIPE)
 
 
 def _lines(log: Path) -> list[str]:
@@ -124,7 +128,13 @@ def test_sigkill_at_several_points_then_resume(tmp_path, reference, monkeypatch)
 def test_parallel_workers_never_run_a_job_twice(tmp_path, reference):
     db, work, log = tmp_path / "db.sqlite", tmp_path / "work", tmp_path / "runs.log"
     embedded_store(db).connect()
-    procs = [_start(db, work, log, sleep=0.25) for _ in range(3)]
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    procs = [_start(db, work, log, sleep=0.25, barrier=barrier) for _ in range(3)]
+    deadline = time.time() + 120
+    while len(list(barrier.iterdir())) < 3 and time.time() < deadline:
+        time.sleep(0.02)
+    (barrier / "go").touch()
     for p in procs:
         assert p.wait(timeout=120) == 0, p.stderr.read().decode()[-2000:]
     runs = collections.Counter(_lines(log))
@@ -166,7 +176,7 @@ def test_failure_recorded_without_losing_other_work(tmp_path):
     assert "x=5 above threshold 1" in result[bad.uuid]["error"]
     assert result[child.uuid]["state"] == "skipped"
     assert result[unrelated.uuid]["state"] == "done" and result[unrelated.uuid]["output"] == 4
-    with pytest.raises(FlowFailedError, match="fail_if"):
+    with pytest.raises(FlowFailedError, match=r"fail_if \(failed\): RuntimeError: x=5 above"):
         run_resumable(None, store, tmp_path / "w", progress=False, ensure_success=True)
     # The retry ran the failed job again, not the done one.
     final = run_resumable(None, store, tmp_path / "w", progress=False, retry_failed=False)
