@@ -18,6 +18,7 @@ running for hours. The indexed SQLiteStore (``embedded_store``) is measured at e
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -48,24 +49,25 @@ def _make(kind: str, where: Path):
     raise ValueError(f"unknown store kind {kind!r}; choose sqlite, monty or memory")
 
 
-def measure(kind: str, n: int, progress: bool = True) -> tuple[float, float]:
-    """(write seconds, read seconds) for n documents in a fresh store of ``kind``."""
+def measure(kind: str, n: int, progress: bool = True) -> tuple[float, float, float, float]:
+    """(write, read) wall seconds then (write, read) CPU seconds of this process, for n
+    documents in a fresh store of ``kind``. CPU time is the fairer number on a shared machine."""
     where = Path(tempfile.mkdtemp(prefix=f"store_{kind}_"))
     try:
         store = _make(kind, where)
         store.connect()
         docs = _docs(n)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for d in tqdm(docs, desc=f"{kind} write {n}", disable=None if progress else True, leave=False):
             store.update(d, key=["uuid", "index"])
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         for d in tqdm(docs, desc=f"{kind} read {n}", disable=None if progress else True, leave=False):
             last = store.query_one({"uuid": d["uuid"]}, ["index"], sort={"index": -1})
             out = store.query_one({"uuid": d["uuid"], "index": last["index"]}, ["output"])
             assert out["output"]["energy"] == d["output"]["energy"]
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         store.close()
-        return t1 - t0, t2 - t1
+        return t1 - t0, t2 - t1, c1 - c0, c2 - c1
     finally:
         shutil.rmtree(where, ignore_errors=True)
 
@@ -84,25 +86,28 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--stores", nargs="+", default=["sqlite", "monty", "memory"])
     p.add_argument("--fit-sizes", type=int, nargs=2, default=None,
                    help="small sizes measured for the unindexed stores (default: 200 400 for "
-                        "monty, 1000 2000 for memory)")
+                        "monty, 500 1000 for memory)")
     p.add_argument("--measure-all", action="store_true",
                    help="measure the unindexed stores at the full sizes too (hours)")
     args = p.parse_args(argv)
-    print(f"{'store':8} {'N':>8} {'write s':>10} {'read s':>10}  how")
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"{'store':8} {'N':>8} {'write s':>10} {'read s':>10} {'write cpu':>10} {'read cpu':>10}  how")
+
+    def row(kind, n, times, how, fmt=".2f"):
+        print(f"{kind:8} {n:8d} " + " ".join(f"{t:10{fmt}}" for t in times) + f"  {how}", flush=True)
+
     for kind in args.stores:
         if kind == "sqlite" or args.measure_all:
             for n in args.sizes:
-                w, r = measure(kind, n)
-                print(f"{kind:8} {n:8d} {w:10.2f} {r:10.2f}  measured", flush=True)
+                row(kind, n, measure(kind, n), "measured")
             continue
-        n1, n2 = args.fit_sizes or ((200, 400) if kind == "monty" else (1000, 2000))
-        (w1, r1), (w2, r2) = measure(kind, n1), measure(kind, n2)
-        print(f"{kind:8} {n1:8d} {w1:10.2f} {r1:10.2f}  measured", flush=True)
-        print(f"{kind:8} {n2:8d} {w2:10.2f} {r2:10.2f}  measured", flush=True)
+        n1, n2 = args.fit_sizes or ((200, 400) if kind == "monty" else (500, 1000))
+        m1, m2 = measure(kind, n1), measure(kind, n2)
+        row(kind, n1, m1, "measured")
+        row(kind, n2, m2, "measured")
         for n in args.sizes:
-            w, r = extrapolate(n1, w1, n2, w2, n), extrapolate(n1, r1, n2, r2, n)
-            print(f"{kind:8} {n:8d} {w:10.0f} {r:10.0f}  extrapolated (a*N + b*N^2 fit)",
-                  flush=True)
+            row(kind, n, [extrapolate(n1, a, n2, b, n) for a, b in zip(m1, m2)],
+                "EXTRAPOLATED from the two sizes above (a*N + b*N^2 fit)", ".0f")
 
 
 if __name__ == "__main__":
