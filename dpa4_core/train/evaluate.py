@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from dpa4_core.train.dataset import FrameDataset, load_dataset
-from dpa4_core.train.trainer import run_validation
+from dpa4_core.train.trainer import load_model, run_validation
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +30,7 @@ def evaluate(checkpoint_or_model, data, batch_size: int = 8, dtype: str | torch.
     """
     model = checkpoint_or_model
     if isinstance(model, str | Path):
-        from dpa4_core.model.checkpoint import load_checkpoint
-
-        model = load_checkpoint(model)
+        model = load_model(model)
     if dtype is not None:
         model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
     r_min = float(getattr(model.config, "r_in", 0.0))

@@ -21,6 +21,7 @@ from dpa4_core.train.trainer import (
     STATE_FILE,
     TrainResult,
     fit_composition_bias,
+    load_model,
     model_dtype,
     prepare_data,
     run_training,
@@ -102,10 +103,11 @@ def finetune(config, base_checkpoint: str | Path | None = None, model: torch.nn.
         path = base_checkpoint or config.base_checkpoint
         if path is None:
             raise FinetuneError("no base checkpoint: set base_checkpoint in the config or pass --from")
-        from dpa4_core.model.checkpoint import load_checkpoint
-
-        model = load_checkpoint(path)
+        model = load_model(path)
     model = model.to(getattr(torch, config.model.dtype))
+    frozen = freeze_early_blocks(model, config.freeze_blocks)
+    if frozen:
+        logger.info("froze %d parameter tensors", len(frozen))
     torch.manual_seed(config.seed)
     train_set, valid_set, test_set = prepare_data(config, r_min=float(getattr(model.config, "r_in", 0.0)))
     base = run_validation(model, valid_set, config.valid_batch_size).result()
@@ -115,8 +117,5 @@ def finetune(config, base_checkpoint: str | Path | None = None, model: torch.nn.
         delta = refit_bias(model, train_set, config.valid_batch_size)
         logger.info("bias refit: max |delta| = %.4g eV", float(np.abs(delta).max()))
         extra["base_refit"] = run_validation(model, valid_set, config.valid_batch_size).result()
-    frozen = freeze_early_blocks(model, config.freeze_blocks)
-    if frozen:
-        logger.info("froze %d parameter tensors", len(frozen))
     return run_training(config, model, train_set, valid_set, test_set, callback=callback, extra_metrics=extra,
                         fit_bias=False)

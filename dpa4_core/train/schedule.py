@@ -30,7 +30,7 @@ def wsd_lr(step: int, total_steps: int, peak_lr: float, warmup_fraction: float =
 
 
 class EMA:
-    """Exponential moving average of a model's floating-point parameters, used for evaluation.
+    """Exponential moving average of a model's trainable floating-point parameters, used for evaluation.
 
     ``shadow <- decay_t * shadow + (1 - decay_t) * param`` with ``decay_t = min(decay, (1 + t) / (10 + t))`` so the
     average follows the fast-changing weights early on.
@@ -41,7 +41,9 @@ class EMA:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         self.decay = decay
         self.updates = 0
-        self.shadow = {n: p.detach().clone() for n, p in model.named_parameters() if p.is_floating_point()}
+        # Frozen parameters are left out: averaging a constant is not exact in floating point.
+        self.shadow = {n: p.detach().clone() for n, p in model.named_parameters()
+                       if p.is_floating_point() and p.requires_grad}
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:

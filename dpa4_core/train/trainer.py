@@ -106,6 +106,15 @@ def make_predictor(model, compile: bool = False, bf16: bool = False) -> Callable
     return model
 
 
+def load_model(path) -> torch.nn.Module:
+    """``dpa4_core.model.checkpoint.load_checkpoint``, tolerating checkpoints whose version record holds a
+    ``torch.torch_version.TorchVersion`` (a ``str`` subclass that ``torch.load(weights_only=True)`` refuses)."""
+    from dpa4_core.model.checkpoint import load_checkpoint
+
+    with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+        return load_checkpoint(path)
+
+
 def fit_composition_bias(dataset: FrameDataset, energies: np.ndarray | None = None) -> np.ndarray:
     """Least-squares per-element energies ``b [119]`` (eV) with ``sum_t n_ft b_t ~ E_f`` (spec section 5).
 
@@ -205,6 +214,12 @@ def _score(metrics: dict) -> float:
     return metrics["energy_mae_mev_per_atom"] + metrics["force_mae_mev_per_a"]
 
 
+def _fingerprint(config: TrainConfig) -> str:
+    """The settings that define a run (not how it is displayed or whether it resumes), as JSON."""
+    ignored = {"resume", "progress", "plots", "output_dir"}
+    return json.dumps({k: v for k, v in config.model_dump(mode="json").items() if k not in ignored}, sort_keys=True)
+
+
 def _atomic_save(obj, path: Path) -> None:
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -280,8 +295,12 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
                           config.loss.huber_delta)
     state_path = out / STATE_FILE
     start, best_score, best_metrics = 0, math.inf, None
+    fingerprint = _fingerprint(config)
     if config.resume and state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=False)
+        if state.get("fingerprint", fingerprint) != fingerprint:
+            raise ValueError(f"{out} holds a run with a different configuration; use another output_dir, "
+                             "or resume: false to start over there")
         model.load_state_dict(state["model"])
         for optimizer, opt_state in zip(optimizers, state["optimizers"]):
             optimizer.load_state_dict(opt_state)
@@ -291,6 +310,8 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
         logger.info("resumed from %s at step %d", state_path, start)
     elif fit_bias:
         initial_bias(model, train_set, config.bias)  # a buffer: the EMA of the parameters is unaffected
+    if hasattr(ctx, "broadcast_parameters"):
+        ctx.broadcast_parameters(model)  # every rank starts from rank 0's weights (and bias)
     log = _Log(out / LOG_FILE, ctx.is_main, start if start else None)
     elements = sorted(set(train_set.elements) | set(getattr(model, "trained_elements", [])))
     metadata = {"config": json.loads(config.model_dump_json()), "n_train": len(train_set)}
@@ -328,6 +349,8 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
             optimizer.step()
         ema.update(model)
         done = step + 1
+        if hasattr(ctx, "all_reduce_mean"):  # log the global-batch loss, not this rank's share
+            parts = {k: float(ctx.all_reduce_mean(v)) for k, v in parts.items()}
         log.write({"step": done, "split": "train", "lr": lr, "loss": parts, "grad_norm": grad_norm,
                    "elapsed_s": time.perf_counter() - t0})
         bar.set_postfix(loss=f"{parts['total']:.4g}", lr=f"{lr:.2e}")
@@ -345,7 +368,8 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
             save_model(out / "last.pt", done, best_metrics)
             _atomic_save({"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
                           "ema": ema.state_dict(), "torch_rng": torch.get_rng_state(), "step": done,
-                          "best_score": best_score, "best_metrics": best_metrics}, state_path)
+                          "best_score": best_score, "best_metrics": best_metrics, "fingerprint": fingerprint},
+                         state_path)
         ctx.barrier()
         if callback is not None:
             callback(done, parts)
@@ -355,15 +379,14 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
 
 def _finish(config, model, ema, out, valid_set, test_set, log, extra_metrics, ctx) -> TrainResult:
     """Final metrics of the best checkpoint on validation (and test), parity plots."""
-    from dpa4_core.model.checkpoint import load_checkpoint
-
     best_path, last_path = out / "best.pt", out / "last.pt"
     metrics: dict = {}
     plots: list[Path] = []
     if ctx.is_main:
         try:
-            best = load_checkpoint(best_path).to(model_dtype(model))
-        except (ImportError, ValueError):  # a stand-in model that DPA4.load cannot rebuild: use the EMA weights
+            best = load_model(best_path).to(model_dtype(model))
+        except (ImportError, ValueError) as exc:  # e.g. a custom model DPA4.load cannot rebuild
+            logger.warning("cannot reload %s (%s); final metrics use the last EMA weights", best_path, exc)
             best = model
         with ema.applied(model):
             acc = run_validation(best, valid_set, config.valid_batch_size, keep=config.plots)
