@@ -1,0 +1,136 @@
+"""DPA4Config: every architecture hyper-parameter of the model, with named presets (spec section 6).
+
+The config is a frozen dataclass: it is validated once in ``__post_init__`` and never edited afterwards; it is
+stored in every checkpoint through :meth:`DPA4Config.to_dict` / :meth:`DPA4Config.from_dict`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+MAX_LMAX = 6  # the Wigner-D module supports l <= 6
+
+
+class ConfigError(ValueError):
+    """An invalid DPA4 configuration value (the message names the field and the allowed range)."""
+
+
+@dataclass(frozen=True)
+class DPA4Config:
+    """Architecture of a DPA4 model.
+
+    Attributes:
+        channels: node feature channels C per (l, m).
+        n_blocks: number of interaction blocks B.
+        lmax: maximum degree L of the node features (``(L+1)^2`` packed (l, m) entries), at most 6.
+        mmax: maximum order M kept inside the SO(2) convolution (``|m| <= M``).
+        so2_layers: residual SO(2) layers S per block.
+        rank: rank R of the radial-driven degree coupling ("foci").
+        hidden: EMFA width H (channels of the per-edge messages).
+        ffn: "bilinear" (Wigner bilinear FFN on an SO(3) quadrature grid) or "gated".
+        ffn_hidden: FFN width H_FFN.
+        kmax: right index range ``|k| <= kmax`` of the functions on SO(3) in the bilinear FFN.
+        radial_hidden: width of the radial MLP hidden layer.
+        n_radial: number of sinc radial basis functions.
+        cutoff: cutoff radius r_c in A.
+        r_in, r_out: zone-bridging window in A (the network sees distances >= r_in only).
+        attn_heads, attn_dim: attention heads and key/query width per head.
+        env_dim, env_axis: width G of the environment-matrix filter and the number K of its columns in the
+            Gram matrix ``G_i = A_i^T A_i[:, :K]`` (initial FiLM embedding).
+        readout_hidden: width of the residual scalar MLP of the energy readout.
+        zbl: add the tapered ZBL pair repulsion.
+        n_elements: size of the element tables (atomic numbers 0..118; 0 unused).
+    """
+
+    channels: int = 64
+    n_blocks: int = 3
+    lmax: int = 3
+    mmax: int = 1
+    so2_layers: int = 4
+    rank: int = 1
+    hidden: int = 64
+    ffn: str = "bilinear"
+    ffn_hidden: int = 192
+    kmax: int = 1
+    radial_hidden: int = 64
+    n_radial: int = 16
+    cutoff: float = 6.0
+    r_in: float = 0.5
+    r_out: float = 0.8
+    attn_heads: int = 1
+    attn_dim: int = 32
+    env_dim: int = 16
+    env_axis: int = 4
+    readout_hidden: int = 64
+    zbl: bool = True
+    n_elements: int = 119
+
+    def __post_init__(self) -> None:
+        positive = ["channels", "n_blocks", "so2_layers", "rank", "hidden", "ffn_hidden", "radial_hidden",
+                    "n_radial", "attn_heads", "attn_dim", "env_dim", "env_axis", "readout_hidden"]
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"DPA4Config.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.lmax, int) or not 0 <= self.lmax <= MAX_LMAX:
+            raise ConfigError(f"DPA4Config.lmax must be an integer in 0..{MAX_LMAX}, got {self.lmax!r}")
+        if not isinstance(self.mmax, int) or not 0 <= self.mmax <= self.lmax:
+            raise ConfigError(f"DPA4Config.mmax must be an integer in 0..lmax={self.lmax}, got {self.mmax!r}")
+        if not isinstance(self.kmax, int) or not 0 <= self.kmax <= max(self.lmax, 0):
+            raise ConfigError(f"DPA4Config.kmax must be an integer in 0..lmax={self.lmax}, got {self.kmax!r}")
+        if self.ffn not in ("bilinear", "gated"):
+            raise ConfigError(f"DPA4Config.ffn must be 'bilinear' or 'gated', got {self.ffn!r}")
+        if self.hidden % self.attn_heads:
+            raise ConfigError(
+                f"DPA4Config.hidden={self.hidden} must be divisible by attn_heads={self.attn_heads}"
+            )
+        if self.env_axis > self.env_dim:
+            raise ConfigError(f"DPA4Config.env_axis={self.env_axis} must be <= env_dim={self.env_dim}")
+        for name in ("cutoff", "r_in", "r_out"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"DPA4Config.{name} must be a positive number (A), got {value!r}")
+        if not self.r_in < self.r_out < self.cutoff:
+            raise ConfigError(
+                f"DPA4Config needs 0 < r_in < r_out < cutoff, got r_in={self.r_in}, r_out={self.r_out}, "
+                f"cutoff={self.cutoff}"
+            )
+        if not isinstance(self.zbl, bool):
+            raise ConfigError(f"DPA4Config.zbl must be a bool, got {self.zbl!r}")
+        if self.n_elements != 119:
+            raise ConfigError(f"DPA4Config.n_elements must be 119 (atomic numbers 0..118), got {self.n_elements!r}")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> DPA4Config:
+        """A named configuration ("tiny", "neo", "air", "plus", "pro"), optionally with fields overridden."""
+        key = name.lower()
+        if key not in PRESETS:
+            raise ConfigError(f"unknown DPA4 preset {name!r}; choose one of {sorted(PRESETS)}")
+        return replace(cls(**PRESETS[key]), **overrides) if overrides else cls(**PRESETS[key])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/YAML-serialisable dict of every field."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DPA4Config:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError` naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown DPA4Config field(s) {unknown}; known fields are {sorted(known)}")
+        return cls(**data)
+
+
+# Sizes: C = 64, M = 1 for the paper's models (spec section 6). The widths H, H_FFN and the radial MLP are
+# tuned so the parameter counts land within a few % of the paper's (tests/core/test_config.py asserts 10%).
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(channels=16, n_blocks=2, lmax=2, mmax=1, so2_layers=2, rank=1, hidden=16, ffn="bilinear",
+                 ffn_hidden=32, radial_hidden=16, n_radial=8, attn_dim=8, env_dim=8, env_axis=4,
+                 readout_hidden=16),
+    "neo": dict(channels=64, n_blocks=2, lmax=3, mmax=1, so2_layers=3, rank=1, hidden=64, ffn_hidden=192),
+    "air": dict(channels=64, n_blocks=3, lmax=3, mmax=1, so2_layers=4, rank=1, hidden=64, ffn_hidden=192),
+    "plus": dict(channels=64, n_blocks=4, lmax=4, mmax=1, so2_layers=4, rank=1, hidden=64, ffn_hidden=192),
+    "pro": dict(channels=64, n_blocks=6, lmax=5, mmax=1, so2_layers=4, rank=2, hidden=128, ffn_hidden=192),
+}

@@ -1,0 +1,90 @@
+"""EMFA SO(2) convolution and the interaction block (spec section 3).
+
+Block: ``x <- x + Norm_eps=1(EMFA(Norm(x)))``, then ``x <- x + FFN(Norm(x))``. Both residual branches end in a
+zero-initialised map, so every block starts as the identity. (The pre-norm before EMFA is our addition for a
+well-scaled residual stream; it is equivariant and changes no symmetry.)
+
+EMFA per edge j -> i: pre-mix C -> H (degree-wise, on nodes), gather the source, rotate into the edge frame and
+truncate to ``|m| <= M`` (one batched matmul with the cached ``[E, K, P]`` matrix), degree coupling and S SO(2)
+layers, weight by the envelope-gated attention, rotate back, scatter to the destination, rescale degrees
+``l > M`` by ``Xi_l = sqrt((2l+1)/(2M+1))``, output gate, post-mix H -> C (zero-initialised).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from dpa4_core.geometry.edge_cache import EdgeCache, degree_of_packed
+from dpa4_core.nn.attention import EnvelopeAttention
+from dpa4_core.nn.ffn import GatedFFN, WignerBilinearFFN
+from dpa4_core.nn.linear import DegreeLinear
+from dpa4_core.nn.norm import EquivariantRMSNorm, ScalarNorm
+from dpa4_core.nn.so2 import SO2Stack
+
+
+class EMFA(nn.Module):
+    """EMFA SO(2) convolution with envelope-gated attention: ``[N, P, C] -> [N, P, C]``.
+
+    Args:
+        channels: C; hidden: H; lmax, mmax: L, M; so2_layers: S; rank: R; heads, attn_dim: attention sizes.
+    """
+
+    def __init__(self, channels: int, hidden: int, lmax: int, mmax: int, so2_layers: int, rank: int,
+                 heads: int, attn_dim: int) -> None:
+        super().__init__()
+        self.hidden, self.heads = hidden, heads
+        self.pre_mix = DegreeLinear(channels, hidden, lmax, bias=True)
+        self.so2 = SO2Stack(channels, hidden, lmax, mmax, so2_layers, rank)
+        self.scalar_norm = ScalarNorm(channels)
+        self.attention = EnvelopeAttention(channels, channels, heads, attn_dim)
+        self.output_gate = nn.Linear(channels, hidden)
+        self.post_mix = DegreeLinear(hidden, channels, lmax, zero_init=True)
+        xi = [math.sqrt((2 * l + 1) / (2 * mmax + 1)) if l > mmax else 1.0 for l in degree_of_packed(lmax)]
+        self.register_buffer("xi", torch.tensor(xi, dtype=torch.float64), persistent=False)
+
+    def forward(self, x: torch.Tensor, cache: EdgeCache, rho0: torch.Tensor) -> torch.Tensor:
+        """``x [N, P, C]`` (normalised), ``rho0 [E, C]`` l = 0 radial features."""
+        src, dst, n_atoms = cache.edge_src, cache.edge_dst, cache.n_atoms
+        n_edges = src.shape[0]
+        wigner = cache.wigner
+        h = self.pre_mix(x)  # [N, P, H]
+        rotated = torch.bmm(wigner.to(h.dtype), h[src])  # [E, K, H]: P_M D(q_ij) x_j
+        y = self.so2(rotated, rho0.to(rotated.dtype))
+        scalars = self.scalar_norm(x[:, 0])
+        weights = self.attention(scalars, rho0, cache.edge_weight, src, dst)  # [E, heads]
+        weights = weights.repeat_interleave(self.hidden // self.heads, dim=1)  # [E, H]
+        y = y * weights[:, None, :].to(y.dtype)
+        back = torch.bmm(wigner.transpose(1, 2).to(y.dtype), y)  # [E, P, H]: D^T P_M^T y
+        aggregate = torch.zeros(n_atoms, back.shape[1], self.hidden, dtype=back.dtype,
+                                device=back.device).index_add(0, dst, back)
+        gate = torch.sigmoid(self.output_gate(scalars.to(x.dtype)))
+        aggregate = aggregate * self.xi.to(aggregate.dtype)[None, :, None] * gate[:, None, :].to(aggregate.dtype)
+        return self.post_mix(aggregate)
+
+
+class InteractionBlock(nn.Module):
+    """One DPA4 interaction block: EMFA then FFN, each as a normalised residual branch.
+
+    Args:
+        config-like sizes: channels C, hidden H, lmax L, mmax M, so2_layers S, rank R, heads, attn_dim,
+        ffn ("bilinear" | "gated"), ffn_hidden H_FFN, kmax.
+    """
+
+    def __init__(self, channels: int, hidden: int, lmax: int, mmax: int, so2_layers: int, rank: int, heads: int,
+                 attn_dim: int, ffn: str, ffn_hidden: int, kmax: int) -> None:
+        super().__init__()
+        self.pre_norm = EquivariantRMSNorm(channels, lmax)
+        self.emfa = EMFA(channels, hidden, lmax, mmax, so2_layers, rank, heads, attn_dim)
+        self.message_norm = EquivariantRMSNorm(channels, lmax, eps=1.0)
+        self.ffn_norm = EquivariantRMSNorm(channels, lmax)
+        if ffn == "bilinear":
+            self.ffn = WignerBilinearFFN(channels, ffn_hidden, lmax, kmax)
+        else:
+            self.ffn = GatedFFN(channels, ffn_hidden, lmax)
+
+    def forward(self, x: torch.Tensor, cache: EdgeCache, rho0: torch.Tensor) -> torch.Tensor:
+        x = x + self.message_norm(self.emfa(self.pre_norm(x), cache, rho0)).to(x.dtype)
+        return x + self.ffn(self.ffn_norm(x)).to(x.dtype)

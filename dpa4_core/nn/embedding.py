@@ -1,0 +1,69 @@
+"""Initial node features (spec section 2).
+
+* l = 0: ``x_i0 = gamma * T[Z_i] + beta`` (FiLM), ``gamma = 1 + exp(lambda) tanh(N(W vec G_i))``,
+  ``beta = exp(lambda') tanh(N(W' vec G_i))``, ``lambda, lambda'`` starting at ``log 0.01`` (near identity), and
+  ``G_i = A_i^T A_i[:, :K]`` the rotation-invariant Gram matrix of the DeePMD-style environment matrix
+  ``A_i = n_i sum_j eta_j u_ij (x) g(r_ij, Z_i, Z_j)``, ``u = (s, s r_hat)``, ``s = E_5(r) / r``.
+* l >= 1: ``x_i,lm = n_i sum_j eta_j Y_lm(r_hat_ij) rho_ij,l`` with ``Y_l`` the m = 0 row of ``D^l(q_ij)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from dpa4_core.geometry.edge_cache import EdgeCache, degree_of_packed
+from dpa4_core.nn.norm import ScalarNorm
+
+
+class NodeEmbedding(nn.Module):
+    """``numbers [N]`` + edge cache + radial features -> packed node features ``[N, (L+1)^2, C]``.
+
+    Args:
+        channels: C.
+        lmax: L.
+        n_radial: radial basis size.
+        env_dim: G, width of the environment filter ``g``.
+        env_axis: K, Gram-matrix columns.
+        n_elements: element table size.
+    """
+
+    def __init__(self, channels: int, lmax: int, n_radial: int, env_dim: int, env_axis: int,
+                 n_elements: int = 119) -> None:
+        super().__init__()
+        self.channels, self.lmax, self.env_dim, self.env_axis = channels, lmax, env_dim, env_axis
+        self.types = nn.Embedding(n_elements, channels)
+        nn.init.normal_(self.types.weight, std=1.0)
+        self.filter_radial = nn.Sequential(nn.Linear(n_radial, env_dim), nn.SiLU(), nn.Linear(env_dim, env_dim))
+        self.filter_src = nn.Embedding(n_elements, env_dim)
+        self.filter_dst = nn.Embedding(n_elements, env_dim)
+        self.film = nn.Linear(env_dim * env_axis, 2 * channels)
+        # eps = 1: the Gram matrix -> 0 as the last neighbour leaves; a small eps would amplify it (a near-jump).
+        self.film_norm = ScalarNorm(channels, eps=1.0, affine=False)
+        self.log_scale = nn.Parameter(torch.full((2, channels), math.log(0.01)))
+        self.register_buffer("degree", torch.tensor(degree_of_packed(lmax)), persistent=False)
+
+    def forward(self, numbers: torch.Tensor, cache: EdgeCache, phi: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
+        """Args: ``numbers [N]``, ``cache``, ``phi [E, n_radial]`` (basis of r~), ``rho [E, L+1, C]``."""
+        src, dst, n_atoms = cache.edge_src, cache.edge_dst, cache.n_atoms
+        dtype = rho.dtype
+        # Environment matrix A_i [N, 4, G]
+        s = (cache.envelope / cache.bridged).to(dtype)
+        u = torch.cat([s[:, None], s[:, None] * cache.unit.to(dtype)], dim=1)  # [E, 4]
+        g = self.filter_radial(phi.to(dtype)) + self.filter_src(numbers[src]) + self.filter_dst(numbers[dst])
+        weight = (cache.gate[src] * cache.inv_sqrt_degree[dst]).to(dtype)
+        outer = (weight[:, None, None] * u[:, :, None]) * g[:, None, :]
+        env = torch.zeros(n_atoms, 4, self.env_dim, dtype=outer.dtype, device=outer.device).index_add(0, dst, outer)
+        gram = env.transpose(1, 2) @ env[:, :, : self.env_axis]  # [N, G, K], invariant
+        film = self.film_norm(self.film(gram.reshape(n_atoms, -1)).view(n_atoms, 2, self.channels))
+        film = torch.exp(self.log_scale.to(film.dtype)) * torch.tanh(film)
+        scalars = (1.0 + film[:, 0]) * self.types(numbers) + film[:, 1]
+        # l >= 1 from the harmonics of the edges
+        harmonics = cache.harmonics[:, 1:].to(dtype)  # [E, P-1]
+        rho_rows = rho[:, self.degree[1:]]  # [E, P-1, C]
+        messages = (weight[:, None, None] * harmonics[:, :, None]) * rho_rows
+        higher = torch.zeros(n_atoms, harmonics.shape[1], self.channels, dtype=messages.dtype,
+                             device=messages.device).index_add(0, dst, messages)
+        return torch.cat([scalars[:, None].to(higher.dtype), higher], dim=1)
