@@ -88,7 +88,7 @@ class FineTuneDoc(BaseModel):
     last_checkpoint_path: str | None = Field(None, description="Absolute path of the last-epoch checkpoint.")
     base_model: str | None = Field(None, description="Absolute path of the starting checkpoint.")
     base_model_sha256: str | None = Field(None, description="sha256 of the starting checkpoint.")
-    n_frames: int = Field(description="Number of labelled frames in the training set.")
+    n_frames: int = Field(description="Number of labelled frames in the dataset (before the train/valid split).")
     dataset_source: str = Field(description="Path of the dataset, or 'store:<query>' for a store query.")
     metrics: dict[str, Any] = Field(default_factory=dict, description="Final metrics (energy eV/atom, forces eV/A).")
     training_log: str | None = Field(None, description="Text of the training log (kept in the data store).")
