@@ -183,7 +183,7 @@ class DPA4Calculator(Calculator):
         periodic = bool(atoms.pbc.all())
         batch = self._build_batch(atoms)
         out = self.model(batch, compute_forces=True, compute_stress=periodic)
-        energy = float(out["energy"][0])
+        energy = float(out["energy"][0].detach())
         self.results = {
             "energy": energy,
             "free_energy": energy,

@@ -374,7 +374,8 @@ class MorsePairModel(torch.nn.Module):
             atom_energy = self.atom_energies(batch.numbers, edge_vec, batch.edge_src, batch.edge_dst, batch.n_atoms)
             energy = torch.zeros(batch.n_frames, dtype=edge_vec.dtype).index_add(0, batch.frame, atom_energy)
             (grad,) = torch.autograd.grad(energy.sum(), edge_vec)
-        forces = torch.zeros_like(batch.positions).index_add(0, batch.edge_dst, grad).index_add(0, batch.edge_src, -grad)
+        forces = torch.zeros_like(batch.positions).index_add(0, batch.edge_dst, grad)
+        forces = forces.index_add(0, batch.edge_src, -grad)
         edge_frame = batch.frame[batch.edge_dst]
         virial = torch.zeros(batch.n_frames, 3, 3, dtype=edge_vec.dtype).index_add(
             0, edge_frame, -grad[:, :, None] * edge_vec.detach()[:, None, :]

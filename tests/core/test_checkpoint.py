@@ -122,7 +122,7 @@ def _bad_files(tmp_path, saved):
         "corrupt.pt": good[:200] + bytes(reversed(good[200:1200])) + good[1200:],
         "text.pt": b"this is a text file, not a checkpoint\n",
         "empty.pt": b"",
-        "pickle.pt": pickle.dumps({"format": "dpa4-checkpoint"}),
+        "pickle.pt": pickle.dumps({"format": "dpa4-checkpoint"}, protocol=2),
     }
     for name, content in files.items():
         (tmp_path / name).write_bytes(content)
