@@ -102,6 +102,8 @@ class DPA4Calculator(Calculator):
             parameter.requires_grad_(False)
         self.cutoff = float(self.model.config.cutoff)
         self.skin = float(skin)
+        # The cached list survives reset(): some ase versions reset the calculator whenever the atoms
+        # move, and _list_still_valid decides on the geometry alone.
         self._batch: AtomsBatch | None = None
         self._reference: dict[str, np.ndarray] | None = None
         self.neighbor_list_builds = 0  # how many lists were built (for tests and diagnostics)
@@ -113,11 +115,6 @@ class DPA4Calculator(Calculator):
     ) -> DPA4Calculator:
         """Calculator for the model stored in ``path`` (see ``dpa4_core.model.checkpoint``)."""
         return cls(checkpoint=path, device=device, dtype=dtype, **kwargs)
-
-    def reset(self) -> None:
-        super().reset()
-        self._batch = None
-        self._reference = None
 
     def _list_still_valid(self, atoms: Atoms) -> bool:
         """True if no pair can be inside ``cutoff`` now without having been inside ``cutoff + skin`` at build.
