@@ -99,3 +99,10 @@ def test_random_roll_inside_the_edge_frames_changes_nothing(model, name):
         for key in ("energy", "atom_energy", "forces") + (("stress",) if periodic else ()):
             testing.assert_close(rolled[key].detach().numpy(), plain[key].detach().numpy(), 1e-10,
                                  f"{key} under a random roll (seed {seed})")
+
+
+def test_rotation_in_float32(model):
+    """The same symmetry in float32 holds to float32 round-off: separates round-off from real breaking."""
+    single = seeded_model(model.config, seed=0, dtype=torch.float32)
+    atoms = _structure("NbMo")
+    testing.assert_rotation_equivariant(single, atoms, seed=7, rtol=1e-5)
