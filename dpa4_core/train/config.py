@@ -185,11 +185,14 @@ def load_config(config, cls: type[TrainConfig] = TrainConfig) -> TrainConfig:
 
 
 def _resolve_paths(config: dict, base: Path) -> dict:
-    """Data paths that do not exist from the working directory but do from the YAML's folder get resolved."""
+    """Data and checkpoint paths that do not exist from the working directory but do from the YAML's folder are
+    resolved against the YAML's folder."""
 
     def fix(p: str) -> str:
         return p if Path(p).exists() or not (base / p).exists() else str(base / p)
 
+    if isinstance(config.get("base_checkpoint"), str):
+        config["base_checkpoint"] = fix(config["base_checkpoint"])
     data = config.get("data")
     if isinstance(data, dict):
         for key in ("train", "valid", "test"):

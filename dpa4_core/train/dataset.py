@@ -179,6 +179,25 @@ class FrameDataset:
             np.concatenate(groups), list(names),
         )
 
+    def write_extxyz(self, path: str | Path) -> Path:
+        """Write every frame with its labels (energy, forces, stress in ASE units) to an extxyz file, so a held-out
+        split can be re-evaluated later (``dpa4 eval CHECKPOINT path``)."""
+        import ase.io
+        from ase.calculators.singlepoint import SinglePointCalculator
+
+        images = []
+        for i in range(len(self)):
+            atoms = self.atoms(i)
+            a, b = self.offsets[i], self.offsets[i + 1]
+            stress = self.stress[i][[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]] if self.has_stress[i] else None
+            atoms.calc = SinglePointCalculator(atoms, energy=float(self.energy[i]), forces=self.forces[a:b],
+                                               stress=stress)
+            atoms.info["config_type"] = self.group_names[self.group[i]]
+            images.append(atoms)
+        path = Path(path)
+        ase.io.write(path, images, format="extxyz")
+        return path.resolve()
+
     def batch(self, indices: Sequence[int] | np.ndarray, cutoff: float, dtype: torch.dtype = torch.float32,
               device: torch.device | str = "cpu") -> tuple[AtomsBatch, Labels]:
         """Model input (neighbour lists built now) and labels for frames ``indices``."""

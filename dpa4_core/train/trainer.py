@@ -4,6 +4,7 @@ Files written in ``output_dir`` (rank 0 only):
     - ``best.pt`` / ``last.pt``: model checkpoints (EMA weights) readable by ``DPA4.load`` and ``dpa4 eval``;
     - ``train_state.pt``: everything needed to resume exactly (raw weights, optimiser, EMA, step, RNG state);
     - ``metrics.jsonl``: one JSON object per training step and per validation;
+    - ``test_split.extxyz``: the held-out test frames with their labels (when a test split exists);
     - ``parity_energy.png`` / ``parity_forces.png``: validation parity plots at the end.
 
 Resume: the data order of step ``s`` is a pure function of ``(seed, s)`` and the learning rate of ``s`` a pure
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.pt"
 LOG_FILE = "metrics.jsonl"
+TEST_FILE = "test_split.extxyz"
 
 
 @dataclass
@@ -313,6 +315,8 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
     if hasattr(ctx, "broadcast_parameters"):
         ctx.broadcast_parameters(model)  # every rank starts from rank 0's weights (and bias)
     log = _Log(out / LOG_FILE, ctx.is_main, start if start else None)
+    if ctx.is_main and test_set is not None and len(test_set) and not (out / TEST_FILE).exists():
+        test_set.write_extxyz(out / TEST_FILE)  # the held-out frames, for `dpa4 eval best.pt test_split.extxyz`
     elements = sorted(set(train_set.elements) | set(getattr(model, "trained_elements", [])))
     metadata = {"config": json.loads(config.model_dump_json()), "n_train": len(train_set)}
 

@@ -205,3 +205,17 @@ def test_dataset_is_compact_and_splits_are_reproducible():
     batch, labels = ds.batch([0, 2], cutoff=5.0)
     assert batch.n_frames == 2 and labels.forces.shape == (batch.n_atoms, 3)
     assert isinstance(ds.atoms(0), Atoms)
+
+
+def test_extxyz_export_round_trips_labels(tmp_path):
+    import ase.io
+
+    molecules = ase.io.read(vendored("botnet", "dataset_ethanol", "train.xyz.gz"), index=":3")
+    ds = FrameDataset.concatenate([load_dataset(vendored("maml_MoNbTaW", "Ta_Surface.json.gz")),
+                                   load_dataset(molecules)])
+    back = load_dataset(ds.write_extxyz(tmp_path / "split.extxyz"))
+    assert len(back) == len(ds) and back.has_stress.tolist() == ds.has_stress.tolist()
+    np.testing.assert_allclose(back.stress, ds.stress, rtol=1e-12, atol=1e-15)  # off-diagonals keep their place
+    np.testing.assert_allclose(back.forces, ds.forces)
+    np.testing.assert_allclose(back.energy, ds.energy)
+    np.testing.assert_array_equal(back.pbc, ds.pbc)

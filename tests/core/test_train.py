@@ -167,6 +167,8 @@ def test_resume_after_a_crash_ends_with_the_same_weights(tmp_path):
     log_b = [json.loads(x) for x in (tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()]
     strip = lambda rows: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]  # noqa: E731
     assert strip(log_a) == strip(log_b)
+    with pytest.raises(ValueError, match="different configuration"):
+        train(_config(tmp_path / "b", steps=9), model=small_model())  # would silently mix two runs
     # Control: a run with a different seed ends elsewhere, so the comparison above can fail.
     other = small_model(seed=5)
     train(_config(tmp_path / "c", seed=2), model=other)
