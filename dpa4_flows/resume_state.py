@@ -144,23 +144,28 @@ class ResumeState:
         """
         now = time.time()
         with self.tx() as c:
-            for seq, uuid, idx, name, job, strict, state, pid, host, lease in self._ready(c):
-                if state == "running" and lease is not None and lease > now and not (
-                        host == HOST and not _pid_alive(pid)):
-                    continue  # a live worker holds it
-                parents = {r[0] for r in c.execute(
-                    "SELECT u.status FROM deps d JOIN uuids u ON u.uuid = d.parent "
-                    "WHERE d.child = ?", (uuid,))}
-                verdict = ("stopped" if parents & set(STOPPED)
-                           else "skipped" if strict and parents & set(FAILED) else None)
-                if verdict:
-                    c.execute("UPDATE jobs SET state = ? WHERE seq = ?", (verdict, seq))
-                    c.execute("UPDATE uuids SET status = ? WHERE uuid = ?", (verdict, uuid))
-                    continue
-                c.execute("UPDATE jobs SET state = 'running', worker = ?, pid = ?, host = ?, "
-                          "lease = ?, attempts = attempts + 1 WHERE seq = ?",
-                          (worker, os.getpid(), HOST, now + lease_s, seq))
-                return Claim(seq, uuid, idx, name, job)
+            changed = True
+            while changed:  # a job marked skipped/stopped makes its children ready: look again
+                changed = False
+                for seq, uuid, idx, name, strict, state, pid, host, lease in self._ready(c):
+                    if state == "running" and lease is not None and lease > now and not (
+                            host == HOST and not _pid_alive(pid)):
+                        continue  # a live worker holds it
+                    parents = {r[0] for r in c.execute(
+                        "SELECT u.status FROM deps d JOIN uuids u ON u.uuid = d.parent "
+                        "WHERE d.child = ?", (uuid,))}
+                    verdict = ("stopped" if parents & set(STOPPED)
+                               else "skipped" if strict and parents & set(FAILED) else None)
+                    if verdict:
+                        c.execute("UPDATE jobs SET state = ? WHERE seq = ?", (verdict, seq))
+                        c.execute("UPDATE uuids SET status = ? WHERE uuid = ?", (verdict, uuid))
+                        changed = True
+                        continue
+                    c.execute("UPDATE jobs SET state = 'running', worker = ?, pid = ?, host = ?, "
+                              "lease = ?, attempts = attempts + 1 WHERE seq = ?",
+                              (worker, os.getpid(), HOST, now + lease_s, seq))
+                    job = c.execute("SELECT job FROM jobs WHERE seq = ?", (seq,)).fetchone()[0]
+                    return Claim(seq, uuid, idx, name, job)
         return None
 
     @staticmethod
@@ -169,7 +174,7 @@ class ResumeState:
         pending ones lazily in flow order (the (state, seq) index: no sort, no full scan)."""
         for state in ("running", "pending"):
             yield from c.execute(
-                "SELECT seq, uuid, idx, name, job, strict, state, pid, host, lease FROM jobs j "
+                "SELECT seq, uuid, idx, name, strict, state, pid, host, lease FROM jobs j "
                 "WHERE state = ? AND NOT EXISTS ("
                 "  SELECT 1 FROM deps d JOIN uuids u ON u.uuid = d.parent "
                 "  WHERE d.child = j.uuid AND u.status = 'pending') ORDER BY seq", (state,))

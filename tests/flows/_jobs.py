@@ -92,3 +92,17 @@ def make_flow(n_chain: int = 4) -> Flow:
     after = add(det.output, rep.output, tag="after")
     final = gather([after.output, fan.output, sq.output["total"]], tag="final")
     return Flow([*chain, sq, rep, det, fan, after, final], output=final.output, name="resume-test")
+
+
+@job
+def stop_here(x: float, tag: str = "stop") -> Response:
+    """Outputs x and stops its children (``Response.stop_children``)."""
+    _mark(tag)
+    return Response(output=x, stop_children=True)
+
+
+@job
+def describe(x, tag: str = "describe") -> str:
+    """repr of its input: runs even when the input's job failed (with on_missing NONE)."""
+    _mark(tag)
+    return repr(x)

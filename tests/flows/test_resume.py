@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from jobflow import Flow, run_locally
 
-from _jobs import add, fail_if, make_flow
+from _jobs import add, describe, fail_if, make_flow, stop_here
 from dpa4_flows.resume import (FlowFailedError, FlowMismatchError, StoreMismatchError,
                                load_flow, run_resumable)
 from dpa4_flows.resume_state import ResumeState
@@ -168,6 +168,27 @@ def test_failure_recorded_without_losing_other_work(tmp_path):
     # The retry ran the failed job again, not the done one.
     final = run_resumable(None, store, tmp_path / "w", progress=False, retry_failed=False)
     assert final[unrelated.uuid]["attempts"] == 1 and final[bad.uuid]["attempts"] == 2
+
+
+def test_stop_children_and_lenient_children_of_a_failure(tmp_path):
+    from jobflow.core.reference import OnMissing
+
+    bad = fail_if(5, 1)
+    lenient = describe(bad.output)
+    lenient.config.on_missing_references = OnMissing.NONE  # runs with None for the output
+    stop = stop_here(1)
+    stopped = add(stop.output, 1)
+    grandchild = add(stopped.output, 1)
+    flow = Flow([bad, lenient, stop, stopped, grandchild])
+    store = embedded_store(tmp_path / "db.sqlite")
+    result = run_resumable(flow, store, tmp_path / "w", progress=False)
+    assert result[bad.uuid]["state"] == "failed"
+    assert result[lenient.uuid]["state"] == "done" and result[lenient.uuid]["output"] == "None"
+    assert result[stop.uuid]["state"] == "done" and result[stop.uuid]["output"] == 1
+    assert result[stopped.uuid]["state"] == result[grandchild.uuid]["state"] == "stopped"
+    # Same verdicts as jobflow's own run_locally.
+    responses = run_locally(flow, store=memory_store(), log=False)
+    assert lenient.uuid in responses and stopped.uuid not in responses
 
 
 def test_bad_inputs_are_refused(tmp_path):
