@@ -6,13 +6,17 @@ Conventions (used by every other module):
   (``int Y_lm Y_l'm' dOmega = delta``), no Condon-Shortley phase: ``Y_l,m>0 ~ cos(m phi)``, ``Y_l,m<0 ~ sin(|m| phi)``,
   so ``Y_1 = sqrt(3 / (4 pi)) (y, z, x)``.
 * ``D^l(q)`` is the real orthogonal ``(2l+1) x (2l+1)`` matrix with ``Y_l(R x) = D^l(q) @ Y_l(x)`` for
-  ``R = quaternion_to_matrix(q)``. It is a representation, ``D(q1 q2) = D(q1) D(q2)``, ``D(q*) = D(q)^T``, and
-  ``D^1 = P R P^T`` with ``P`` the permutation ``(x, y, z) -> (y, z, x)``.
-* ``D^l`` is a homogeneous polynomial of degree ``2l`` in ``(w, x, y, z)`` (so ``D(-q) = D(q)``). Its
-  coefficients over the ``C(2l+3, 3)`` monomials are fitted once per ``l`` in fp64 NumPy (least squares against
-  ``D(R) = Y(R P) pinv(Y(P))`` on spread points ``P``; exact to ~1e-14), cached, and evaluated as
-  ``monomials(q) @ coefficients``: a few elementwise products plus one matrix product per ``l``, twice
-  differentiable, no control flow on values, traceable with ``make_fx(tracing_mode="symbolic")``.
+  ``R = quaternion_to_matrix(q)``. It is a representation, ``D(q1 q2) = D(q1) D(q2)``, ``D(q*) = D(q)^T``,
+  ``D(-q) = D(q)``, and ``D^1 = P R P^T`` with ``P`` the permutation ``(x, y, z) -> (y, z, x)``.
+
+How D is computed (spec section 4, second option): for a fixed set of ``K = 2 lmax + 1`` unit points ``P``,
+``D^l(R) Y_l(P) = Y_l(R P)``, so ``D^l(R) = Y_l(R P) pinv(Y_l(P))`` exactly (``Y_l(P)`` has full row rank). The
+points were chosen once (numerically, see ``_POINTS``) so that ``Y_l(P)`` is well conditioned (condition number
+<= 3 for every ``l <= lmax``), which keeps fp32 accurate to ~1e-6. Per edge this costs one 3 x 3 x K product,
+polynomial spherical harmonics at K points (no division, sqrt or trig: smooth, twice differentiable) and one small
+matrix product per degree; asking only for the rows ``|m| <= mmax`` (all the SO(2) convolution uses) evaluates
+only those harmonics. Everything is elementwise or matmul, so it traces with ``make_fx(tracing_mode="symbolic")``
+and fuses well under ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,12 @@ import torch
 from torch import Tensor
 from torch._subclasses.fake_tensor import is_fake
 
-from dpa4_core.geometry.frames import edge_quaternion, quaternion_conjugate, quaternion_multiply
+from dpa4_core.geometry.frames import (
+    edge_quaternion,
+    quaternion_conjugate,
+    quaternion_multiply,
+    quaternion_to_matrix,
+)
 
 __all__ = [
     "MAX_L",
@@ -36,7 +45,6 @@ __all__ = [
 ]
 
 MAX_L = 6
-_FIT_SEED = 20260602  # fixed: the fit is deterministic across processes
 
 
 class WignerInputError(ValueError):
@@ -54,39 +62,56 @@ def _check_lmax(lmax: int, upper: int | None = None, name: str = "lmax") -> None
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _sh_components(x, y, z, lmax: int) -> list[list]:
-    """Per degree the list of ``2l+1`` arrays ``Y_l,-l .. Y_l,l`` for unit ``(x, y, z)``.
+@functools.cache
+def _legendre_coefficients(lmax: int) -> dict:
+    """Constants of the normalised recurrence ``Q_l^m = a z Q_{l-1}^m - b Q_{l-2}^m`` for the polynomial part
+    ``Q_l^m = N_lm d^m P_l / dz^m`` of ``Y_l,+-m = Q_l^m {Re, Im}(x + i y)^m``; ``N_lm`` includes ``sqrt 2`` for m > 0.
 
-    ``Y_l,+-m = N_lm P_l^m(z) {cos, sin}(m phi) sin^m(theta)`` with ``P_l^m`` the m-th derivative of the Legendre
-    polynomial (no ``(1-z^2)^(m/2)`` factor) and ``Re/Im (x + i y)^m`` supplying ``cos/sin(m phi) sin^m(theta)``:
-    everything stays a polynomial, so it is exact and smooth at the poles.
+    Returns ``{"diag": {m: Q_m^m}, (l, m): (a, b)}`` (``b = 0`` for ``l = m + 1``).
     """
-    # cos_m[m] + i sin_m[m] = (x + i y)^m
-    cos_m, sin_m = [1.0], [0.0]
-    for m in range(1, lmax + 1):
+
+    def norm(l: int, m: int) -> float:
+        n = math.sqrt((2 * l + 1) / (4 * math.pi) * math.factorial(l - m) / math.factorial(l + m))
+        return n * math.sqrt(2.0) if m > 0 else n
+
+    out: dict = {"diag": {m: norm(m, m) * float(math.prod(range(1, 2 * m, 2))) for m in range(lmax + 1)}}
+    for m in range(lmax + 1):
+        for l in range(m + 1, lmax + 1):
+            a = norm(l, m) / norm(l - 1, m) * (2 * l - 1) / (l - m)
+            b = norm(l, m) / norm(l - 2, m) * (l + m - 1) / (l - m) if l >= m + 2 else 0.0
+            out[(l, m)] = (a, b)
+    return out
+
+
+def _sh_components(x, y, z, lmax: int, mmax: int | None = None) -> list[list]:
+    """Per degree ``l <= lmax`` the list of ``Y_l,m`` for ``m = -mu..mu``, ``mu = min(l, mmax)``, of unit
+    ``(x, y, z)``. Entries are arrays, or Python floats where the harmonic is constant (``Y_00``).
+
+    Everything stays a polynomial (``Re/Im (x + i y)^m`` carry ``cos/sin(m phi) sin^m(theta)``), so it is exact,
+    smooth at the poles and needs no sqrt, division or trig.
+    """
+    mtop = lmax if mmax is None else min(mmax, lmax)
+    coef = _legendre_coefficients(lmax)
+    cos_m, sin_m = [1.0, x], [0.0, y]  # cos_m[m] + i sin_m[m] = (x + i y)^m
+    for _ in range(2, mtop + 1):
         c, s = cos_m[-1], sin_m[-1]
         cos_m.append(x * c - y * s)
         sin_m.append(x * s + y * c)
-    # legendre[l][m] = d^m P_l / dz^m via the three-term recurrence in l at fixed m
-    legendre = [[None] * (lmax + 1) for _ in range(lmax + 1)]
-    for m in range(lmax + 1):
-        legendre[m][m] = float(math.prod(range(1, 2 * m, 2)))  # (2m-1)!!
-        if m + 1 <= lmax:
-            legendre[m + 1][m] = (2 * m + 1) * z * legendre[m][m]
-        for l in range(m + 2, lmax + 1):
-            legendre[l][m] = ((2 * l - 1) * z * legendre[l - 1][m] - (l + m - 1) * legendre[l - 2][m]) / (l - m)
-    out = []
-    for l in range(lmax + 1):
-        row = [None] * (2 * l + 1)
-        for m in range(l + 1):
-            norm = math.sqrt((2 * l + 1) / (4 * math.pi) * math.factorial(l - m) / math.factorial(l + m))
+    out: list[list] = [[None] * (2 * min(l, mtop) + 1) for l in range(lmax + 1)]
+    for m in range(mtop + 1):
+        prev2, prev = None, coef["diag"][m]  # Q_{m-1}^m (unused), Q_m^m (a constant)
+        for l in range(m, lmax + 1):
+            if l == m + 1:
+                prev2, prev = prev, (coef[(l, m)][0] * prev) * z
+            elif l >= m + 2:
+                a, b = coef[(l, m)]
+                prev2, prev = prev, a * (z * prev) - b * prev2
+            mu = min(l, mtop)
             if m == 0:
-                row[l] = norm * legendre[l][0] + 0.0 * z  # keep array type for l = 0
+                out[l][mu] = prev
             else:
-                norm *= math.sqrt(2.0)
-                row[l + m] = norm * legendre[l][m] * cos_m[m]
-                row[l - m] = norm * legendre[l][m] * sin_m[m]
-        out.append(row)
+                out[l][mu + m] = prev * cos_m[m]
+                out[l][mu - m] = prev * sin_m[m]
     return out
 
 
@@ -105,115 +130,74 @@ def real_spherical_harmonics(unit_vec: Tensor, lmax: int) -> list[Tensor]:
     if unit_vec.ndim < 1 or unit_vec.shape[-1] != 3 or not unit_vec.is_floating_point():
         raise WignerInputError(f"unit_vec must be a float tensor [..., 3], got {tuple(unit_vec.shape)} {unit_vec.dtype}")
     x, y, z = unit_vec.unbind(-1)
-    return [torch.stack(row, dim=-1) for row in _sh_components(x, y, z, lmax)]
+    return [torch.stack([_as_tensor(c, x) for c in row], dim=-1) for row in _sh_components(x, y, z, lmax)]
+
+
+def _as_tensor(value, like: Tensor) -> Tensor:
+    return value if isinstance(value, Tensor) else torch.full_like(like, value)
 
 
 def _sh_numpy(points: np.ndarray, l: int) -> np.ndarray:
-    """``Y_l`` of ``points [..., 3]`` as ``[..., 2l+1]`` (fp64 NumPy)."""
-    rows = _sh_components(points[..., 0], points[..., 1], points[..., 2], l)
-    return np.stack(rows[l], axis=-1)
+    """``Y_l`` of unit ``points [..., 3]`` as ``[..., 2l+1]`` (fp64 NumPy)."""
+    row = _sh_components(points[..., 0], points[..., 1], points[..., 2], l)[l]
+    return np.stack([np.broadcast_to(c, points.shape[:-1]) for c in row], axis=-1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Monomials of the quaternion and the fitted Wigner-D coefficients
+# Wigner-D from spherical harmonics at K fixed points
 # ---------------------------------------------------------------------------------------------------------------
 
-
-@functools.cache
-def _monomial_exponents(degree: int) -> np.ndarray:
-    """Exponent table ``[n_mono, 4]`` of all degree-``degree`` monomials of ``(w, x, y, z)``, in the order that
-    ``_monomials`` produces them (recursively: ``q_i * (degree-1 monomials using only variables >= i)``)."""
-    if degree == 0:
-        return np.zeros((1, 4), dtype=np.int64)
-    prev = _monomial_exponents(degree - 1)
-    first = _first_variable(prev)
-    blocks = []
-    for i in range(4):
-        block = prev[first >= i].copy()
-        block[:, i] += 1
-        blocks.append(block)
-    return np.concatenate(blocks)
-
-
-def _first_variable(exponents: np.ndarray) -> np.ndarray:
-    """Index of the lowest variable with a non-zero exponent (4 for the constant monomial)."""
-    nonzero = exponents > 0
-    return np.where(nonzero.any(axis=1), nonzero.argmax(axis=1), 4)
+# K = 2 lmax + 1 unit points per lmax (rounded to 4 digits, renormalised at use; any points with Y_l(P) of full
+# rank give the exact D, these were found by minimising max_{l <= lmax} cond(Y_l(P)) with L-BFGS from random starts).
+_POINTS: dict[int, list[list[float]]] = {
+    1: [[-0.4583, -0.1327, -0.8788], [-0.8014, 0.4892, 0.3441], [0.3842, 0.8621, -0.3305]],
+    2: [[0.1796, -0.1402, -0.9737], [-0.7766, 0.5043, 0.3777], [-0.0083, 0.9691, 0.2464], [-0.311, 0.7351, -0.6025],
+        [-0.6326, -0.5681, 0.5263]],
+    3: [[0.5531, 0.8328, -0.0214], [-0.8648, 0.4624, 0.1957], [-0.157, 0.959, 0.2361], [0.5445, -0.7617, 0.3512],
+        [-0.4018, -0.6203, -0.6736], [0.7394, 0.1628, -0.6533], [-0.9575, -0.2876, -0.0232]],
+    4: [[0.2586, -0.8764, 0.4062], [0.0434, -0.0374, 0.9984], [0.6603, 0.5111, -0.5503], [-0.8116, -0.5663, -0.1435],
+        [-0.8601, -0.0375, -0.5087], [-0.5116, -0.4757, -0.7155], [0.3174, 0.9192, -0.2331], [0.8768, -0.4401, 0.1938],
+        [0.5895, -0.0995, -0.8016]],
+    5: [[-0.0246, 0.8961, 0.4432], [-0.6495, 0.7593, 0.039], [-0.1947, 0.8603, -0.4712], [0.6441, 0.0069, 0.7649],
+        [-0.973, 0.1297, -0.191], [0.4332, -0.741, -0.5131], [-0.9492, -0.295, 0.1095], [0.0174, 0.6186, 0.7855],
+        [-0.7631, -0.6348, -0.1212], [-0.6579, -0.6881, 0.3061], [0.8985, -0.3608, -0.25]],
+    6: [[0.3895, 0.901, 0.191], [-0.5752, 0.8019, 0.1619], [-0.2383, 0.8189, 0.5221], [0.3649, 0.3075, 0.8788],
+        [-0.7999, -0.3013, -0.519], [0.9583, -0.0003, -0.2858], [-0.8585, -0.4829, 0.1727], [0.0549, 0.6474, 0.7601],
+        [-0.7748, -0.606, -0.1802], [-0.7654, 0.4752, 0.434], [0.9223, -0.3778, -0.0809], [0.951, 0.2792, 0.1327],
+        [-0.2277, -0.9559, 0.1853]],
+}  # fmt: skip
 
 
 @functools.cache
-def _suffix_starts(degree: int) -> tuple[int, ...]:
-    """For the degree-``degree`` monomial list: start index of the suffix whose lowest variable is ``>= i``."""
-    first = _first_variable(_monomial_exponents(degree))
-    # the list is sorted by lowest variable (non-decreasing), so each suffix is contiguous
-    return tuple(int(np.searchsorted(first, i)) for i in range(4))
-
-
-def _monomials(q: Tensor, degree: int) -> list[Tensor]:
-    """Monomials of degree ``0..degree`` of ``q [E, 4]``: list of ``[E, n_mono(d)]``. No value-dependent control flow."""
-    out = [torch.ones_like(q[:, :1])]
-    for d in range(1, degree + 1):
-        starts = _suffix_starts(d - 1)
-        prev = out[-1]
-        out.append(torch.cat([q[:, i : i + 1] * prev[:, starts[i] :] for i in range(4)], dim=1))
-    return out
-
-
-def _rotation_matrix_numpy(q: np.ndarray) -> np.ndarray:
-    w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
-    return np.stack(
-        [
-            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-            np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-            np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-        ],
-        -2,
-    )
-
-
-@functools.cache
-def _fitted_coefficients(l: int) -> np.ndarray:
-    """``[n_mono(2l), (2l+1)^2]`` fp64 coefficients with ``D^l(q).flatten() = monomials_2l(q) @ C`` (row-major)."""
-    rng = np.random.default_rng(_FIT_SEED + l)
-    n_mono = len(_monomial_exponents(2 * l))
-    # Reference blocks D(R) = Y(R P) pinv(Y(P)) on 4(2l+1) random points: Y(P) has full row rank and is well
-    # conditioned, so D is exact to round-off.
-    points = rng.normal(size=(4 * (2 * l + 1), 3))
+def _point_constants(lmax: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """fp64 points ``[3, K]`` and per degree ``pinv(Y_l(P))`` ``[K, 2l+1]`` for ``wigner_d(., lmax)``."""
+    points = np.asarray(_POINTS[lmax], dtype=np.float64)
     points /= np.linalg.norm(points, axis=1, keepdims=True)
-    y_p = _sh_numpy(points, l).T  # [2l+1, P]
-    n_samples = 2 * n_mono + 64
-    quats = rng.normal(size=(n_samples, 4))
-    quats /= np.linalg.norm(quats, axis=1, keepdims=True)
-    rotated = np.einsum("sij,pj->spi", _rotation_matrix_numpy(quats), points)
-    d_ref = _sh_numpy(rotated, l).transpose(0, 2, 1) @ np.linalg.pinv(y_p)  # [S, 2l+1, 2l+1]
-    mono = np.prod(quats[:, None, :] ** _monomial_exponents(2 * l)[None], axis=-1)  # [S, n_mono]
-    coeffs, *_ = np.linalg.lstsq(mono, d_ref.reshape(n_samples, -1), rcond=None)
-    coeffs[np.abs(coeffs) < 1e-12] = 0.0  # exact zeros: round-off of the fit
-    return coeffs
+    projections = [np.linalg.pinv(_sh_numpy(points, l).T) for l in range(lmax + 1)]  # Y_l(P): [2l+1, K]
+    return points.T.copy(), projections
 
 
-_TORCH_COEFFS: dict[tuple[int, int | None, torch.dtype, torch.device], Tensor] = {}
+_TORCH_CONSTANTS: dict[tuple, tuple[Tensor, list[Tensor]]] = {}
 
 
-def _row_indices(l: int, mmax: int | None) -> np.ndarray:
-    rows = np.arange(2 * l + 1) if mmax is None else np.arange(l - min(l, mmax), l + min(l, mmax) + 1)
-    return (rows[:, None] * (2 * l + 1) + np.arange(2 * l + 1)[None, :]).reshape(-1)
+def _constants(lmax: int, like: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """Torch copies of ``_point_constants`` in ``like``'s dtype and device.
 
-
-def _coefficients(l: int, mmax: int | None, like: Tensor) -> Tensor:
-    """Torch copy of the fitted coefficients (only rows ``|m| <= mmax``) in ``like``'s dtype and device.
-
-    Cached per ``(l, mmax, dtype, device)`` for real tensors. Under ``make_fx`` / fake-tensor tracing a fresh
-    tensor is made instead: it becomes a constant of the traced graph, and the cache never holds a fake tensor.
+    Cached per ``(lmax, dtype, device)`` for real tensors. Under ``make_fx`` / fake-tensor tracing fresh tensors
+    are made instead: they become constants of the traced graph, and the cache never holds a fake tensor.
     """
-    array = np.ascontiguousarray(_fitted_coefficients(l)[:, _row_indices(l, mmax)])
+    points, projections = _point_constants(lmax)
+
+    def build():
+        kw = {"dtype": like.dtype, "device": like.device}
+        return torch.tensor(points, **kw), [torch.tensor(p, **kw) for p in projections]
+
     if is_fake(like):
-        return torch.tensor(array, dtype=like.dtype, device=like.device)
-    key = (l, mmax, like.dtype, like.device)
-    cached = _TORCH_COEFFS.get(key)
-    if cached is None:
-        cached = _TORCH_COEFFS[key] = torch.tensor(array, dtype=like.dtype, device=like.device)
-    return cached
+        return build()
+    key = (lmax, like.dtype, like.device)
+    if key not in _TORCH_CONSTANTS:
+        _TORCH_CONSTANTS[key] = build()
+    return _TORCH_CONSTANTS[key]
 
 
 def wigner_d(q: Tensor, lmax: int, mmax: int | None = None) -> list[Tensor]:
@@ -223,7 +207,7 @@ def wigner_d(q: Tensor, lmax: int, mmax: int | None = None) -> list[Tensor]:
         q: ``[E, 4]`` unit quaternions ``(w, x, y, z)``, fp32 or fp64 (edge frames from ``edge_quaternion``).
         lmax: highest degree, ``0 <= lmax <= MAX_L``.
         mmax: if given, return only the rows ``|m| <= mmax`` (what the SO(2) convolution uses:
-            ``x_ij = P_M D x_j`` and back ``D^T P_M^T``), which is ``(2l+1)/(2 min(l, mmax)+1)`` times cheaper.
+            ``x_ij = P_M D x_j`` and back ``D^T P_M^T``), which is several times cheaper.
 
     Returns:
         List over ``l = 0..lmax`` of ``[E, 2l+1, 2l+1]`` (or ``[E, 2 min(l, mmax)+1, 2l+1]``) real orthogonal
@@ -236,12 +220,17 @@ def wigner_d(q: Tensor, lmax: int, mmax: int | None = None) -> list[Tensor]:
         _check_lmax(mmax, name="mmax")
     if q.ndim != 2 or q.shape[-1] != 4 or not q.is_floating_point():
         raise WignerInputError(f"q must be a float tensor [E, 4], got {tuple(q.shape)} {q.dtype}")
-    monomials = _monomials(q, 2 * lmax)
-    blocks = []
-    for l in range(lmax + 1):
-        coeffs = _coefficients(l, mmax, q)
-        rows = 2 * l + 1 if mmax is None else 2 * min(l, mmax) + 1
-        blocks.append((monomials[2 * l] @ coeffs).view(-1, rows, 2 * l + 1))
+    blocks = [torch.ones_like(q[:, :1]).unsqueeze(-1)]
+    if lmax == 0:
+        return blocks
+    points, projections = _constants(lmax, q)
+    # rotated points R p_k as three contiguous [E, K] planes (contiguous planes vectorise best)
+    rotated = (quaternion_to_matrix(q) @ points).transpose(0, 1).contiguous()  # [3, E, K]
+    x, y, z = rotated.unbind(0)
+    harmonics = _sh_components(x, y, z, lmax, mmax)
+    for l in range(1, lmax + 1):
+        y_rot = torch.stack(harmonics[l], dim=1)  # [E, rows, K]
+        blocks.append(y_rot @ projections[l])  # [E, rows, 2l+1]
     return blocks
 
 

@@ -118,6 +118,21 @@ def test_edge_frame_row_m0_is_edge_harmonic():
         assert torch.allclose(blocks[l][:, l, :], math.sqrt(4 * math.pi / (2 * l + 1)) * harmonics[l], atol=1e-12)
 
 
+def test_every_point_set_exact_and_well_conditioned():
+    """wigner_d(q, lmax) uses its own 2 lmax + 1 points per lmax: every set must give the same exact blocks, and
+    its Y_l(P) must stay well conditioned (this bounds the fp32 error)."""
+    from dpa4_core.geometry.wigner import _point_constants, _sh_numpy
+
+    q = _random_quaternions(16, 11)
+    reference = wigner_d(q, MAX_L)
+    for lmax in range(1, MAX_L + 1):
+        points = _point_constants(lmax)[0].T
+        assert points.shape == (2 * lmax + 1, 3)
+        for l, d in enumerate(wigner_d(q, lmax)):
+            assert torch.allclose(d, reference[l], atol=1e-12), (lmax, l)
+            assert np.linalg.cond(_sh_numpy(points, l)) < 3.5, (lmax, l)
+
+
 def test_mmax_rows_match_full_blocks():
     q = _random_quaternions(16, 8)
     full = wigner_d(q, MAX_L)
@@ -125,7 +140,7 @@ def test_mmax_rows_match_full_blocks():
         rows = wigner_d(q, MAX_L, mmax=mmax)
         for l in range(MAX_L + 1):
             m = min(l, mmax)
-            assert torch.equal(rows[l], full[l][:, l - m : l + m + 1, :])
+            assert torch.allclose(rows[l], full[l][:, l - m : l + m + 1, :], atol=1e-14)
 
 
 def test_fp32_matches_fp64():
