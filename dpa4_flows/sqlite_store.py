@@ -34,6 +34,7 @@ import logging
 import re
 import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -122,20 +123,18 @@ class SQLiteStore(Store):
             self._conn.close()
             self._conn = None
 
-    def _write(self):
-        """A ``BEGIN IMMEDIATE`` transaction: takes the write lock up front (no deadlock)."""
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A ``BEGIN IMMEDIATE`` transaction: takes the write lock up front, so two writers
+        never deadlock upgrading read locks; rolled back on any exception."""
         conn = self._collection
-
-        class _Tx:
-            def __enter__(self_inner):
-                conn.execute("BEGIN IMMEDIATE")
-                return conn
-
-            def __exit__(self_inner, exc_type, exc, tb):
-                conn.execute("ROLLBACK" if exc_type else "COMMIT")
-                return False
-
-        return _Tx()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     # -- reads ------------------------------------------------------------------------------
     def _where(self, criteria: dict | None) -> tuple[str, list]:

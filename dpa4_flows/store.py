@@ -119,8 +119,8 @@ def mongo_store(host: str | None = None, database: str | None = None, port: int 
         A ``jobflow.JobStore`` (not connected: no network access happens here).
 
     Raises:
-        StoreConfigError: a database without host (or the reverse), or jobflow's configured
-            store lacks the ``data`` additional store.
+        StoreConfigError: a database without host (or the reverse), no JOB_STORE configured,
+            or jobflow's configured store lacks the ``data`` additional store.
     """
     from jobflow import JobStore
     from maggma.stores import MongoStore, MongoURIStore
@@ -130,6 +130,11 @@ def mongo_store(host: str | None = None, database: str | None = None, port: int 
 
         # A fresh settings object, so JOBFLOW_CONFIG_FILE set after import is honoured.
         store = JobflowSettings().JOB_STORE
+        if type(store.docs_store).__name__ == "MemoryStore":
+            raise StoreConfigError(
+                "no JOB_STORE configured (jobflow fell back to an in-memory store): write one in "
+                "the file named by JOBFLOW_CONFIG_FILE (default ~/.jobflow.yaml, see "
+                "examples/jobflow.yaml), or pass host and database")
         if DATA_STORE not in store.additional_stores:
             raise StoreConfigError(
                 "jobflow's configured JOB_STORE has no 'data' additional store, which atomate2 "

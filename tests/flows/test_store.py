@@ -179,6 +179,9 @@ def test_other_factories(tmp_path, monkeypatch):
     assert direct.additional_stores["data"].collection_name == "outputs_data"
     with pytest.raises(StoreConfigError, match="both host and database"):
         mongo_store(host="db.example")
+    monkeypatch.setenv("JOBFLOW_CONFIG_FILE", str(tmp_path / "absent.yaml"))
+    with pytest.raises(StoreConfigError, match="no JOB_STORE configured"):
+        mongo_store()
 
 
 def test_every_lookup_jobflow_makes_is_indexed(tmp_path):
