@@ -2,9 +2,10 @@
 
 Along a path ``R(s) = R0 + s D`` sampled every 1e-3 A, the model's path derivative ``-F . D`` must equal the
 fourth-order central difference of its energy at every sample. A jump J in the energy would show as ~J / h, a
-jump in the force as ~J / 2, so the same check catches both. Scans: a dimer through the cutoff, a dimer through the
-zone-bridging interval [r_in, r_out], a third atom leaving a bonded pair's cutoff (the attention null mass) and
-an atom leaving a periodic cell's neighbourhood. A hard-cutoff pair potential shows the check can fail.
+jump in the force as ~J / 2, so the same check catches both. Scans: a dimer through the cutoff, a dimer through
+the zone-bridging interval [r_in, r_out], a third atom leaving a bonded pair's cutoff (the attention null mass),
+an atom leaving a periodic cell's neighbourhood, and an edge sweeping through the +-z poles of the edge frame.
+A hard-cutoff pair potential shows the check can fail.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def model():
 
 
 def _scan(model, atoms, moving: int, direction, start: float, stop: float):
-    steps = np.arange(start, stop + STEP / 2, STEP)
+    steps = STEP * np.arange(round(start / STEP), round(stop / STEP) + 1)  # integer multiples: s = 0 is exact
     path = np.zeros((len(atoms), 3))
     path[moving] = np.asarray(direction, dtype=float) / np.linalg.norm(direction)
     return steps, *energy_along_path(model, atoms, path, steps)
@@ -93,6 +94,17 @@ def test_atom_leaves_neighbourhood_in_a_crystal(model):
     steps, energy, slope = _scan(model, atoms, 4, -vectors[nearest], crossing - 0.01, crossing + 0.01)
     error = path_consistency_error(steps, energy, slope)
     assert error < PATH_ATOL, f"E or F jumps as a neighbour crosses the cutoff in the crystal: {error:.2e}"
+
+
+def test_edge_sweeps_through_the_poles(model):
+    """An atom moves over another so that their edge passes exactly through +z (and the reverse edge through
+    -z), where the two quaternion charts of the edge frame are blended (spec 4): E and F stay smooth."""
+    atoms = Atoms("MoNbW", positions=[[0.0, 0.0, 0.0], [0.0, 0.0, 2.4], [2.2, -0.9, 0.5]])
+    steps, energy, slope = _scan(model, atoms, 1, [1.0, 0.3, 0.0], -0.01, 0.01)
+    assert np.any(steps == 0.0), "the scan must hit the pole exactly"
+    assert np.isfinite(slope).all()
+    error = path_consistency_error(steps, energy, slope)
+    assert error < PATH_ATOL, f"E or F jumps as an edge passes through +-z: {error:.2e}"
 
 
 def test_check_catches_a_hard_cutoff():
