@@ -252,6 +252,8 @@ def _work(state: ResumeState, store: JobStore, workdir: Path, run_dir: Path, wor
                 if not counts.get("pending"):
                     continue  # a dead worker's claim: claim() takes it over next round
                 n = state.block_orphans()
+                if n == 0:
+                    continue  # something became ready meanwhile
                 logger.error("%d job(s) wait on outputs nothing will produce: skipped", n)
                 break
             heartbeat.seq = claim.seq
@@ -267,9 +269,12 @@ def _work(state: ResumeState, store: JobStore, workdir: Path, run_dir: Path, wor
                 error = traceback.format_exc()
                 logger.error("job %s (%s, index %d) failed:\n%s", claim.name, claim.uuid,
                              claim.idx, error)
-                state.fail(claim, error)
+                recorded = state.fail(claim, error)
             else:
-                state.finish(claim, response)
+                recorded = state.finish(claim, response)
+            if not recorded:
+                logger.warning("lost the claim on %s (%s): its lease ran out and another worker "
+                               "took it over; that worker records it", claim.name, claim.uuid)
             heartbeat.seq = None
             n_run += 1
             if time.monotonic() - last_refresh > 0.5:  # counting is O(jobs): not after each job

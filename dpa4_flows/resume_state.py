@@ -56,6 +56,7 @@ class Claim:
     idx: int
     name: str
     job: str
+    worker: str
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -165,7 +166,7 @@ class ResumeState:
                               "lease = ?, attempts = attempts + 1 WHERE seq = ?",
                               (worker, os.getpid(), HOST, now + lease_s, seq))
                     job = c.execute("SELECT job FROM jobs WHERE seq = ?", (seq,)).fetchone()[0]
-                    return Claim(seq, uuid, idx, name, job)
+                    return Claim(seq, uuid, idx, name, job, worker)
         return None
 
     @staticmethod
@@ -185,14 +186,25 @@ class ResumeState:
                       (time.time() + lease_s, seq, worker))
 
     # -- finishing --------------------------------------------------------------------------
-    def finish(self, claim: Claim, response) -> None:
-        """Record a job's success and its dynamic jobs in one transaction."""
+    @staticmethod
+    def _release(c: sqlite3.Connection, claim: Claim, state: str, error: str | None) -> bool:
+        """Set the final state if this worker still holds the claim (not taken over after a
+        lost lease); False otherwise, and then the caller records nothing else."""
+        n = c.execute("UPDATE jobs SET state = ?, error = ? WHERE seq = ? AND worker = ? "
+                      "AND state = 'running'", (state, error, claim.seq, claim.worker)).rowcount
+        return n == 1
+
+    def finish(self, claim: Claim, response) -> bool:
+        """Record a job's success and its dynamic jobs in one transaction; False if the
+        claim was lost (another worker took the job over and records it instead)."""
         from jobflow import Flow
 
         def jobs_of(flow):
             return [j for j, _ in flow.iterflow()] if isinstance(flow, Flow) else [flow]
 
         with self.tx() as c:
+            if not self._release(c, claim, "done", None):
+                return False
             status = "stop_children" if response.stop_children else "done"
             if response.replace is not None:
                 new = self.add_jobs(c, jobs_of(response.replace))
@@ -202,15 +214,18 @@ class ResumeState:
                 self.block_dependants(c, claim.uuid, self.add_jobs(c, jobs_of(response.detour)))
             if response.addition is not None:
                 self.add_jobs(c, jobs_of(response.addition))
-            c.execute("UPDATE jobs SET state = 'done', error = NULL WHERE seq = ?", (claim.seq,))
             c.execute("UPDATE uuids SET status = ? WHERE uuid = ?", (status, claim.uuid))
             if response.stop_jobflow:
                 self.set_meta(c, "stopped", "1")
+        return True
 
-    def fail(self, claim: Claim, error: str) -> None:
+    def fail(self, claim: Claim, error: str) -> bool:
+        """Record a failure with its traceback; False if the claim was lost."""
         with self.tx() as c:
-            c.execute("UPDATE jobs SET state = 'failed', error = ? WHERE seq = ?", (error, claim.seq))
+            if not self._release(c, claim, "failed", error):
+                return False
             c.execute("UPDATE uuids SET status = 'failed' WHERE uuid = ?", (claim.uuid,))
+        return True
 
     def reset_failed(self) -> int:
         """Put failed and skipped jobs back to pending (a new attempt); returns how many."""
@@ -232,8 +247,16 @@ class ResumeState:
                    if (lease or 0) > now and not (host == HOST and not _pid_alive(pid)))
 
     def block_orphans(self) -> int:
-        """Mark pending jobs that can never become ready (a parent uuid that nothing will finish)."""
+        """Skip pending jobs that can never become ready; 0 if anything can still move.
+
+        Checked in one transaction: a job another worker finished a moment ago may just have
+        made its children ready, and a running job may still produce dynamic jobs.
+        """
         with self.tx() as c:
+            if c.execute("SELECT 1 FROM jobs WHERE state = 'running' LIMIT 1").fetchone():
+                return 0
+            if next(self._ready(c), None) is not None:
+                return 0
             n = c.execute("UPDATE jobs SET state = 'skipped', error = 'unresolvable dependency' "
                           "WHERE state = 'pending'").rowcount
         return n

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from jobflow import Flow, run_locally
+from monty.json import MontyDecoder
 
 from _jobs import add, describe, fail_if, make_flow, stop_here
 from dpa4_flows.resume import (FlowFailedError, FlowMismatchError, StoreMismatchError,
@@ -133,6 +134,62 @@ def test_parallel_workers_never_run_a_job_twice(tmp_path, reference):
     store = embedded_store(db)
     _assert_stored_once(store)
     assert _final(store, work) == reference["final"]
+
+
+def test_killed_worker_job_taken_over_at_once(tmp_path, reference):
+    """Two workers; one is SIGKILLed mid-job. The other takes its job over through the dead
+    pid, long before the 120 s lease would run out."""
+    db, work, log = tmp_path / "db.sqlite", tmp_path / "work", tmp_path / "runs.log"
+    embedded_store(db).connect()
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    victim, survivor = (_start(db, work, log, sleep=0.2, barrier=barrier) for _ in range(2))
+    while len(list(barrier.iterdir())) < 2:
+        time.sleep(0.01)
+    (barrier / "go").touch()
+    t0 = time.time()
+    while len(_lines(log)) < 3 and victim.is_alive():
+        time.sleep(0.01)
+    victim.kill()
+    victim.join()
+    survivor.join(100)
+    assert survivor.exitcode == 0 and time.time() - t0 < 100
+    store = embedded_store(db)
+    _assert_stored_once(store)
+    assert _final(store, work) == reference["final"]
+    runs = collections.Counter(_lines(log))
+    assert len(runs) == N_DOCS and sum(runs.values()) <= N_DOCS + 1
+
+
+def test_crash_between_storing_and_recording_reruns_that_job_once(tmp_path, reference):
+    store, work = embedded_store(tmp_path / "db.sqlite"), tmp_path / "w"
+    run_resumable(make_flow(), store, work, progress=False, max_jobs=0)  # persist only
+    state = ResumeState(work / "state.sqlite")
+    claim = state.claim("doomed-worker", lease_s=600)
+    dead = mp.get_context("fork").Process(target=int)
+    dead.start()
+    dead.join()
+    state.conn.execute("UPDATE jobs SET pid = ? WHERE seq = ?", (dead.pid, claim.seq))
+    store.connect()
+    MontyDecoder().decode(claim.job).run(store)  # output stored ... then the "kill"
+    result = run_resumable(None, store, work, progress=False, ensure_success=True)
+    assert result[claim.uuid]["attempts"] == 2
+    _assert_stored_once(store)
+    assert _final(store, work) == reference["final"]
+
+
+def test_worker_that_lost_its_claim_records_nothing(tmp_path):
+    from jobflow import Response
+
+    state = ResumeState(tmp_path / "state.sqlite")
+    job = add(1, 2)
+    with state.tx() as c:
+        state.add_jobs(c, [job])
+    claim = state.claim("slow-worker", lease_s=60)
+    state.conn.execute("UPDATE jobs SET worker = 'new-owner'")  # taken over after a lost lease
+    assert state.finish(claim, Response(output=3, addition=add(5, 5))) is False
+    assert state.fail(claim, "boom") is False
+    assert state.conn.execute("SELECT COUNT(*), MAX(state) FROM jobs").fetchone() == (1, "running")
 
 
 def test_stale_claim_of_dead_worker_elsewhere_is_reclaimed(tmp_path):
