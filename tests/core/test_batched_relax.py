@@ -116,6 +116,7 @@ def test_filter_forces_match_ase_frechet_cell_filter():
     np.testing.assert_allclose(cell[0].numpy(), atoms.cell.array, atol=1e-10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, ase_optimizer", [("fire", AseFIRE), ("lbfgs", AseLBFGS)])
 def test_matches_ase_one_at_a_time_with_in_flight_batching(name, ase_optimizer):
     structures = real_structures()
@@ -272,3 +273,28 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch):
     assert sum("torch.compile" in str(w.message) for w in caught) == 1
     (eager,) = relax_batch([atoms], model, fmax=0.02, dtype="float64")
     assert compiled.steps == eager.steps and compiled.energy == eager.energy
+
+
+@pytest.mark.slow
+def test_dpa4_tiny_matches_ase_fire_frechet_cell_filter_with_dpa4_calculator():
+    """The required check: real DPA4 (tiny preset, seeded random weights) on real Mo-Nb, Ta-W and Si cells,
+    batched against ASE FIRE + FrechetCellFilter + DPA4Calculator one at a time (float64 on both sides)."""
+    from dpa4_core import DPA4, DPA4Config
+    from dpa4_core.calculator import DPA4Calculator
+
+    torch.manual_seed(0)
+    model = DPA4(DPA4Config.preset("tiny"))
+    structures = real_structures()
+    rng = np.random.default_rng(2)
+    for atoms in structures:
+        atoms.set_cell(atoms.cell.array @ (np.eye(3) + 0.03 * rng.standard_normal((3, 3))), scale_atoms=True)
+        atoms.rattle(0.1, seed=8)
+    results = relax_batch(structures, model, fmax=0.01, max_steps=100, dtype="float64", max_atoms=32)
+    calculator = DPA4Calculator(model=model, dtype="float64")
+    for atoms, result in zip(structures, results, strict=True):
+        ref, steps, converged = ase_relax(atoms, calculator, AseFIRE, fmax=0.01, steps=100)
+        assert result.converged == converged
+        assert result.steps == steps > 10
+        assert abs(result.energy - ref.get_potential_energy()) / len(atoms) < 1e-4
+        np.testing.assert_allclose(result.structure.cell.array, ref.cell.array, atol=1e-4)
+        np.testing.assert_allclose(result.structure.positions, ref.positions, atol=1e-4)
