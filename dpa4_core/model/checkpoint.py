@@ -102,7 +102,8 @@ def save_checkpoint(
         path: destination file; its folder must exist. An existing file is replaced only once the new one
             is complete.
         metadata: free-form information (training set, metrics, ...) made of plain types and tensors.
-        elements: atomic numbers seen in training, if known.
+        elements: atomic numbers seen in training; default ``model.trained_elements`` (set by
+            :func:`load_checkpoint`), so a loaded model saved again keeps them.
 
     Returns:
         The absolute path written.
@@ -113,6 +114,8 @@ def save_checkpoint(
     from dpa4_core import __version__
 
     path = Path(path).expanduser().resolve()
+    if elements is None:
+        elements = getattr(model, "trained_elements", None)
     state_dict = {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()}
     payload = {
         "format": FORMAT_TAG,
@@ -196,7 +199,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> DPA4:
     """Build a ``DPA4`` from a checkpoint written by :func:`save_checkpoint`.
 
-    The model comes back in eval mode, in the dtype it was saved in, on ``map_location``.
+    The model comes back in eval mode, in the dtype it was saved in, on ``map_location``, with the elements
+    seen in training as the plain attribute ``model.trained_elements`` (``list[int]``, empty if unknown).
 
     Raises:
         CheckpointNotFoundError, CheckpointError: see :func:`read_checkpoint`; also when the weights do not
@@ -219,6 +223,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         # Already in the state_dict; the explicit copy keeps files written by other tools usable.
         with torch.no_grad():
             model.energy_bias.copy_(data.energy_bias.to(model.energy_bias))
+    model.trained_elements = list(data.elements or [])
     saved_version = data.versions.get("dpa4")
     from dpa4_core import __version__
 

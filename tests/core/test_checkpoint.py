@@ -51,6 +51,7 @@ def test_round_trip_gives_identical_numbers(model, saved, structures):
     assert loaded.config == model.config
     for name, tensor in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor), name
+    assert loaded.trained_elements == [41, 42, 73]
     before, after = evaluate(model, structures), evaluate(loaded, structures)
     for key in ("energy", "forces", "stress", "atom_energy"):
         assert (before[key] == after[key]).all(), key
@@ -76,6 +77,11 @@ def test_model_save_and_load_methods(model, tmp_path, structures):
     model.save(path)
     loaded = DPA4.load(path, map_location="cpu")
     assert (evaluate(loaded, structures)["energy"] == evaluate(model, structures)["energy"]).all()
+
+
+def test_elements_survive_a_second_save(saved, tmp_path):
+    again = save_checkpoint(load_checkpoint(saved), tmp_path / "again.pt")
+    assert read_checkpoint(again).elements == [41, 42, 73]
 
 
 def test_float32_model_round_trips_in_float32(model, tmp_path):
