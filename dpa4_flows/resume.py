@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 import time
 import traceback
@@ -136,7 +137,10 @@ class _Heartbeat:
         try:
             while not self._stop.wait(self.lease_s / 4):
                 if self.seq is not None:
-                    state.renew(self.seq, self.worker, self.lease_s)
+                    try:
+                        state.renew(self.seq, self.worker, self.lease_s)
+                    except sqlite3.OperationalError as err:  # busy for > timeout: retry later
+                        logger.warning("could not renew the lease on job row %s: %s", self.seq, err)
         finally:
             state.close()
 
