@@ -38,7 +38,8 @@ class CandidateFileError(ValueError):
 def vegard_a0(composition: dict[str, float]) -> float:
     """Composition-weighted bcc lattice constant (A); unknown elements raise ``KeyError`` naming them."""
     total = sum(composition.values())
-    return sum(n / total * BCC_LATTICE[el] for el, n in composition.items())
+    # Sorted: a fixed summation order gives bit-identical cells in every process (resume compares inputs).
+    return sum(composition[el] / total * BCC_LATTICE[el] for el in sorted(composition))
 
 
 def decorate(occupation: dict[str, str]) -> Structure:
@@ -47,7 +48,7 @@ def decorate(occupation: dict[str, str]) -> Structure:
     for name in ("alpha", "beta", "gamma", "delta"):
         species += [occupation[name]] * 4
         coords += (SUBLATTICES[name] % 1.0).tolist()
-    counts = {el: species.count(el) for el in set(species)}
+    counts = {el: species.count(el) for el in sorted(set(species))}
     return Structure(Lattice.cubic(2 * vegard_a0(counts)), species, coords)
 
 

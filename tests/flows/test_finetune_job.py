@@ -27,16 +27,9 @@ CONFIG = {"steps": 2, "batch_size": 2, "valid_every": 2, "checkpoint_every": 2, 
 
 @pytest.fixture(scope="module")
 def base_checkpoint(tmp_path_factory):
-    from dpa4_core.config import DPA4Config
-    from dpa4_core.model.checkpoint import save_checkpoint
-    from dpa4_core.model.energy import DPA4
+    from _tiny_model import save_tiny_checkpoint
 
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("base") / "base.pt"
-    with pytest.MonkeyPatch.context() as mp:  # TorchVersion is refused by torch.load(weights_only=True)
-        mp.setattr(torch, "__version__", str(torch.__version__))
-        save_checkpoint(DPA4(DPA4Config.preset("tiny")), path, elements=[42])
-    return path
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("base") / "base.pt", dtype="float32", elements=[42])
 
 
 def _elastic_documents() -> list[dict]:

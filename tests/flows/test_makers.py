@@ -144,21 +144,10 @@ def test_md_bad_settings():
 # ----------------------------------------------------------------------------------------- with the real DPA4
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    """A seeded, untrained tiny-preset DPA4 saved to a checkpoint (plumbing, not accuracy)."""
-    torch = pytest.importorskip("torch")
-    from dpa4_core.config import DPA4Config
-    from dpa4_core.model.checkpoint import save_checkpoint
-    from dpa4_core.model.energy import DPA4
+    pytest.importorskip("torch")
+    from _tiny_model import save_tiny_checkpoint
 
-    torch.manual_seed(0)
-    model = DPA4(DPA4Config.preset("tiny")).double()
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    # torch.__version__ is a TorchVersion, which torch.load(weights_only=True) refuses when the checkpoint
-    # stores it; save it as a plain str (harmless once dpa4_core.model.checkpoint stores str()).
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(torch, "__version__", str(torch.__version__))
-        save_checkpoint(model, path, elements=[41, 42, 73, 74])
-    return path
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt")
 
 
 def _bcc_mo() -> Structure:

@@ -158,3 +158,64 @@ def test_bad_inputs():
         ScreeningMaker(relax_maker=BatchRelaxMaker(**EMT), chunk_size=0)
     with pytest.raises(ScreeningInputError, match="prototypes \\['diamond'\\]"):
         ScreeningMaker(relax_maker=BatchRelaxMaker(**EMT), prototypes=("diamond",))
+
+
+# ------------------------------------------------------------------------------ the main script, with DPA4
+def _script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "workflows" / "screen_candidates.py"
+    spec = importlib.util.spec_from_file_location("screen_candidates", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_screen_candidates_script_runs_and_resumes(tmp_path, capsys, caplog):
+    import logging
+
+    from _tiny_model import save_tiny_checkpoint
+
+    from dpa4_flows.flows.candidates import bcc_orderings
+
+    model = save_tiny_checkpoint(tmp_path / "tiny.pt", dtype="float32")
+    cells = bcc_orderings(["Mo", "W"])
+    folder = tmp_path / "cands"
+    folder.mkdir()
+    for name in ("MoW-B2", "Mo3W-D03"):
+        cells[name].to(filename=str(folder / f"{name}.cif"))
+    script = _script()
+    args = ["--out", str(tmp_path / "out"), "--model", str(model), "--candidates", str(folder),
+            "--max-steps", "15", "--chunk-size", "1", "--quiet"]
+    assert script.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "MoW-B2" in printed and "Mo3W-D03" in printed and "2 candidates" in printed
+    frame = pd.read_csv(tmp_path / "out" / "screening.csv")
+    assert sorted(frame["candidate_id"]) == ["Mo3W-D03", "MoW-B2"]
+    assert frame["e_above_hull"].notna().all()
+    assert (tmp_path / "out" / "hull.png").is_file()
+    # Second run: nothing left to do, same table.
+    caplog.set_level(logging.INFO, logger="dpa4_flows.resume")
+    assert script.main(args) == 0
+    assert "ran 0 job(s)" in caplog.text
+    assert capsys.readouterr().out.splitlines()[:3] == printed.splitlines()[:3]
+    # A different run in the same folder is refused.
+    assert script.main([*args[:-1], "--fmax", "0.1"]) == 2
+    assert "holds a run with different options" in capsys.readouterr().err
+
+
+def test_screen_candidates_script_errors(tmp_path, capsys):
+    script = _script()
+    assert script.main(["--out", str(tmp_path / "o"), "--model", str(tmp_path / "missing.pt")]) == 2
+    assert "missing.pt not found" in capsys.readouterr().err
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"x")  # never read: the candidate file fails first
+    bad = tmp_path / "bad.cif"
+    bad.write_text("not a cif")
+    assert script.main(["--out", str(tmp_path / "o"), "--model", str(model), "--candidates", str(bad)]) == 2
+    assert "bad.cif: cannot read a crystal structure" in capsys.readouterr().err
+    assert script.main(["--out", str(tmp_path / "o"), "--model", str(model), "--candidates",
+                        str(tmp_path / "nothing.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
