@@ -28,6 +28,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from dpa4_flows.sqlite_store import open_sqlite
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -76,11 +78,7 @@ class ResumeState:
 
     def __init__(self, path: Path, timeout: float = 120.0):
         self.path = Path(path)
-        self.conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
-                                    check_same_thread=False)
-        self.conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        self.conn.execute("PRAGMA journal_mode = WAL")
-        self.conn.execute("PRAGMA synchronous = NORMAL")
+        self.conn = open_sqlite(self.path, timeout)
         with self.tx() as c:
             for stmt in SCHEMA.split(";"):
                 if stmt.strip():

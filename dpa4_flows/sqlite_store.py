@@ -33,6 +33,7 @@ import json
 import logging
 import re
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,6 +55,26 @@ _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 class InvalidStoreNameError(ValueError):
     """A collection name that is not a plain identifier."""
+
+
+def open_sqlite(path: str | Path, timeout: float) -> sqlite3.Connection:
+    """Autocommit connection in WAL mode with a busy timeout, safe for several processes.
+
+    Switching to WAL needs an exclusive lock and, while other processes create the same new
+    file, fails with "database is locked" without waiting: retried until ``timeout``.
+    """
+    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+    deadline = time.monotonic() + timeout
+    while conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+    conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across process kills
+    return conn
 
 
 class SQLiteStore(Store):
@@ -102,11 +123,7 @@ class SQLiteStore(Store):
         if self._conn is not None:
             self.close()
         Path(self.database_path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.database_path, timeout=self.timeout,
-                               isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across process kills
+        conn = open_sqlite(self.database_path, self.timeout)
         # The default 2 MB page cache thrashes on random uuid look-ups in 100k documents.
         conn.execute("PRAGMA cache_size = -65536")
         conn.execute("PRAGMA mmap_size = 268435456")
