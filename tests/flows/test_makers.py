@@ -197,3 +197,30 @@ def test_batched_engine_matches_ase_loop(tiny_checkpoint):
         assert fast.energy == pytest.approx(slow.energy, abs=1e-6)
         assert fast.n_steps == slow.n_steps
         np.testing.assert_allclose(fast.structure.lattice.matrix, slow.structure.lattice.matrix, atol=1e-5)
+
+
+def test_all_makers_json_round_trip(tmp_path):
+    import json
+
+    from monty.json import MontyEncoder
+
+    from dpa4_flows.flows.screening import ScreeningMaker
+    from dpa4_flows.jobs.batch_relax import BatchRelaxMaker
+    from dpa4_flows.jobs.finetune import FineTuneMaker
+    from dpa4_flows.jobs.stability import StabilityMaker
+
+    makers = [
+        DPA4RelaxMaker(calculator_kwargs={"model": "/abs/m.pt", "device": "cpu", "dtype": "float64"}),
+        DPA4MDMaker(ensemble="npt", temperature=500, pressure=1.0, n_steps=10),
+        BatchRelaxMaker(fmax=0.02, engine="ase"),
+        StabilityMaker(tolerance=0.01, method="patched"),
+        ScreeningMaker(relax_maker=BatchRelaxMaker(max_steps=7), chunk_size=5, output_dir=str(tmp_path)),
+        FineTuneMaker(base_model="/abs/base.pt", config={"steps": 3}),
+    ]
+    for maker in makers:
+        text = json.dumps(maker, cls=MontyEncoder)
+        clone = MontyDecoder().process_decoded(json.loads(text))
+        assert type(clone) is type(maker)
+        assert clone.as_dict() == maker.as_dict()
+    assert clone.base_model == "/abs/base.pt"
+    assert makers[4].output_dir == str(tmp_path) and makers[4].relax_maker.max_steps == 7
