@@ -52,7 +52,7 @@ def candidates(n: int, seed: int = 0) -> list:
             atoms = real.pop()
         else:
             elements = rng.choice(list(LATTICE), size=rng.integers(1, 5), replace=False)
-            repeat = REPEATS[k % len(REPEATS)]
+            repeat = REPEATS[(k + k // 4) % len(REPEATS)]  # all four sizes, also on the k % 4 == 3 slots
             atoms = bulk("Mo", "bcc", a=1.0, cubic=True).repeat(repeat)
             symbols = rng.choice(elements, size=len(atoms))
             atoms.set_chemical_symbols(symbols)

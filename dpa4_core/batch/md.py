@@ -128,13 +128,17 @@ def md_batch(
             f"need temperature >= 0 K, timestep > 0 fs, friction >= 0 1/fs and steps >= 1; got "
             f"{temperature!r}, {timestep!r}, {friction!r}, {steps!r}"
         )
-    runner = model if isinstance(model, ModelRunner) else ModelRunner(model, device=device, dtype=dtype, compile=compile)
+    if isinstance(model, ModelRunner):
+        runner = model
+    else:
+        runner = ModelRunner(model, device=device, dtype=dtype, compile=compile)
     atoms_list = [to_atoms(s) for s in structures]
     for i, atoms in enumerate(atoms_list):
         validate_atoms(atoms, label=f"structure {i} ({atoms.get_chemical_formula()})")
     generator = torch.Generator(device=runner.device).manual_seed(int(seed))
     results: list[MDResult | None] = [None] * len(atoms_list)
-    bar = tqdm(total=int(steps) * len(atoms_list), desc="md", unit="structure-step", disable=None if progress is None else not progress)
+    quiet = None if progress is None else not progress
+    bar = tqdm(total=int(steps) * len(atoms_list), desc="md", unit="structure-step", disable=quiet)
     for chunk in _chunks([len(a) for a in atoms_list], int(max_atoms)):
         out = _run_chunk([atoms_list[i] for i in chunk], runner, generator, float(temperature), int(steps),
                          float(timestep), float(friction), float(skin), int(trajectory_interval), bar)
@@ -164,7 +168,8 @@ def _run_chunk(atoms_list, runner: ModelRunner, generator, temperature, steps, t
         packs.append(Packed(
             atom={"numbers": torch.as_tensor(atoms.numbers, dtype=torch.long, device=device), "ref_pos": pos.clone(),
                   "mass": torch.as_tensor(atoms.get_masses(), **f64)},
-            system={"n_atoms": torch.tensor([len(atoms)], device=device), "pbc": torch.as_tensor(np.asarray(atoms.pbc, bool)[None], device=device),
+            system={"n_atoms": torch.tensor([len(atoms)], device=device),
+                    "pbc": torch.as_tensor(np.asarray(atoms.pbc, bool)[None], device=device),
                     "ref_cell": torch.as_tensor(cell[None], **f64)},
             edges=[build_edges(atoms.positions, cell, np.asarray(atoms.pbc, bool), runner.cutoff + skin)],
         ))
@@ -233,7 +238,8 @@ def _run_chunk(atoms_list, runner: ModelRunner, generator, temperature, steps, t
     x_np, cell_np = x.cpu().numpy(), cell.cpu().numpy()
     for s, atoms in enumerate(atoms_list):
         series = epot_t[half:, s]
-        slope = float(np.polyfit(times_ps, series, 1)[0]) if len(series) > 1 and np.isfinite(series).all() else float("nan")
+        usable = len(series) > 1 and np.isfinite(series).all()
+        slope = float(np.polyfit(times_ps, series, 1)[0]) if usable else float("nan")
         dof = max(3 * len(atoms) - 3, 1)
         final = _snapshot(atoms, x_np[starts[s]:starts[s + 1]], cell_np[s])
         if atoms.pbc.all():

@@ -56,7 +56,9 @@ class FIRE:
 
     def __post_init__(self) -> None:
         if not (self.dt > 0 and self.maxstep > 0 and self.dtmax > 0):
-            raise OptimizerConfigError(f"FIRE needs dt, maxstep, dtmax > 0, got {self.dt}, {self.maxstep}, {self.dtmax}")
+            raise OptimizerConfigError(
+                f"FIRE needs dt, maxstep, dtmax > 0, got {self.dt}, {self.maxstep}, {self.dtmax}"
+            )
 
     def new_state(self, n_atoms: int, dtype: torch.dtype, device) -> tuple[dict, dict]:
         """Per-atom and per-system fields of one new system."""

@@ -52,7 +52,8 @@ class LennardJones(torch.nn.Module):
         safe = torch.where(inside, r2, torch.full_like(r2, rc2))
         c6 = (c.sigma**2 / safe) ** 3
         lj = 4 * c.epsilon * (c6 * c6 - c6)
-        switch = torch.where(safe < ro2, torch.ones_like(safe), (rc2 - safe) ** 2 * (rc2 + 2 * safe - 3 * ro2) / (rc2 - ro2) ** 3)
+        ramp = (rc2 - safe) ** 2 * (rc2 + 2 * safe - 3 * ro2) / (rc2 - ro2) ** 3
+        switch = torch.where(safe < ro2, torch.ones_like(safe), ramp)
         return torch.where(inside, lj * switch, torch.zeros_like(r2))
 
     def forward(self, batch: AtomsBatch, compute_forces: bool = True, compute_stress: bool = True) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ from dpa4_core.batch import cellfilter
 from dpa4_core.batch.optimizers import make_optimizer
 from dpa4_core.batch.runner import BatchSetupError, ModelRunner
 from dpa4_core.batch.state import Packed, build_edges, make_batch, refresh_neighbors
-from dpa4_core.data.batch import InvalidStructureError, to_atoms, validate_atoms
+from dpa4_core.data.batch import to_atoms, validate_atoms
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,10 @@ def _output_like(template: Any, atoms: Atoms) -> Any:
     return AseAtomsAdaptor.get_structure(atoms)
 
 
-def _snapshot(template_atoms: Atoms, positions: np.ndarray, cell: np.ndarray, energy=None, forces=None, stress=None) -> Atoms:
+def _snapshot(
+    template_atoms: Atoms, positions: np.ndarray, cell: np.ndarray, energy=None, forces=None, stress=None
+) -> Atoms:
+    """A copy of ``template_atoms`` at this geometry, with a SinglePointCalculator if results are given."""
     atoms = template_atoms.copy()
     if atoms.pbc.all():
         atoms.set_cell(cell, scale_atoms=False)
@@ -161,7 +164,8 @@ class _Relaxer:
     def run(self, progress: bool | None) -> list[RelaxResult]:
         pending = deque(range(len(self.atoms)))
         pack: Packed | None = None
-        bar = tqdm(total=len(self.atoms), desc="relax", unit="structure", disable=None if progress is None else not progress)
+        quiet = None if progress is None else not progress
+        bar = tqdm(total=len(self.atoms), desc="relax", unit="structure", disable=quiet)
         while pending or (pack is not None and pack.n_systems):
             pack = self._admit(pack, pending)
             log_f, deform, positions, cell = self._geometry(pack)
@@ -170,8 +174,9 @@ class _Relaxer:
             need_stress = bool(pack.system["cell_mask"].any()) or self.want_trajectory
             out = self.runner(batch, compute_stress=need_stress)
             volume = torch.linalg.det(cell).abs()
+            sy = pack.system
             f_atom, f_cell = cellfilter.filter_forces(
-                out["forces"], out["stress"], volume, log_f, deform, pack.system["ecf"], pack.system["cell_mask"], pack.frame
+                out["forces"], out["stress"], volume, log_f, deform, sy["ecf"], sy["cell_mask"], pack.frame
             )
             fmax = cellfilter.max_force(f_atom, f_cell, pack.frame)
             finite = torch.isfinite(out["energy"]) & torch.isfinite(fmax)
@@ -203,7 +208,8 @@ class _Relaxer:
             yield s, index[s], pos[a:b], cel[s], float(energy[s]), forces[a:b].copy(), stress[s].copy()
 
     def _record(self, pack: Packed, positions, cell, out) -> None:
-        for _, index, pos, cel, energy, forces, stress in self._split(pack, positions, cell, out, range(pack.n_systems)):
+        rows = self._split(pack, positions, cell, out, range(pack.n_systems))
+        for _, index, pos, cel, energy, forces, stress in rows:
             frame = _snapshot(self.atoms[index], pos, cel, energy, forces, stress)
             self.trajectories.setdefault(index, []).append(_output_like(self.inputs[index], frame))
 
@@ -287,7 +293,10 @@ def relax_batch(
         raise BatchSetupError(f"max_atoms and max_edges must be >= 1, got {max_atoms!r}, {max_edges!r}")
     if exp_cell_factor is not None and not (exp_cell_factor > 0):
         raise BatchSetupError(f"exp_cell_factor must be > 0, got {exp_cell_factor!r}")
-    runner = model if isinstance(model, ModelRunner) else ModelRunner(model, device=device, dtype=dtype, compile=compile)
+    if isinstance(model, ModelRunner):
+        runner = model
+    else:
+        runner = ModelRunner(model, device=device, dtype=dtype, compile=compile)
     opt = make_optimizer(optimizer, **(optimizer_kwargs or {}))
     relaxer = _Relaxer(structures, runner, opt, float(fmax), int(max_steps), bool(relax_cell), exp_cell_factor,
                        int(max_atoms), max_edges, float(skin), bool(prune), bool(trajectory))

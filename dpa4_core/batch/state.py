@@ -103,7 +103,9 @@ def build_edges(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, radius
     return neighbor_list(positions, cell, pbc, radius)
 
 
-def stale_systems(pack: Packed, positions: torch.Tensor, cell: torch.Tensor, cutoff: float, skin: float) -> torch.Tensor:
+def stale_systems(
+    pack: Packed, positions: torch.Tensor, cell: torch.Tensor, cutoff: float, skin: float
+) -> torch.Tensor:
     """Systems whose skin list may miss a pair now inside ``cutoff`` ``[n_systems]`` (bool).
 
     With cell rows ``C`` and a pair vector ``r = d C`` (``d`` fractional), ``|r_old| <= |r_new| ||C_new^-1 C_old||
@@ -134,7 +136,8 @@ def refresh_neighbors(pack: Packed, positions: torch.Tensor, cell: torch.Tensor,
     stale = stale_systems(pack, positions, cell, cutoff, skin)
     # Non-finite geometry (a system that blew up) keeps its old list; the model's NaN then reports it.
     finite = torch.isfinite(cell).flatten(1).all(dim=1)
-    finite = finite & (torch.zeros_like(stale, dtype=torch.long).index_add(0, pack.frame, (~torch.isfinite(positions).all(dim=1)).long()) == 0)
+    bad_atoms = (~torch.isfinite(positions).all(dim=1)).long()
+    finite = finite & (torch.zeros_like(stale, dtype=torch.long).index_add(0, pack.frame, bad_atoms) == 0)
     stale = stale & finite
     if not bool(stale.any()):
         return 0
@@ -148,8 +151,9 @@ def refresh_neighbors(pack: Packed, positions: torch.Tensor, cell: torch.Tensor,
         a, b = starts[s], starts[s + 1]
         pack.edges[s] = build_edges(pos_np[a:b], cell_np[s], pbc_np[s], cutoff + skin)
     atom_stale = stale[pack.frame]
-    pack.atom["ref_pos"] = torch.where(atom_stale[:, None], positions.to(pack.atom["ref_pos"].dtype), pack.atom["ref_pos"])
-    pack.system["ref_cell"] = torch.where(stale[:, None, None], cell.to(pack.system["ref_cell"].dtype), pack.system["ref_cell"])
+    ref_pos, ref_cell = pack.atom["ref_pos"], pack.system["ref_cell"]
+    pack.atom["ref_pos"] = torch.where(atom_stale[:, None], positions.to(ref_pos.dtype), ref_pos)
+    pack.system["ref_cell"] = torch.where(stale[:, None, None], cell.to(ref_cell.dtype), ref_cell)
     pack._edge_cache = None
     return len(indices)
 
