@@ -141,7 +141,8 @@ def read_candidates(paths: list[str | Path]) -> dict[str, Structure]:
             try:
                 structures = {path.stem: Structure.from_file(path)}
             except Exception as exc:  # noqa: BLE001 - parsers raise many types; name the file instead
-                raise CandidateFileError(f"{path}: cannot read a crystal structure ({type(exc).__name__}: {exc})") from exc
+                reason = f"{type(exc).__name__}: {exc}"
+                raise CandidateFileError(f"{path}: cannot read a crystal structure ({reason})") from exc
         for key, structure in structures.items():
             if key in out:
                 raise CandidateFileError(f"duplicate candidate id {key!r} (from {path})")

@@ -171,7 +171,8 @@ def _from_engine(candidate_id: str, initial: Structure, result: Any) -> RelaxedS
     """Adapt one ``dpa4_core.batched.RelaxResult`` (structure or atoms, energy, forces, steps, converged)."""
     error = getattr(result, "error", None)
     if error:
-        return RelaxedStructure(candidate_id=candidate_id, formula=initial.composition.reduced_formula, error=str(error))
+        formula = initial.composition.reduced_formula
+        return RelaxedStructure(candidate_id=candidate_id, formula=formula, error=str(error))
     relaxed = getattr(result, "structure", None)
     if relaxed is None and getattr(result, "atoms", None) is not None:
         from pymatgen.io.ase import AseAtomsAdaptor
