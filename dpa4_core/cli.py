@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,8 @@ def _json_default(value):
 
 
 def _print_result(result) -> None:
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return
     payload = {
         "checkpoint": str(result.checkpoint),
         "last_checkpoint": str(result.last_checkpoint),

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from dpa4_core.data.paths import vendored
-from dpa4_core.train.trainer import load_model as load_checkpoint
-from dpa4_core.train import finetune, train
+from dpa4_core.model.checkpoint import save_checkpoint
+from dpa4_core.train import finetune, load_dataset
 from dpa4_core.train.finetune import FinetuneError
+from dpa4_core.train.trainer import fit_composition_bias, set_energy_bias
+from dpa4_core.train.trainer import load_model as load_checkpoint
 from train_models import small_model
 
 MO = str(vendored("maml_MoNbTaW", "Mo_Surface.json.gz"))
@@ -24,9 +26,10 @@ def _common(tmp_path, name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def base_checkpoint(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("base")
-    result = train({"data": {"train": [MO], "split": {"valid": 0.3}}, **_common(tmp, "base")}, model=small_model())
-    return result.checkpoint
+    """A tiny DPA4 whose bias was fitted on Mo surfaces only, saved as a checkpoint."""
+    model = small_model()
+    set_energy_bias(model, fit_composition_bias(load_dataset(MO)))
+    return save_checkpoint(model, tmp_path_factory.mktemp("base") / "base.pt", elements=[42])
 
 
 def test_finetune_to_a_new_element_reports_base_and_finetuned_errors(tmp_path, base_checkpoint):

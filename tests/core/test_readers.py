@@ -80,8 +80,10 @@ def test_pymatgen_json_matches_the_raw_records():
 def test_mlearn_virial_stress_and_extxyz_molecules():
     mo = list(read_frames(vendored("mlearn", "Mo", "training.json.gz")))
     assert len(mo) > 100 and all(f.stress is not None for f in mo)
-    acac = load_dataset(vendored("botnet", "dataset_acac", "train_300K.xyz.gz"))
-    assert len(acac) == 500 and not acac.has_stress.any() and not acac.pbc.any()
+    import ase.io
+
+    acac = load_dataset(ase.io.read(vendored("botnet", "dataset_acac", "train_300K.xyz.gz"), index=":20"))
+    assert len(acac) == 20 and not acac.has_stress.any() and not acac.pbc.any()
     assert acac.elements == [1, 6, 8]
     assert acac.energy[0] == pytest.approx(-9391.45554428476)
     assert acac.forces[0] == pytest.approx([1.47339228, 1.13796366, 0.06391102])

@@ -128,15 +128,15 @@ def test_config_validation_names_bad_keys_and_values(tmp_path):
 
 def test_training_writes_checkpoints_log_and_plots_and_lowers_the_loss(tmp_path):
     model = small_model()
-    result = train(_config(tmp_path, steps=30, valid_every=10, checkpoint_every=10, plots=True,
+    result = train(_config(tmp_path, steps=20, valid_every=10, checkpoint_every=10, plots=True,
                            optim={"lr": 1e-2, "warmup_fraction": 0.1}), model=model)
     assert result.checkpoint.is_file() and result.last_checkpoint.is_file() and result.checkpoint.is_absolute()
     assert [p.name for p in result.plots] == ["parity_energy.png", "parity_forces.png"]
     assert all(p.stat().st_size > 1000 for p in result.plots)
     lines = [json.loads(line) for line in result.log_path.read_text().splitlines()]
     steps = [r for r in lines if r["split"] == "train"]
-    assert [r["step"] for r in steps] == list(range(1, 31))
-    assert sum(r["split"] == "valid" for r in lines) == 3
+    assert [r["step"] for r in steps] == list(range(1, 21))
+    assert sum(r["split"] == "valid" for r in lines) == 2
     first = np.mean([r["loss"]["total"] for r in steps[:5]])
     last = np.mean([r["loss"]["total"] for r in steps[-5:]])
     assert last < first, (first, last)
