@@ -300,3 +300,19 @@ def test_dpa4_tiny_matches_ase_fire_frechet_cell_filter_with_dpa4_calculator():
         assert abs(result.energy - ref.get_potential_energy()) / len(atoms) < 1e-4
         np.testing.assert_allclose(result.structure.cell.array, ref.cell.array, atol=1e-4)
         np.testing.assert_allclose(result.structure.positions, ref.positions, atol=1e-4)
+
+
+def test_checkpoint_path_gives_the_same_relaxation_as_the_model(tmp_path):
+    from dpa4_core import DPA4, DPA4Config
+    from dpa4_core.model.checkpoint import save_checkpoint
+
+    torch.manual_seed(1)
+    model = DPA4(DPA4Config.preset("tiny"))
+    path = save_checkpoint(model, tmp_path / "tiny.pt")
+    atoms = real_structures()[0]
+    atoms.rattle(0.1, seed=6)
+    (from_model,) = relax_batch([atoms], model, max_steps=3, fmax=1e-3)
+    (from_path,) = relax_batch([atoms], path, max_steps=3, fmax=1e-3)
+    assert from_model.steps == from_path.steps == 3
+    assert from_model.energy == pytest.approx(from_path.energy, abs=1e-6)
+    np.testing.assert_allclose(from_model.structure.positions, from_path.structure.positions, atol=1e-6)
