@@ -6,6 +6,7 @@ from pathlib import Path
 
 
 def save_tiny_checkpoint(path: Path, dtype: str = "float64", elements=(41, 42, 73, 74)) -> Path:
+    """Write a tiny DPA4 (seed 0, ``dtype``) that declares ``elements`` (atomic numbers); returns the path."""
     import torch
 
     from dpa4_core.config import DPA4Config
@@ -14,11 +15,4 @@ def save_tiny_checkpoint(path: Path, dtype: str = "float64", elements=(41, 42, 7
 
     torch.manual_seed(0)
     model = DPA4(DPA4Config.preset("tiny")).to(getattr(torch, dtype))
-    # torch.__version__ is a TorchVersion, which torch.load(weights_only=True) refuses if a checkpoint stores
-    # it; store a plain str (a no-op once dpa4_core.model.checkpoint writes str(torch.__version__)).
-    original = torch.__version__
-    torch.__version__ = str(original)
-    try:
-        return save_checkpoint(model, path, elements=list(elements))
-    finally:
-        torch.__version__ = original
+    return save_checkpoint(model, path, elements=list(elements))
