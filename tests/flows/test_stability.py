@@ -126,3 +126,26 @@ def test_bad_inputs_raise_clear_errors():
         compute_stability([{"composition": "MoW", "energy": -23.0}], [{"composition": "W", "energy": -12.0}])
     with pytest.raises(StabilityInputError, match="does not exist"):
         load_entries("/nonexistent/refs.json")
+
+
+def test_discovery_metrics_on_hull_data(entries):
+    """Model = the DFT e_above_hull plus uniform +-50 meV/atom noise: metrics follow from counting by hand."""
+    import numpy as np
+
+    from dpa4_flows.report import discovery_metrics
+
+    cands, refs = _split(entries)
+    truth = np.array([d.e_above_hull for d in compute_stability(cands, refs)])
+    rng = np.random.default_rng(0)
+    pred = truth + rng.uniform(-0.05, 0.05, truth.size)
+    m = discovery_metrics(pred, truth, threshold=0.02)
+    p, t = pred <= 0.02, truth <= 0.02
+    assert (m["tp"], m["fp"], m["fn"]) == (int((p & t).sum()), int((p & ~t).sum()), int((~p & t).sum()))
+    assert m["tp"] + m["fp"] + m["tn"] + m["fn"] == truth.size
+    assert m["precision"] == pytest.approx(m["tp"] / (m["tp"] + m["fp"]))
+    assert m["f1"] == pytest.approx(2 * m["tp"] / (2 * m["tp"] + m["fp"] + m["fn"]))
+    assert m["daf"] == pytest.approx(m["precision"] / t.mean())
+    perfect = discovery_metrics(truth, truth, threshold=0.02)
+    assert perfect["f1"] == 1.0 and perfect["daf"] == pytest.approx(1 / t.mean())
+    with pytest.raises(ValueError, match="equal length"):
+        discovery_metrics([0.0], [0.0, 1.0])
