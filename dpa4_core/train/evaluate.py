@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from dpa4_core.train.dataset import FrameDataset, load_dataset
-from dpa4_core.train.trainer import load_model, run_validation
+from dpa4_core.train.setup import load_model
+from dpa4_core.train.trainer import run_validation
 
 logger = logging.getLogger(__name__)
 

@@ -17,17 +17,8 @@ import torch
 
 from dpa4_core.train.config import FinetuneConfig, load_config
 from dpa4_core.train.dataset import FrameDataset
-from dpa4_core.train.trainer import (
-    STATE_FILE,
-    TrainResult,
-    fit_composition_bias,
-    load_model,
-    model_dtype,
-    prepare_data,
-    run_training,
-    run_validation,
-    set_energy_bias,
-)
+from dpa4_core.train.setup import fit_composition_bias, load_model, model_dtype, set_energy_bias
+from dpa4_core.train.trainer import STATE_FILE, TrainResult, prepare_data, run_training, run_validation
 
 logger = logging.getLogger(__name__)
 

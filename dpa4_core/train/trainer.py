@@ -28,10 +28,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dpa4_core.train.config import BiasConfig, TrainConfig, load_config
+from dpa4_core.train.config import TrainConfig, load_config
 from dpa4_core.train.dataset import FrameDataset, load_dataset, split_indices
 from dpa4_core.train.loss import LossWeights, MetricAccumulator, compute_loss
 from dpa4_core.train.schedule import EMA, wsd_lr
+from dpa4_core.train.setup import (
+    build_model,
+    distributed_context,
+    initial_bias,
+    load_model,
+    make_predictor,
+    model_dtype,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,109 +61,6 @@ class TrainResult:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def build_model(section, seed: int = 0) -> torch.nn.Module:
-    """A fresh ``DPA4`` from ``config.model`` (preset plus overrides), seeded, in the training dtype."""
-    import dataclasses
-
-    from dpa4_core.config import DPA4Config
-    from dpa4_core.model.energy import DPA4
-
-    config = DPA4Config.preset(section.preset)
-    if section.overrides:
-        try:
-            config = dataclasses.replace(config, **section.overrides)
-        except TypeError as exc:  # unknown field name
-            raise ValueError(f"model.overrides {section.overrides}: {exc}") from exc
-    torch.manual_seed(seed)
-    return DPA4(config).to(getattr(torch, section.dtype))
-
-
-def model_dtype(model: torch.nn.Module) -> torch.dtype:
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return torch.float64
-
-
-def distributed_context():
-    """The colleague's ``init_from_env()`` when available, else a single-process context."""
-    try:
-        from dpa4_core.train.distributed import init_from_env
-    except ImportError:
-        return _SingleProcess()
-    return init_from_env()
-
-
-class _SingleProcess:
-    rank, world_size, is_main = 0, 1, True
-
-    def shard(self, indices):
-        return indices
-
-    def all_reduce_gradients(self, model):
-        return None
-
-    def barrier(self):
-        return None
-
-
-def make_predictor(model, compile: bool = False, bf16: bool = False) -> Callable:
-    """Training predictor: ``dpa4_core.train.compile.make_predictor`` for models with ``atom_energies``."""
-    if callable(getattr(model, "atom_energies", None)):
-        from dpa4_core.train.compile import make_predictor as _make
-
-        return _make(model, compile=compile, bf16=bf16)
-    return model
-
-
-def load_model(path) -> torch.nn.Module:
-    """``dpa4_core.model.checkpoint.load_checkpoint``, tolerating checkpoints whose version record holds a
-    ``torch.torch_version.TorchVersion`` (a ``str`` subclass that ``torch.load(weights_only=True)`` refuses)."""
-    from dpa4_core.model.checkpoint import load_checkpoint
-
-    with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
-        return load_checkpoint(path)
-
-
-def fit_composition_bias(dataset: FrameDataset, energies: np.ndarray | None = None) -> np.ndarray:
-    """Least-squares per-element energies ``b [119]`` (eV) with ``sum_t n_ft b_t ~ E_f`` (spec section 5).
-
-    ``energies`` defaults to the dataset's DFT energies (pass residuals to refit a trained model's bias).
-    """
-    from dpa4_core.model.bias import fit_energy_bias
-
-    numbers = np.split(dataset.numbers, dataset.offsets[1:-1])
-    target = dataset.energy if energies is None else energies
-    return fit_energy_bias(numbers, target).numpy()
-
-
-def isolated_atom_bias(path: str) -> np.ndarray:
-    """Per-element energies (eV) from a file of single-atom frames (e.g. ``isolated_atoms.xyz``; no forces needed)."""
-    import ase.io
-
-    from dpa4_core.data.readers import DataError
-
-    bias = np.zeros(119)
-    for index, atoms in enumerate(ase.io.read(path, index=":")):
-        energy = atoms.calc.results.get("energy") if atoms.calc is not None else atoms.info.get("energy")
-        if len(atoms) != 1 or energy is None:
-            raise DataError(f"{path}:frame {index}: not a single atom with an energy ({len(atoms)} atoms)")
-        bias[int(atoms.numbers[0])] = float(energy)
-    return bias
-
-
-def set_energy_bias(model: torch.nn.Module, bias: np.ndarray) -> None:
-    with torch.no_grad():
-        model.energy_bias.copy_(torch.as_tensor(bias, dtype=model.energy_bias.dtype))
-
-
-def initial_bias(model, dataset: FrameDataset, config: BiasConfig) -> None:
-    if config.method == "lstsq":
-        set_energy_bias(model, fit_composition_bias(dataset))
-    elif config.method == "isolated_atoms":
-        set_energy_bias(model, isolated_atom_bias(config.isolated_atoms))
-
-
 def prepare_data(config: TrainConfig, r_min: float) -> tuple[FrameDataset, FrameDataset, FrameDataset | None]:
     """Train, validation and (optional) test sets: explicit sources or a seeded split of ``data.train``."""
     data = config.data

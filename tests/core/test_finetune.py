@@ -11,8 +11,8 @@ from dpa4_core.data.paths import vendored
 from dpa4_core.model.checkpoint import save_checkpoint
 from dpa4_core.train import finetune, load_dataset
 from dpa4_core.train.finetune import FinetuneError
-from dpa4_core.train.trainer import fit_composition_bias, set_energy_bias
-from dpa4_core.train.trainer import load_model as load_checkpoint
+from dpa4_core.train.setup import fit_composition_bias, set_energy_bias
+from dpa4_core.train.setup import load_model as load_checkpoint
 from train_models import small_model
 
 MO = str(vendored("maml_MoNbTaW", "Mo_Surface.json.gz"))

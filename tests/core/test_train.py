@@ -18,7 +18,7 @@ from dpa4_core.train import ConfigError, FinetuneConfig, TrainConfig, load_datas
 from dpa4_core.train.config import load_config
 from dpa4_core.train.loss import LossWeights, MetricAccumulator, compute_loss
 from dpa4_core.train.schedule import EMA, wsd_lr
-from dpa4_core.train.trainer import fit_composition_bias, isolated_atom_bias
+from dpa4_core.train.setup import fit_composition_bias, isolated_atom_bias
 
 from train_models import small_model
 
