@@ -43,9 +43,9 @@ _LENGTH_EPS = 1e-14
 # exactly 0 or 1 in fp32 and fp64 (e^-1000 underflows) while 1/t^k for k <= 4 stays finite: no inf * 0 = NaN
 # in first or second derivatives. The true S differs from the clamped one by less than e^-999.
 _T_CLAMP = 1e-3
-# Each chart is evaluated on a dummy direction within this distance (in u_z) of its singular pole. That region
-# lies strictly inside the clamped region above, where the chart's blend weight is exactly 0 with zero gradient,
-# so the substitution changes nothing but keeps NaN/inf out of the forward and backward pass ("double where").
+# Within this distance (in 1 -+ u_z) of its singular pole a chart's squared norm is replaced by 1. That region
+# lies strictly inside the clamped region above (1 -+ u_z < 2e-3), where the chart's blend weight is exactly 0
+# with zero gradient, so the substitution changes nothing but keeps NaN/inf out of the forward and backward pass.
 _POLE_MASK = 1e-3
 
 
@@ -76,10 +76,6 @@ def smooth_step(t: Tensor) -> Tensor:
     return torch.sigmoid(1.0 / (1.0 - t) - 1.0 / t)
 
 
-def _normalise(v: Tensor) -> Tensor:
-    return v / torch.linalg.vector_norm(v, dim=-1, keepdim=True)
-
-
 def edge_quaternion(edge_vec: Tensor) -> Tensor:
     """Unit quaternion per edge whose rotation maps the edge direction onto ``+z`` (smooth two-chart blend).
 
@@ -93,35 +89,40 @@ def edge_quaternion(edge_vec: Tensor) -> Tensor:
         (traces with ``make_fx``).
     """
     _check_last_dim("edge_vec", edge_vec, 3)
-    length = torch.sqrt((edge_vec * edge_vec).sum(-1, keepdim=True) + _LENGTH_EPS)
-    u = edge_vec / length
-    ux, uy, uz = u.unbind(-1)
+    # Component planes (contiguous [...] tensors): elementwise work on them vectorises far better than on
+    # [..., 3] / [..., 4] tensors with a tiny broadcast last dimension.
+    rx, ry, rz = edge_vec.movedim(-1, 0).contiguous().unbind(0)
+    inv_length = torch.rsqrt(rx * rx + ry * ry + rz * rz + _LENGTH_EPS)
+    ux, uy, uz = rx * inv_length, ry * inv_length, rz * inv_length
 
-    # Chart q+ (singular at u = -z): evaluate it on +z where u is within _POLE_MASK of -z.
-    near_south = (1.0 + uz) < _POLE_MASK
-    zero, one = torch.zeros_like(uz), torch.ones_like(uz)
-    px = torch.where(near_south, zero, ux)
-    py = torch.where(near_south, zero, uy)
-    pz = torch.where(near_south, one, uz)
-    q_plus = _normalise(torch.stack([1.0 + pz, py, -px, zero], dim=-1))
-
-    # Chart q- (singular at u = +z): evaluate it on -z where u is within _POLE_MASK of +z.
-    near_north = (1.0 - uz) < _POLE_MASK
-    mx = torch.where(near_north, zero, ux)
-    my = torch.where(near_north, zero, uy)
-    mz = torch.where(near_north, -one, uz)
-    q_minus = _normalise(torch.stack([-mx, zero, 1.0 - mz, my], dim=-1))
+    # Charts before normalisation: q+ = (1 + u_z, u_y, -u_x, 0), q- = (-u_x, 0, 1 - u_z, u_y), with squared norms
+    # n+ = |q+|^2 -> 0 at u = -z and n- -> 0 at u = +z. Within _POLE_MASK of its pole a chart's blend weight is
+    # exactly 0 with zero gradient; replacing its norm there by 1 keeps inf/NaN out of the forward and backward
+    # pass ("double where") without changing any value.
+    one_plus, one_minus = 1.0 + uz, 1.0 - uz
+    n_plus = one_plus * one_plus + ux * ux + uy * uy
+    n_minus = one_minus * one_minus + ux * ux + uy * uy
+    n_plus = torch.where(one_plus < _POLE_MASK, torch.ones_like(n_plus), n_plus)
+    n_minus = torch.where(one_minus < _POLE_MASK, torch.ones_like(n_minus), n_minus)
 
     # Align hemispheres of S^3 before blending: q- . q+ = -u_x / sqrt(1 - u_z^2), so its sign is -sign(u_x).
     # Using +1 at u_x = 0 keeps |blend| >= 1/sqrt(2) (never 0/0). The sign goes on the chart with the smaller
     # weight (q- in the north, q+ in the south), so q itself (not only R(q)) is smooth around both poles and the
     # unavoidable jumps (roll across u_x = 0, overall sign across u_z = 0) stay away from them.
-    sign = torch.where(ux <= 0, one, -one)
+    flip = ux > 0
     north = uz >= 0
-    a = torch.where(north, sign, one).unsqueeze(-1)
-    b = torch.where(north, one, sign).unsqueeze(-1)
-    w = smooth_step(0.5 * (uz + 1.0)).unsqueeze(-1)
-    return _normalise(((1.0 - w) * a) * q_minus + (w * b) * q_plus)
+    w = smooth_step(0.5 * one_plus)
+    w_plus = torch.where(flip & ~north, -w, w)
+    w_minus = torch.where(flip & north, w - 1.0, 1.0 - w)
+    c_plus = w_plus * torch.rsqrt(n_plus)  # blend weight over |q+|
+    c_minus = w_minus * torch.rsqrt(n_minus)
+
+    qw = c_plus * one_plus - c_minus * ux
+    qx = c_plus * uy
+    qy = c_minus * one_minus - c_plus * ux
+    qz = c_minus * uy
+    inv_norm = torch.rsqrt(qw * qw + qx * qx + qy * qy + qz * qz)
+    return torch.stack([qw * inv_norm, qx * inv_norm, qy * inv_norm, qz * inv_norm], dim=-1)
 
 
 def quaternion_conjugate(q: Tensor) -> Tensor:

@@ -12,9 +12,9 @@ Conventions (used by every other module):
 How D is computed (spec section 4, second option): for a fixed set of ``K = 2 lmax + 1`` unit points ``P``,
 ``D^l(R) Y_l(P) = Y_l(R P)``, so ``D^l(R) = Y_l(R P) pinv(Y_l(P))`` exactly (``Y_l(P)`` has full row rank). The
 points were chosen once (numerically, see ``_POINTS``) so that ``Y_l(P)`` is well conditioned (condition number
-<= 3 for every ``l <= lmax``), which keeps fp32 accurate to ~1e-6. Per edge this costs one 3 x 3 x K product,
-polynomial spherical harmonics at K points (no division, sqrt or trig: smooth, twice differentiable) and one small
-matrix product per degree; asking only for the rows ``|m| <= mmax`` (all the SO(2) convolution uses) evaluates
+<= 3 for every ``l <= lmax``), which keeps fp32 accurate to ~1e-6. Per edge this costs one [16] x [16, 3K] product (the
+rotated points are a quadratic form in q), polynomial spherical harmonics at K points (no division, sqrt or trig:
+smooth, twice differentiable) and one small matrix product per degree; asking only for the rows ``|m| <= mmax`` (all the SO(2) convolution uses) evaluates
 only those harmonics. Everything is elementwise or matmul, so it traces with ``make_fx(tracing_mode="symbolic")``
 and fuses well under ``torch.compile``.
 """
@@ -29,12 +29,7 @@ import torch
 from torch import Tensor
 from torch._subclasses.fake_tensor import is_fake
 
-from dpa4_core.geometry.frames import (
-    edge_quaternion,
-    quaternion_conjugate,
-    quaternion_multiply,
-    quaternion_to_matrix,
-)
+from dpa4_core.geometry.frames import edge_quaternion, quaternion_conjugate, quaternion_multiply
 
 __all__ = [
     "MAX_L",
@@ -83,6 +78,19 @@ def _legendre_coefficients(lmax: int) -> dict:
     return out
 
 
+def _axpby(a: float, x, u, b: float, y, v):
+    """``a x u + b y v`` for arrays ``x, u`` and arrays or floats ``y, v``, with fused torch kernels (fewer passes
+    over memory and fewer temporaries than the plain expression; the same value)."""
+    if not isinstance(x, Tensor):
+        return a * x * u + b * y * v
+    if isinstance(y, Tensor) and isinstance(v, Tensor):
+        return torch.addcmul(torch.mul(y, v).mul_(b), x, u, value=a)
+    second = b * y * v  # tensor or float
+    if isinstance(second, Tensor):
+        return torch.addcmul(second, x, u, value=a)
+    return torch.mul(x, u).mul_(a).add_(second)
+
+
 def _sh_components(x, y, z, lmax: int, mmax: int | None = None) -> list[list]:
     """Per degree ``l <= lmax`` the list of ``Y_l,m`` for ``m = -mu..mu``, ``mu = min(l, mmax)``, of unit
     ``(x, y, z)``. Entries are arrays, or Python floats where the harmonic is constant (``Y_00``).
@@ -95,8 +103,8 @@ def _sh_components(x, y, z, lmax: int, mmax: int | None = None) -> list[list]:
     cos_m, sin_m = [1.0, x], [0.0, y]  # cos_m[m] + i sin_m[m] = (x + i y)^m
     for _ in range(2, mtop + 1):
         c, s = cos_m[-1], sin_m[-1]
-        cos_m.append(x * c - y * s)
-        sin_m.append(x * s + y * c)
+        cos_m.append(_axpby(1.0, x, c, -1.0, y, s))
+        sin_m.append(_axpby(1.0, x, s, 1.0, y, c))
     out: list[list] = [[None] * (2 * min(l, mtop) + 1) for l in range(lmax + 1)]
     for m in range(mtop + 1):
         prev2, prev = None, coef["diag"][m]  # Q_{m-1}^m (unused), Q_m^m (a constant)
@@ -105,7 +113,7 @@ def _sh_components(x, y, z, lmax: int, mmax: int | None = None) -> list[list]:
                 prev2, prev = prev, (coef[(l, m)][0] * prev) * z
             elif l >= m + 2:
                 a, b = coef[(l, m)]
-                prev2, prev = prev, a * (z * prev) - b * prev2
+                prev2, prev = prev, _axpby(a, z, prev, -b, 1.0, prev2)
             mu = min(l, mtop)
             if m == 0:
                 out[l][mu] = prev
@@ -168,29 +176,53 @@ _POINTS: dict[int, list[list[float]]] = {
 }  # fmt: skip
 
 
+def _rotation_quadratic_form() -> np.ndarray:
+    """``M [4, 4, 3, 3]`` with ``R(q)_ij = sum_ab M_abij q_a q_b`` for unit ``q`` (the homogeneous form of
+    ``quaternion_to_matrix``: ``1 = |q|^2`` is folded in), by polarisation of the quadratic map."""
+
+    def rot(q: np.ndarray) -> np.ndarray:
+        w, x, y, z = q
+        return np.array(
+            [
+                [w * w + x * x - y * y - z * z, 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                [2 * (x * y + w * z), w * w - x * x + y * y - z * z, 2 * (y * z - w * x)],
+                [2 * (x * z - w * y), 2 * (y * z + w * x), w * w - x * x - y * y + z * z],
+            ]
+        )
+
+    eye = np.eye(4)
+    form = np.empty((4, 4, 3, 3))
+    for a in range(4):
+        for b in range(4):
+            form[a, b] = rot(eye[a]) if a == b else 0.5 * (rot(eye[a] + eye[b]) - rot(eye[a]) - rot(eye[b]))
+    return form
+
+
 @functools.cache
-def _point_constants(lmax: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """fp64 points ``[3, K]`` and per degree ``pinv(Y_l(P))`` ``[K, 2l+1]`` for ``wigner_d(., lmax)``."""
+def _point_constants(lmax: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """fp64 constants of ``wigner_d(., lmax)``: unit points ``[K, 3]``; ``[3, 16, K]`` mapping ``q_a q_b``
+    (flattened ``a, b``) to the coordinates ``(R(q) p_k)_i``; per degree ``pinv(Y_l(P))`` ``[K, 2l+1]``."""
     points = np.asarray(_POINTS[lmax], dtype=np.float64)
     points /= np.linalg.norm(points, axis=1, keepdims=True)
+    to_points = np.einsum("abij,kj->iabk", _rotation_quadratic_form(), points).reshape(3, 16, len(points))
     projections = [np.linalg.pinv(_sh_numpy(points, l).T) for l in range(lmax + 1)]  # Y_l(P): [2l+1, K]
-    return points.T.copy(), projections
+    return points, to_points, projections
 
 
 _TORCH_CONSTANTS: dict[tuple, tuple[Tensor, list[Tensor]]] = {}
 
 
 def _constants(lmax: int, like: Tensor) -> tuple[Tensor, list[Tensor]]:
-    """Torch copies of ``_point_constants`` in ``like``'s dtype and device.
+    """Torch copies of the ``_point_constants`` used at run time, in ``like``'s dtype and device.
 
     Cached per ``(lmax, dtype, device)`` for real tensors. Under ``make_fx`` / fake-tensor tracing fresh tensors
     are made instead: they become constants of the traced graph, and the cache never holds a fake tensor.
     """
-    points, projections = _point_constants(lmax)
+    _, to_points, projections = _point_constants(lmax)
 
     def build():
         kw = {"dtype": like.dtype, "device": like.device}
-        return torch.tensor(points, **kw), [torch.tensor(p, **kw) for p in projections]
+        return torch.tensor(to_points, **kw), [torch.tensor(p, **kw) for p in projections]
 
     if is_fake(like):
         return build()
@@ -223,10 +255,11 @@ def wigner_d(q: Tensor, lmax: int, mmax: int | None = None) -> list[Tensor]:
     blocks = [torch.ones_like(q[:, :1]).unsqueeze(-1)]
     if lmax == 0:
         return blocks
-    points, projections = _constants(lmax, q)
-    # rotated points R p_k as three contiguous [E, K] planes (contiguous planes vectorise best)
-    rotated = (quaternion_to_matrix(q) @ points).transpose(0, 1).contiguous()  # [3, E, K]
-    x, y, z = rotated.unbind(0)
+    to_points, projections = _constants(lmax, q)
+    # Rotated points R(q) p_k straight from the quadratic form q_a q_b (two fused ops instead of building R),
+    # as three contiguous [E, K] planes (contiguous planes vectorise best).
+    qq = (q.unsqueeze(2) * q.unsqueeze(1)).flatten(1)  # [E, 16]
+    x, y, z = (qq @ to_points[i] for i in range(3))
     harmonics = _sh_components(x, y, z, lmax, mmax)
     for l in range(1, lmax + 1):
         y_rot = torch.stack(harmonics[l], dim=1)  # [E, rows, K]

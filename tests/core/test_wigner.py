@@ -126,7 +126,7 @@ def test_every_point_set_exact_and_well_conditioned():
     q = _random_quaternions(16, 11)
     reference = wigner_d(q, MAX_L)
     for lmax in range(1, MAX_L + 1):
-        points = _point_constants(lmax)[0].T
+        points = _point_constants(lmax)[0]
         assert points.shape == (2 * lmax + 1, 3)
         for l, d in enumerate(wigner_d(q, lmax)):
             assert torch.allclose(d, reference[l], atol=1e-12), (lmax, l)
