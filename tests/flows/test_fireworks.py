@@ -46,18 +46,10 @@ def _rapidfire(lpad, where) -> None:
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     """A seeded, untrained tiny DPA4 (plumbing, not accuracy)."""
-    torch = pytest.importorskip("torch")
-    from dpa4_core.config import DPA4Config
-    from dpa4_core.model.checkpoint import save_checkpoint
-    from dpa4_core.model.energy import DPA4
+    pytest.importorskip("torch")
+    from _tiny_model import save_tiny_checkpoint
 
-    torch.manual_seed(0)
-    model = DPA4(DPA4Config.preset("tiny")).double()
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    with pytest.MonkeyPatch.context() as mp:  # same workaround as tests/flows/test_makers.py
-        mp.setattr(torch, "__version__", str(torch.__version__))
-        save_checkpoint(model, path, elements=[41, 42, 73, 74])
-    return path
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt")
 
 
 def test_dpa4_static_and_relax_through_fireworks(launchpad, tiny_checkpoint, tmp_path):
