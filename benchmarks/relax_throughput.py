@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from ase.build import bulk
 from ase.filters import FrechetCellFilter
-from ase.optimize import FIRE
+from ase.optimize import FIRE, LBFGS
 
 from dpa4_core.batch import relax_batch
 from dpa4_core.calculator import DPA4Calculator
@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--max-atoms", type=int, default=4096, help="atom budget of the batched engine")
     parser.add_argument("--compile", action="store_true", help="batched engine with torch.compile")
+    parser.add_argument("--optimizer", default="fire", choices=["fire", "lbfgs"], help="same on both sides")
     args = parser.parse_args(argv)
 
     structures = candidates(args.n)
@@ -99,11 +100,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"model: {which}; dtype {args.dtype}; torch threads {torch.get_num_threads()}")
     print(f"structures: {len(structures)} ({min(sizes)}-{max(sizes)} atoms, {sum(sizes)} in all); "
-          f"FIRE + FrechetCellFilter, fmax {args.fmax} eV/A, max {args.max_steps} steps")
+          f"{args.optimizer.upper()} + FrechetCellFilter, fmax {args.fmax} eV/A, max {args.max_steps} steps")
 
     batched, b_wall, b_cpu = timed(lambda: relax_batch(
         structures, model, fmax=args.fmax, max_steps=args.max_steps, dtype=args.dtype, max_atoms=args.max_atoms,
-        compile=args.compile, progress=False))
+        compile=args.compile, optimizer=args.optimizer, progress=False))
 
     k = len(structures) if args.ase_count is None else min(args.ase_count, len(structures))
 
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         for atoms in structures[:k]:
             atoms = atoms.copy()
             atoms.calc = calculator
-            opt = FIRE(FrechetCellFilter(atoms), logfile=None)
+            opt = {"fire": FIRE, "lbfgs": LBFGS}[args.optimizer](FrechetCellFilter(atoms), logfile=None)
             converged = opt.run(fmax=args.fmax, steps=args.max_steps)
             out.append((atoms.get_potential_energy(), opt.nsteps, bool(converged), atoms.cell.array.copy()))
         return out

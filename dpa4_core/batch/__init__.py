@@ -3,6 +3,13 @@
 ``relax_batch`` relaxes structures (FIRE or L-BFGS, optional Frechet cell filter) with in-flight batching and
 results identical to ASE's one-at-a-time optimisers; ``md_batch`` runs Langevin NVT for many candidates at once as
 a quick stability check. Both take ASE Atoms or pymatgen structures and a DPA4 model or checkpoint path.
+
+Why our own engine and not torch-sim (``torch-sim-atomistic`` 0.3.0 installs on Python 3.11 / torch 2.13 and DPA4
+could implement its ``ModelInterface``): its ``optimize`` has one global ``max_steps`` and no per-structure step
+count or converged flag, tests convergence only every ``steps_between_swaps`` steps (so results differ from ASE's
+one-at-a-time runs), leaves neighbour lists to the model on every call (no skin reuse across steps, where most of
+the per-step time of small cells goes), keeps cells as columns beside ASE's rows, and pulls in h5py and PyTables.
+Ours follows ASE's FIRE/LBFGS + FrechetCellFilter step for step (same step counts, energies to round-off).
 """
 
 from __future__ import annotations
