@@ -12,8 +12,10 @@ that gradient again with respect to the weights. ``torch.compile`` cannot differ
    (it has no double backward) into differentiable ops;
 3. the ``aten.detach`` nodes that autograd inserts around saved tensors are removed: left in place, they cut
    the path from the weights to the forces and the force loss silently stops training the weights;
-4. the traced graph is compiled with ``torch.compile(dynamic=True)``; the training step's ``loss.backward()``
-   is then an ordinary first-order backward through the compiled graph.
+4. the traced graph is compiled with ``torch.compile``, the atom and edge counts marked dynamic (the weights
+   keep static shapes: ``dynamic=True`` would make every weight dimension symbolic too, which multiplies
+   tracing and compilation time); the training step's ``loss.backward()`` is then an ordinary first-order
+   backward through the compiled graph.
 
 The trace is redone only when the model's parameters change identity (or dtype/device, train/eval mode, bf16),
 never per step; compilations are counted per predictor (``predictor.recompiles``). If tracing or compiling
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
+import torch._dynamo
 from torch import nn
 
 from dpa4_core.model.derivatives import forces_and_virial, stress_from_virial
@@ -107,6 +110,39 @@ def energy_and_edge_gradient(
     return atom_energy, edge_grad.to(vec.dtype)
 
 
+def _fake_inputs(params, buffers, sample):
+    """Fake tensors for tracing: weights with static shapes, atom and edge counts symbolic.
+
+    Making only the leading dimension of ``numbers``, ``edge_vec``, ``edge_src`` and ``edge_dst`` symbolic
+    keeps symbolic reasoning cheap (a fully symbolic trace of DPA4 "tiny" takes ~6x longer) and avoids duck
+    sizing unifying a batch size with an equal weight dimension (then specialising both).
+    """
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext
+
+    mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=False)
+
+    def dynamic_first_dim(t):
+        sizes = [DimDynamic.DYNAMIC] + [DimDynamic.STATIC] * (t.dim() - 1)
+        return mode.from_tensor(t, symbolic_context=StatelessSymbolicContext(dynamic_sizes=sizes))
+
+    fake_params = [mode.from_tensor(p, static_shapes=True) for p in params]
+    fake_buffers = [mode.from_tensor(b, static_shapes=True) for b in buffers]
+    return fake_params, fake_buffers, [dynamic_first_dim(t) for t in sample]
+
+
+def _check_symbolic(gm: torch.fx.GraphModule, n_inputs: int) -> None:
+    """Raise if the atom or edge count was specialised to a constant in the trace (it would not generalise)."""
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    for name, node in zip(("numbers", "edge_vec", "edge_src", "edge_dst"), placeholders[n_inputs:]):
+        value = node.meta.get("val")
+        if value is not None and isinstance(value.shape[0], int):
+            raise RuntimeError(
+                f"the traced graph specialised {name}.shape[0] to {value.shape[0]}; the model has a shape-dependent"
+                " Python branch or conversion (int(...)) on the atom/edge count"
+            )
+
+
 def _strip_detach(gm: torch.fx.GraphModule) -> int:
     """Remove ``aten.detach`` nodes in place (spec section 7, step 3); returns how many were removed."""
     removed = 0
@@ -155,9 +191,11 @@ def trace_energy_and_edge_gradient(
 
     params = [p for _, p in wrapper.named_parameters()]
     buffers = [b for _, b in wrapper.named_buffers()]
+    fake_params, fake_buffers, fake_sample = _fake_inputs(params, buffers, sample)
     gm = make_fx(energy_and_gradient, tracing_mode="symbolic", decomposition_table=_DECOMPOSITIONS)(
-        params, buffers, *sample
+        fake_params, fake_buffers, *fake_sample
     )
+    _check_symbolic(gm, n_inputs=len(params) + len(buffers))
     removed = _strip_detach(gm)
     logger.debug("traced energy+gradient graph: %d nodes, %d detach nodes removed", len(gm.graph.nodes), removed)
     return gm, param_names, buffer_names
@@ -241,7 +279,7 @@ class Predictor:
                 self.model, _trace_sample(numbers, edge_vec), bf16=self.bf16
             )
             self.traces += 1
-            fn = torch.compile(gm, backend=self._backend, dynamic=True)
+            fn = torch.compile(gm, backend=self._backend)
             named = dict(self._wrapper.named_parameters())
             self._graph = _CompiledGraph(key, fn, [named[name] for name in param_names], buffer_names)
             logger.info("traced the energy+gradient graph (trace %d)", self.traces)
@@ -254,6 +292,9 @@ class Predictor:
         wrapper_buffers = dict(self._wrapper.named_buffers())
         buffers = [wrapper_buffers[name] for name in graph.buffer_names]
         params = graph.params
+        # Only the atom and edge counts are dynamic (see _fake_inputs); weights keep static shapes.
+        for tensor in (numbers, edge_vec, edge_src, edge_dst):
+            torch._dynamo.mark_dynamic(tensor, 0)
         return graph.fn(params, buffers, numbers, edge_vec, edge_src, edge_dst)
 
     # ------------------------------------------------------------------ public
