@@ -91,9 +91,11 @@ class DPA4(nn.Module):
             numbers: ``[N]`` atomic numbers (int64).
             edge_vec: ``[E, 3]`` ``r_ij = pos[src] - pos[dst] + shift @ cell`` (A), fp32 or fp64.
             edge_src, edge_dst: ``[E]`` int64.
-            n_atoms: N.
+            n_atoms: N (kept for the contract; the size is taken from ``numbers`` so that it stays symbolic
+                when the function is traced with ``make_fx(tracing_mode="symbolic")``).
             edge_roll: optional ``[E]`` roll angles of the edge frames (augmentation; E does not depend on it).
         """
+        n_atoms = numbers.shape[0]
         cache = self.edge_cache(edge_vec, edge_src, edge_dst, n_atoms, edge_roll)
         phi, rho = self.radial(cache.bridged, cache.envelope, numbers[edge_src], numbers[edge_dst])
         x = self.embedding(numbers, cache, phi, rho)

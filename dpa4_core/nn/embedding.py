@@ -57,7 +57,7 @@ class NodeEmbedding(nn.Module):
         outer = (weight[:, None, None] * u[:, :, None]) * g[:, None, :]
         env = torch.zeros(n_atoms, 4, self.env_dim, dtype=outer.dtype, device=outer.device).index_add(0, dst, outer)
         gram = env.transpose(1, 2) @ env[:, :, : self.env_axis]  # [N, G, K], invariant
-        film = self.film_norm(self.film(gram.reshape(n_atoms, -1)).view(n_atoms, 2, self.channels))
+        film = self.film_norm(self.film(gram.reshape(n_atoms, self.env_dim * self.env_axis)).view(n_atoms, 2, self.channels))
         film = torch.exp(self.log_scale.to(film.dtype)) * torch.tanh(film)
         scalars = (1.0 + film[:, 0]) * self.types(numbers) + film[:, 1]
         # l >= 1 from the harmonics of the edges

@@ -39,22 +39,20 @@ class DegreeCoupling(nn.Module):
         super().__init__()
         self.lmax, self.mmax, self.rank = lmax, mmax, rank
         self.sizes = _block_sizes(lmax, mmax)
-        n_entries = sum(s * s for s in self.sizes)
-        self.kernel = nn.Linear(radial_channels, rank * n_entries)
-        nn.init.normal_(self.kernel.weight, std=0.1 / math.sqrt(radial_channels))
-        identity = torch.cat([torch.eye(s).flatten() for s in self.sizes])
-        with torch.no_grad():
-            self.kernel.bias.copy_(identity.repeat(rank) / rank)
+        # one linear map per order m (not one flat output): separate, small parameter shapes
+        self.kernels = nn.ModuleList(nn.Linear(radial_channels, rank * s * s) for s in self.sizes)
+        for kernel, s in zip(self.kernels, self.sizes):
+            nn.init.normal_(kernel.weight, std=0.1 / math.sqrt(radial_channels))
+            with torch.no_grad():
+                kernel.bias.copy_(torch.eye(s).flatten().repeat(rank) / rank)
         self.mix = nn.Parameter(torch.ones(rank, hidden))
 
     def forward(self, blocks: list[torch.Tensor], rho0: torch.Tensor) -> list[torch.Tensor]:
         """``blocks[m]``: ``[E, n_signs, L-m+1, H]`` (n_signs = 1 for m = 0, 2 for (-m, +m)); ``rho0 [E, C]``."""
         n_edges = rho0.shape[0]
-        kernels = self.kernel(rho0).view(n_edges, self.rank, -1)
-        out, offset = [], 0
-        for block, size in zip(blocks, self.sizes):
-            k = kernels[:, :, offset:offset + size * size].reshape(n_edges, self.rank, size, size)
-            offset += size * size
+        out = []
+        for block, size, kernel in zip(blocks, self.sizes, self.kernels):
+            k = kernel(rho0).view(n_edges, self.rank, size, size)  # explicit sizes: E may be 0
             if self.rank == 1:  # the default: one batched matmul, then the channel profile B
                 mixed = torch.matmul(k, block) * self.mix[0]
             else:
@@ -97,7 +95,7 @@ class SO2Layer(nn.Module):
     def forward(self, blocks: list[torch.Tensor]) -> list[torch.Tensor]:
         """``blocks[m]``: ``[E, n_signs, L-m+1, H]`` -> same shapes."""
         n_edges, hidden = blocks[0].shape[0], self.hidden
-        y0 = self.w0(blocks[0].reshape(n_edges, -1))
+        y0 = self.w0(blocks[0].reshape(n_edges, self.sizes[0] * hidden))
         scalars = y0[:, :hidden]
         gate_weight = torch.cat([self.identity.to(self.gate.weight.dtype), self.gate.weight], dim=0)
         gate_bias = torch.cat([self.gate.bias.new_zeros(hidden), self.gate.bias])
@@ -131,4 +129,4 @@ class SO2Stack(nn.Module):
         blocks = self.coupling(blocks, rho0)
         for layer in self.layers:
             blocks = layer(blocks)
-        return torch.cat([b.reshape(n_edges, -1, hidden) for b in blocks], dim=1)
+        return torch.cat([b.reshape(n_edges, r, hidden) for b, r in zip(blocks, rows)], dim=1)

@@ -1,0 +1,116 @@
+"""Tapered ZBL repulsion and the composition bias (dpa4_core/model/zbl.py, dpa4_core/model/bias.py, spec 5).
+
+ZBL is compared with an independent restatement (``dpa4_core.testing.zbl_pair_energy/force``) and with its
+exact short-range limit ``k_e Z_i Z_j / r``; the taper is checked to be 1 at short range, exactly 0 past the
+covalent-radius sum and continuous in between. The bias fit is checked on real DFT energies through the normal
+equations of least squares, which hold only at the minimiser.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dpa4_core.data.paths import vendored
+from dpa4_core.model.bias import BiasFitError, fit_energy_bias
+from dpa4_core.model.zbl import ZBL, zbl_potential
+from dpa4_core.testing import zbl_pair_energy, zbl_pair_force
+
+PAIRS = [(1, 1), (8, 8), (14, 14), (42, 74)]
+
+
+@pytest.mark.parametrize("z1,z2", PAIRS)
+def test_zbl_matches_reference_and_coulomb_limit(z1, z2):
+    r = torch.tensor([1e-4, 0.1, 0.3, 0.8, 1.5, 3.0], dtype=torch.float64)
+    z_i = torch.full_like(r, z1, dtype=torch.long)
+    z_j = torch.full_like(r, z2, dtype=torch.long)
+    v = zbl_potential(r, z_i, z_j).numpy()
+    np.testing.assert_allclose(v, zbl_pair_energy(z1, z2, r.numpy()), rtol=1e-12)
+    coulomb = 14.399645 * z1 * z2 / 1e-4
+    assert v[0] / coulomb == pytest.approx(1.0, abs=3e-3)  # Phi(0) = sum of coefficients = 1
+
+
+@pytest.mark.parametrize("z1,z2", PAIRS)
+def test_tapered_dimer_energy_and_force(z1, z2):
+    zbl = ZBL(cutoff=6.0).double()
+    numbers = torch.tensor([z1, z2])
+    src, dst = torch.tensor([1, 0]), torch.tensor([0, 1])
+    r = torch.tensor([0.3, 0.3], dtype=torch.float64, requires_grad=True)
+    energy = zbl(r, numbers, src, dst, 2).sum()
+    # at 0.3 A the taper is exactly 1 for every pair (it starts at half the covalent-radius sum, >= 0.28 A)
+    assert energy.item() == pytest.approx(float(zbl_pair_energy(z1, z2, 0.3)), rel=1e-12)
+    (g,) = torch.autograd.grad(energy, r)
+    # dE/dr summed over both edge directions is the pair derivative -F
+    assert (g.sum()).item() == pytest.approx(-float(zbl_pair_force(z1, z2, 0.3)), rel=1e-10)
+
+
+def test_taper_is_one_then_smoothly_zero():
+    zbl = ZBL(cutoff=6.0).double()
+    z = torch.tensor([14])
+    r = torch.linspace(0.05, 6.5, 2001, dtype=torch.float64, requires_grad=True)
+    taper = zbl.taper(r, z.expand(r.shape[0]), z.expand(r.shape[0]))
+    r_b = 2 * zbl.covalent_radii[14].item()
+    t = taper.detach()
+    assert torch.all(t[r.detach() <= 0.5 * r_b] == 1.0)
+    assert torch.all(t[r.detach() >= r_b] == 0.0)
+    assert torch.all(t[1:] <= t[:-1])  # monotone
+    (g,) = torch.autograd.grad(taper.sum(), r, create_graph=True)
+    (h,) = torch.autograd.grad(g.sum(), r)
+    assert torch.isfinite(g).all() and torch.isfinite(h).all()
+    dr = (r[1] - r[0]).item()
+    assert (g[1:] - g[:-1]).abs().max() < 50 * dr * (h.abs().max() + 1)  # first derivative continuous
+
+
+def test_zbl_is_zero_beyond_cutoff_even_for_large_radii():
+    zbl = ZBL(cutoff=3.0).double()
+    numbers = torch.tensor([55, 55])  # Cs: covalent-radius sum 4.88 A > cutoff, so the taper ends at r_c
+    r = torch.tensor([3.0, 3.0], dtype=torch.float64)
+    assert torch.equal(zbl(r, numbers, torch.tensor([1, 0]), torch.tensor([0, 1]), 2), torch.zeros(2, dtype=torch.float64))
+
+
+def _maml_frames(name: str):
+    with gzip.open(vendored("maml_MoNbTaW", name), "rt") as stream:
+        records = json.load(stream)
+    numbers, energies = [], []
+    from pymatgen.core import Structure
+
+    for record in records:
+        structure = Structure.from_dict(record["structure"])
+        numbers.append(np.array(structure.atomic_numbers))
+        energies.append(record["outputs"]["energy"])
+    return numbers, np.array(energies)
+
+
+def test_bias_satisfies_normal_equations_on_real_data():
+    numbers, energies = _maml_frames("NbMo_SS.json.gz")
+    bias = fit_energy_bias(numbers, energies)
+    assert bias.shape == (119,) and bias.dtype == torch.float64
+    counts = np.stack([np.bincount(z, minlength=119) for z in numbers])
+    residual = counts @ bias.numpy() - energies
+    present = counts.sum(0) > 0
+    # least squares optimality: residual orthogonal to every composition column (relative to the energy scale)
+    assert np.abs(counts[:, present].T @ residual).max() < 1e-8 * np.abs(energies).sum()
+    assert np.all(bias.numpy()[~present] == 0) and set(np.nonzero(present)[0]) == {41, 42}
+    assert -15 < bias[41] < -5 and -15 < bias[42] < -5  # eV per atom: plausible PBE energies of Nb, Mo
+
+
+def test_bias_single_element_is_mean_energy_per_atom():
+    numbers, energies = _maml_frames("Mo_Elastic.json.gz")
+    bias = fit_energy_bias(numbers, energies)
+    n = np.array([len(z) for z in numbers])
+    expected = (n * energies).sum() / (n * n).sum()  # least squares slope through the origin
+    assert bias[42].item() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "numbers,energies,match",
+    [([], [], "at least one"), ([np.array([1])], [1.0, 2.0], "frames but"), ([np.array([0, 1])], [1.0], "1..118"),
+     ([np.array([1])], [float("nan")], "NaN")],
+)
+def test_bias_bad_input(numbers, energies, match):
+    with pytest.raises(BiasFitError, match=match):
+        fit_energy_bias(numbers, energies)
