@@ -85,3 +85,14 @@ def test_tutorial_runs_in_quick_mode(name, tmp_path):
         assert (out / name / file).is_file(), f"{name} did not write {file}"
     assert _repo_files() <= before, f"{name} wrote into the repository: {sorted(_repo_files() - before)}"
     assert {p.name for p in tmp_path.iterdir()} == {"out"}, "tutorial wrote outside its output folder"
+
+
+def test_shipped_starter_checkpoint_loads():
+    """The tutorials teach with the starter model: if the package ships it, it must load with this code."""
+    from dpa4_core.model.checkpoint import load_checkpoint
+    from dpa4_core.pretrained import STARTER
+
+    if not STARTER.is_file():
+        pytest.skip(f"{STARTER} is not part of this installation (the tutorials train a stand-in)")
+    model = load_checkpoint(STARTER)
+    assert model.config.cutoff > 0

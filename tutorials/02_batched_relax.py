@@ -33,7 +33,7 @@ checkpoint = model_checkpoint(OUT)
 
 # %% [markdown]
 # ## Candidate structures
-# Two frames from each binary solid-solution file (16-atom bcc-based cells), rattled by 0.05 A and strained by
+# Frames from the binary solid-solution files (16-atom bcc-based cells), rattled by 0.05 A and strained by
 # up to 2%, seeded so the run is reproducible. `relax_batch` takes ASE `Atoms` or pymatgen `Structure`s and
 # returns the same type.
 
@@ -41,7 +41,7 @@ checkpoint = model_checkpoint(OUT)
 rng = np.random.default_rng(0)
 files = ["NbMo_SS", "MoTa_SS", "MoW_SS", "NbTa_SS", "NbW_SS", "TaW_SS"]
 structures = []
-for name in files[:3] if QUICK else files:
+for name in files[:3] if QUICK else files[:4]:
     frames = read_frames(data_file("maml_MoNbTaW", f"{name}.json.gz"))
     for index, frame in enumerate(frames):
         if index not in ((0,) if QUICK else (0, 300)):

@@ -48,7 +48,7 @@ config = {
     "model": {"dtype": "float32"},
     "freeze_blocks": 1,
     "optim": {"lr": 1e-3, "warmup_fraction": 0.05, "ema_decay": 0.95},
-    "steps": 6 if QUICK else 300,
+    "steps": 6 if QUICK else 200,
     "batch_size": 2,
     "valid_every": 6 if QUICK else 100,
     "checkpoint_every": 6 if QUICK else 100,

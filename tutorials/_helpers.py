@@ -43,25 +43,40 @@ def data_file(*parts: str) -> Path:
     return vendored(*parts)
 
 
-def model_checkpoint(out: Path) -> Path:
-    """The starter model if this installation has it, else a tiny model trained here for a few steps.
+def _loads(path: Path) -> str | None:
+    """None if ``path`` loads with this dpa4 version, else the reason it does not."""
+    from dpa4_core.model.checkpoint import load_checkpoint
 
-    The stand-in exists only so the tutorials run before the starter model is shipped; its numbers are far
-    from converged and the printed notice says so.
+    try:
+        load_checkpoint(path)
+    except (ValueError, OSError, RuntimeError) as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+    return None
+
+
+def model_checkpoint(out: Path) -> Path:
+    """The starter model if this installation has a loadable one, else a tiny model trained here for a few steps.
+
+    The stand-in exists only so the tutorials run without the starter model; its numbers are far from
+    converged, and the printed notice says so. It is trained once per output root (``out.parent``) and reused.
     """
     from dpa4_core.pretrained import starter_checkpoint
 
     try:
         path = starter_checkpoint()
-        print(f"model: starter checkpoint {path.name} (tiny DPA4 trained on the vendored Mo-Nb-Ta-W DFT data)")
-        return path
     except FileNotFoundError:
-        pass
+        reason = "this installation has no starter checkpoint"
+    else:
+        reason = _loads(path)
+        if reason is None:
+            print(f"model: starter checkpoint {path.name} (tiny DPA4 trained on the vendored Mo-Nb-Ta-W DFT data)")
+            return path
+        reason = f"the starter checkpoint {path} does not load with this dpa4 version ({reason})"
     from dpa4_core.train import train
 
-    folder = Path(out) / "standin_model"
+    folder = Path(out).parent / "standin_model"
     best = folder / "best.pt"
-    if not best.is_file():
+    if not best.is_file() or _loads(best) is not None:
         maml = data_file("maml_MoNbTaW")
         sources = [str(maml / f) for f in ("Mo_Elastic.json.gz", "Nb_Elastic.json.gz", "Ta_Elastic.json.gz",
                                            "W_Elastic.json.gz", "NbMo_SS.json.gz", "TaW_SS.json.gz")]
@@ -70,9 +85,9 @@ def model_checkpoint(out: Path) -> Path:
             "model": {"preset": "tiny", "overrides": {"cutoff": 5.0}},
             "steps": 20 if quick() else 150, "batch_size": 4, "valid_every": 1000, "checkpoint_every": 1000,
             "max_valid_frames": 8, "optim": {"lr": 0.005}, "output_dir": str(folder), "progress": False,
-            "plots": False,
+            "plots": False, "resume": False,
         }
         best = train(config).checkpoint
-    print(f"model: NO starter checkpoint in this installation; using a stand-in tiny DPA4 trained here for a "
-          f"few steps on Mo-Nb-Ta-W data ({best}). Its numbers are illustrative only.")
+    print(f"model: NOT the starter model: {reason}. Using a stand-in tiny DPA4 trained here for a few steps on "
+          f"Mo-Nb-Ta-W data ({best}); its numbers are illustrative only.")
     return Path(best)
