@@ -62,7 +62,7 @@ class DPA4(nn.Module):
         self.embedding = NodeEmbedding(c.channels, c.lmax, c.n_radial, c.env_dim, c.env_axis, c.n_elements)
         self.blocks = nn.ModuleList(
             InteractionBlock(c.channels, c.hidden, c.lmax, c.mmax, c.so2_layers, c.rank, c.attn_heads, c.attn_dim,
-                             c.ffn, c.ffn_hidden, c.kmax)
+                             c.ffn, c.ffn_hidden, c.kmax, c.ffn_scalar_hidden)
             for _ in range(c.n_blocks)
         )
         self.readout = EnergyReadout(c.channels, c.readout_hidden)

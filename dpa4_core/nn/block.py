@@ -70,18 +70,18 @@ class InteractionBlock(nn.Module):
 
     Args:
         config-like sizes: channels C, hidden H, lmax L, mmax M, so2_layers S, rank R, heads, attn_dim,
-        ffn ("bilinear" | "gated"), ffn_hidden H_FFN, kmax.
+        ffn ("bilinear" | "gated"), ffn_hidden H_FFN, kmax, ffn_scalar_hidden (SwiGLU width of the scalars).
     """
 
     def __init__(self, channels: int, hidden: int, lmax: int, mmax: int, so2_layers: int, rank: int, heads: int,
-                 attn_dim: int, ffn: str, ffn_hidden: int, kmax: int) -> None:
+                 attn_dim: int, ffn: str, ffn_hidden: int, kmax: int, ffn_scalar_hidden: int | None = None) -> None:
         super().__init__()
         self.pre_norm = EquivariantRMSNorm(channels, lmax)
         self.emfa = EMFA(channels, hidden, lmax, mmax, so2_layers, rank, heads, attn_dim)
         self.message_norm = EquivariantRMSNorm(channels, lmax, eps=1.0)
         self.ffn_norm = EquivariantRMSNorm(channels, lmax)
         if ffn == "bilinear":
-            self.ffn = WignerBilinearFFN(channels, ffn_hidden, lmax, kmax)
+            self.ffn = WignerBilinearFFN(channels, ffn_hidden, lmax, kmax, ffn_scalar_hidden)
         else:
             self.ffn = GatedFFN(channels, ffn_hidden, lmax)
 

@@ -50,11 +50,12 @@ class WignerBilinearFFN(nn.Module):
         hidden: H_FFN, channels of each function on SO(3).
         lmax: L.
         kmax: right index range of the functions on SO(3).
+        scalar_hidden: width of the SwiGLU path on the scalars (default ``hidden``).
 
     Shapes: ``x [N, (L+1)^2, C] -> [N, (L+1)^2, C]``.
     """
 
-    def __init__(self, channels: int, hidden: int, lmax: int, kmax: int = 1) -> None:
+    def __init__(self, channels: int, hidden: int, lmax: int, kmax: int = 1, scalar_hidden: int | None = None) -> None:
         super().__init__()
         self.channels, self.hidden, self.lmax = channels, hidden, lmax
         basis, projection, n_k = so3_grid_basis(lmax, kmax)
@@ -68,8 +69,9 @@ class WignerBilinearFFN(nn.Module):
             nn.Parameter(torch.randn(channels, 2 * nk * hidden) / math.sqrt(channels)) for nk in n_k
         )
         self.out = nn.ParameterList(nn.Parameter(torch.zeros(nk * hidden, channels)) for nk in n_k)
-        self.swiglu_in = nn.Linear(channels, 2 * hidden, bias=False)
-        self.swiglu_out = nn.Linear(hidden, channels, bias=False)
+        scalar_hidden = hidden if scalar_hidden is None else scalar_hidden
+        self.swiglu_in = nn.Linear(channels, 2 * scalar_hidden, bias=False)
+        self.swiglu_out = nn.Linear(scalar_hidden, channels, bias=False)
         nn.init.zeros_(self.swiglu_out.weight)
 
     def _apply(self, fn, recurse=True):
