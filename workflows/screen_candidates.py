@@ -29,7 +29,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
 from dpa4_flows.flows.candidates import CandidateFileError, default_candidates, read_candidates
 from dpa4_flows.flows.screening import ScreeningMaker
 from dpa4_flows.jobs.batch_relax import BatchRelaxMaker
-from dpa4_flows.model_cache import ModelFileError, checkpoint_path, file_sha256
+from dpa4_flows.model_cache import ModelFileError, checkpoint_path, file_sha256, get_model
 from dpa4_flows.report import format_table, results_dataframe, summary
 from dpa4_flows.resume import run_resumable
 from dpa4_flows.schemas import ScreeningReport
@@ -88,6 +88,15 @@ def check_run(out: Path, fingerprint: dict) -> None:
         path.write_text(json.dumps(fingerprint, indent=1))
 
 
+def exception_line(traceback_text: str | None) -> str:
+    """The line of a stored traceback that names the final exception (its message may continue below)."""
+    if not traceback_text:
+        return "an upstream job failed"
+    lines = [line for line in traceback_text.splitlines() if line and not line[0].isspace()
+             and not line.startswith(("Traceback", "The above exception", "During handling"))]
+    return (lines[-1] if lines else traceback_text.strip().splitlines()[-1])[:400]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
@@ -106,7 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     except CandidateFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    known = model_elements(model)
+    from dpa4_core.model.checkpoint import CheckpointError
+
+    try:
+        get_model(model, args.device, args.dtype)  # fail here, not in every job; the jobs reuse this copy
+        known = model_elements(model)
+    except CheckpointError as exc:
+        print(f"error: cannot load the model: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
     if known:
         foreign = sorted({el.symbol for s in candidates.values() for el in s.composition.elements} - set(known))
         if foreign:
@@ -146,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = {u: s for u, s in result.items() if s["state"] != "done"}
     if failed:
         for state in failed.values():
-            print(f"error: job {state['name']} {state['state']}: {state['error']}", file=sys.stderr)
+            print(f"error: job {state['name']} {state['state']}: {exception_line(state['error'])}", file=sys.stderr)
         print("rerun the same command to retry the failed jobs", file=sys.stderr)
         return 1
     report = ScreeningReport(**next(s["output"] for s in result.values() if s["name"] == "DPA4 screening report"))

@@ -211,7 +211,9 @@ def test_screen_candidates_script_errors(tmp_path, capsys):
     assert script.main(["--out", str(tmp_path / "o"), "--model", str(tmp_path / "missing.pt")]) == 2
     assert "missing.pt not found" in capsys.readouterr().err
     model = tmp_path / "m.pt"
-    model.write_bytes(b"x")  # never read: the candidate file fails first
+    model.write_bytes(b"x")  # not a checkpoint
+    assert script.main(["--out", str(tmp_path / "o"), "--model", str(model)]) == 2
+    assert "cannot load the model" in capsys.readouterr().err
     bad = tmp_path / "bad.cif"
     bad.write_text("not a cif")
     assert script.main(["--out", str(tmp_path / "o"), "--model", str(model), "--candidates", str(bad)]) == 2
