@@ -22,7 +22,7 @@ from dpa4_core.nn.attention import EnvelopeAttention
 from dpa4_core.nn.ffn import GatedFFN, WignerBilinearFFN
 from dpa4_core.nn.linear import DegreeLinear
 from dpa4_core.nn.norm import EquivariantRMSNorm, ScalarNorm
-from dpa4_core.nn.so2 import SO2Stack
+from dpa4_core.nn.so2 import DegreeCoupling, SO2Stack
 
 
 class EMFA(nn.Module):
@@ -37,7 +37,8 @@ class EMFA(nn.Module):
         super().__init__()
         self.hidden, self.heads = hidden, heads
         self.pre_mix = DegreeLinear(channels, hidden, lmax, bias=True)
-        self.so2 = SO2Stack(channels, hidden, lmax, mmax, so2_layers, rank)
+        self.coupling = DegreeCoupling(channels, hidden, lmax, mmax, rank)
+        self.so2 = SO2Stack(hidden, lmax, mmax, so2_layers)
         self.scalar_norm = ScalarNorm(channels)
         self.attention = EnvelopeAttention(channels, channels, heads, attn_dim)
         self.output_gate = nn.Linear(channels, hidden)
@@ -51,8 +52,14 @@ class EMFA(nn.Module):
         n_edges = src.shape[0]
         wigner = cache.wigner
         h = self.pre_mix(x)  # [N, P, H]
-        rotated = torch.bmm(wigner.to(h.dtype), h[src])  # [E, K, H]: P_M D(q_ij) x_j
-        y = self.so2(rotated, rho0.to(rotated.dtype))
+        # Degree coupling folded into the rotation: sum_r K_r(rho) P_M D(q_ij) (B_r * x_j), one bmm over edges.
+        coupling = self.coupling.matrix(rho0.to(h.dtype))  # [E, R, K, K]
+        coupled = torch.matmul(coupling, wigner.to(h.dtype).unsqueeze(1))  # [E, R, K, P]
+        rank, n_kept, n_packed = coupled.shape[1], coupled.shape[2], coupled.shape[3]
+        scaled = h.unsqueeze(1) * self.coupling.mix.to(h.dtype)[None, :, None, :]  # [N, R, P, H]
+        coupled = coupled.transpose(1, 2).reshape(n_edges, n_kept, rank * n_packed)
+        rotated = torch.bmm(coupled, scaled.reshape(n_atoms, rank * n_packed, self.hidden)[src])  # [E, K, H]
+        y = self.so2(rotated)
         scalars = self.scalar_norm(x[:, 0])
         weights = self.attention(scalars, rho0, cache.edge_weight, src, dst)  # [E, heads]
         weights = weights.repeat_interleave(self.hidden // self.heads, dim=1)  # [E, H]

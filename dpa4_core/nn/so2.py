@@ -15,6 +15,8 @@ import math
 import torch
 from torch import nn
 
+from dpa4_core.geometry.edge_cache import kept_layout
+
 
 
 def _block_sizes(lmax: int, mmax: int) -> list[int]:
@@ -26,7 +28,11 @@ class DegreeCoupling(nn.Module):
     """Low-rank radial degree coupling ``x_{l,m,c} <- sum_l' K_{l,l',|m|,c}(rho) x_{l',m,c}``.
 
     ``K = sum_{r<=R} K^(r)_{l,l',|m|}(rho_0) B_{r,c}`` with ``K^(r)`` linear (plus a bias that starts at the
-    identity) in the l = 0 radial features.
+    identity) in the l = 0 radial features. ``K^(r)`` is block-diagonal over m with the same block on -m and +m.
+
+    Because ``B`` only scales channels and ``K^(r)`` only mixes rows, the EMFA applies the coupling by folding
+    ``K^(r)`` into the per-edge rotation (``K^(r) P_M D``: ``[E, K, P]``, no channel axis) and ``B_r`` into the
+    node features before the gather: no batched matmul over ``[E, K, H]`` tensors.
 
     Args:
         radial_channels: width C of ``rho_0``.
@@ -46,19 +52,33 @@ class DegreeCoupling(nn.Module):
             with torch.no_grad():
                 kernel.bias.copy_(torch.eye(s).flatten().repeat(rank) / rank)
         self.mix = nn.Parameter(torch.ones(rank, hidden))
+        self.n_kept = len(kept_layout(lmax, mmax)[0])
+        self.register_buffer("gather_index", torch.tensor(_coupling_index(lmax, mmax)), persistent=False)
 
-    def forward(self, blocks: list[torch.Tensor], rho0: torch.Tensor) -> list[torch.Tensor]:
-        """``blocks[m]``: ``[E, n_signs, L-m+1, H]`` (n_signs = 1 for m = 0, 2 for (-m, +m)); ``rho0 [E, C]``."""
+    def matrix(self, rho0: torch.Tensor) -> torch.Tensor:
+        """Row-mixing matrices ``K^(r)`` ``[E, R, K, K]`` on the m-major kept layout."""
         n_edges = rho0.shape[0]
-        out = []
-        for block, size, kernel in zip(blocks, self.sizes, self.kernels):
-            k = kernel(rho0).view(n_edges, self.rank, size, size)  # explicit sizes: E may be 0
-            if self.rank == 1:  # the default: one batched matmul, then the channel profile B
-                mixed = torch.matmul(k, block) * self.mix[0]
-            else:
-                mixed = torch.einsum("erlk,eskh,rh->eslh", k, block, self.mix)
-            out.append(mixed)  # same kernel on -m and +m (broadcast over the sign axis)
-        return out
+        flat = [kernel(rho0).view(n_edges, self.rank, size * size) for kernel, size in zip(self.kernels, self.sizes)]
+        flat = torch.cat(flat + [flat[0].new_zeros(n_edges, self.rank, 1)], dim=2)
+        return flat[:, :, self.gather_index].view(n_edges, self.rank, self.n_kept, self.n_kept)
+
+    def forward(self, x: torch.Tensor, rho0: torch.Tensor) -> torch.Tensor:
+        """Reference form ``[E, K, H] -> [E, K, H]`` (the EMFA uses the folded form; tests compare the two)."""
+        return torch.einsum("erkj,ejh,rh->ekh", self.matrix(rho0), x, self.mix)
+
+
+def _coupling_index(lmax: int, mmax: int) -> list[int]:
+    """Flat index into ``cat(K_m.flatten() for m) + [0]`` for each entry of the ``[K, K]`` coupling matrix."""
+    sizes = _block_sizes(lmax, mmax)
+    offsets = [sum(s * s for s in sizes[:m]) for m in range(len(sizes))]
+    zero = sum(s * s for s in sizes)
+    _, degrees, orders = kept_layout(lmax, mmax)
+    index = []
+    for l_a, m_a in zip(degrees, orders):
+        for l_b, m_b in zip(degrees, orders):
+            m = abs(m_a)
+            index.append(offsets[m] + (l_a - m) * sizes[m] + (l_b - m) if m_a == m_b else zero)
+    return index
 
 
 class SO2Layer(nn.Module):
@@ -112,21 +132,19 @@ class SO2Layer(nn.Module):
 
 
 class SO2Stack(nn.Module):
-    """Degree coupling followed by S residual SO(2) layers on the m-major kept layout ``[E, K, H]``."""
+    """S residual SO(2) layers on the m-major kept layout ``[E, K, H]``."""
 
-    def __init__(self, radial_channels: int, hidden: int, lmax: int, mmax: int, n_layers: int, rank: int) -> None:
+    def __init__(self, hidden: int, lmax: int, mmax: int, n_layers: int) -> None:
         super().__init__()
         self.sizes = _block_sizes(lmax, mmax)
-        self.coupling = DegreeCoupling(radial_channels, hidden, lmax, mmax, rank)
         self.layers = nn.ModuleList(SO2Layer(hidden, lmax, mmax) for _ in range(n_layers))
 
-    def forward(self, x: torch.Tensor, rho0: torch.Tensor) -> torch.Tensor:
-        """``x [E, K, H]``, ``rho0 [E, C]`` -> ``[E, K, H]``."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [E, K, H] -> [E, K, H]``."""
         n_edges, hidden = x.shape[0], x.shape[-1]
         rows = [self.sizes[0]] + [2 * s for s in self.sizes[1:]]
         blocks = [b.view(n_edges, 1 if m == 0 else 2, self.sizes[m], hidden)
                   for m, b in enumerate(torch.split(x, rows, dim=1))]
-        blocks = self.coupling(blocks, rho0)
         for layer in self.layers:
             blocks = layer(blocks)
         return torch.cat([b.reshape(n_edges, r, hidden) for b, r in zip(blocks, rows)], dim=1)

@@ -24,7 +24,7 @@ from dpa4_core.nn.block import InteractionBlock
 from dpa4_core.nn.ffn import GatedFFN, WignerBilinearFFN, so3_grid_basis
 from dpa4_core.nn.linear import DegreeLinear
 from dpa4_core.nn.norm import EquivariantRMSNorm
-from dpa4_core.nn.so2 import SO2Stack
+from dpa4_core.nn.so2 import DegreeCoupling, SO2Stack
 
 F64 = torch.float64
 LMAX, MMAX = 3, 1
@@ -84,19 +84,35 @@ def _z_roll_kept(angle: torch.Tensor, lmax: int, mmax: int) -> torch.Tensor:
     return dense[:, :, list(packed)]
 
 
-@pytest.mark.parametrize("rank", [1, 2])
-def test_so2_stack_commutes_with_z_rotations(rank):
+def test_so2_stack_commutes_with_z_rotations():
     torch.manual_seed(0)
     n_edges, hidden = 7, 5
-    stack = randomise(SO2Stack(6, hidden, LMAX, 2, n_layers=2, rank=rank).double(), seed=4)
+    stack = randomise(SO2Stack(hidden, LMAX, 2, n_layers=2).double(), seed=4)
     n_kept = len(kept_layout(LMAX, 2)[0])
     x = torch.randn(n_edges, n_kept, hidden, dtype=F64)
-    rho0 = torch.randn(n_edges, 6, dtype=F64)
     roll = _z_roll_kept(torch.rand(n_edges, dtype=F64) * 2 * math.pi, LMAX, 2)
     assert not torch.allclose(roll, torch.eye(n_kept, dtype=F64))
-    expected = roll @ stack(x, rho0)
-    actual = stack(roll @ x, rho0)
+    expected = roll @ stack(x)
+    actual = stack(roll @ x)
     torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_degree_coupling_commutes_with_z_rotations_and_mixes_only_degrees(rank):
+    torch.manual_seed(0)
+    n_edges, hidden = 6, 4
+    coupling = randomise(DegreeCoupling(5, hidden, LMAX, 2, rank).double(), seed=8)
+    n_kept = len(kept_layout(LMAX, 2)[0])
+    x = torch.randn(n_edges, n_kept, hidden, dtype=F64)
+    rho0 = torch.randn(n_edges, 5, dtype=F64)
+    roll = _z_roll_kept(torch.rand(n_edges, dtype=F64) * 2 * math.pi, LMAX, 2)
+    torch.testing.assert_close(coupling(roll @ x, rho0), roll @ coupling(x, rho0), rtol=1e-12, atol=1e-12)
+    # rows of different signed order m never mix
+    _, _, orders = kept_layout(LMAX, 2)
+    orders = torch.tensor(orders)
+    matrix = coupling.matrix(rho0)
+    assert torch.all(matrix[:, :, orders[:, None] != orders[None, :]] == 0)
+    assert matrix[:, :, orders[:, None] == orders[None, :]].abs().min() > 0
 
 
 def test_quadrature_is_exact_for_triple_products():
