@@ -56,8 +56,9 @@ class FrameInputError(ValueError):
 def _check_last_dim(name: str, t: Tensor, size: int) -> None:
     if t.ndim < 1 or t.shape[-1] != size:
         raise FrameInputError(f"{name} must have shape [..., {size}], got {tuple(t.shape)}")
-    if not t.is_floating_point():
-        raise FrameInputError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    if t.dtype not in (torch.float32, torch.float64):
+        # geometry is never computed in half precision (spec sections 1 and 7)
+        raise FrameInputError(f"{name} must be a float32 or float64 tensor, got dtype {t.dtype}")
 
 
 def smooth_step(t: Tensor) -> Tensor:
@@ -185,8 +186,8 @@ def z_rotation_quaternion(angle: Tensor) -> Tensor:
         ``[..., 4]`` unit quaternions ``(cos(angle/2), 0, 0, sin(angle/2))``. Left-multiplying an edge frame by
         it (``quaternion_multiply(z_rotation_quaternion(a), q)``) changes only the roll.
     """
-    if not angle.is_floating_point():
-        raise FrameInputError(f"angle must be a floating-point tensor, got dtype {angle.dtype}")
+    if angle.dtype not in (torch.float32, torch.float64):
+        raise FrameInputError(f"angle must be a float32 or float64 tensor, got dtype {angle.dtype}")
     half = 0.5 * angle
     zero = torch.zeros_like(half)
     return torch.stack([torch.cos(half), zero, zero, torch.sin(half)], dim=-1)

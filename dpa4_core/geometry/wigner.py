@@ -250,20 +250,22 @@ def wigner_d(q: Tensor, lmax: int, mmax: int | None = None) -> list[Tensor]:
     _check_lmax(lmax, MAX_L)
     if mmax is not None:
         _check_lmax(mmax, name="mmax")
-    if q.ndim != 2 or q.shape[-1] != 4 or not q.is_floating_point():
-        raise WignerInputError(f"q must be a float tensor [E, 4], got {tuple(q.shape)} {q.dtype}")
+    if q.ndim != 2 or q.shape[-1] != 4 or q.dtype not in (torch.float32, torch.float64):
+        raise WignerInputError(f"q must be a float32/float64 tensor [E, 4], got {tuple(q.shape)} {q.dtype}")
     blocks = [torch.ones_like(q[:, :1]).unsqueeze(-1)]
     if lmax == 0:
         return blocks
     to_points, projections = _constants(lmax, q)
-    # Rotated points R(q) p_k straight from the quadratic form q_a q_b (two fused ops instead of building R),
-    # as three contiguous [E, K] planes (contiguous planes vectorise best).
-    qq = (q.unsqueeze(2) * q.unsqueeze(1)).flatten(1)  # [E, 16]
-    x, y, z = (qq @ to_points[i] for i in range(3))
-    harmonics = _sh_components(x, y, z, lmax, mmax)
-    for l in range(1, lmax + 1):
-        y_rot = torch.stack(harmonics[l], dim=1)  # [E, rows, K]
-        blocks.append(y_rot @ projections[l])  # [E, rows, 2l+1]
+    # Geometry never runs in bf16 (spec section 7): the matmuls below would otherwise be autocast.
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        # Rotated points R(q) p_k straight from the quadratic form q_a q_b (no 3 x 3 matrix needed), as three
+        # contiguous [E, K] planes (elementwise work on contiguous planes vectorises best).
+        qq = (q.unsqueeze(2) * q.unsqueeze(1)).flatten(1)  # [E, 16]
+        x, y, z = (qq @ to_points[i] for i in range(3))
+        harmonics = _sh_components(x, y, z, lmax, mmax)
+        for l in range(1, lmax + 1):
+            y_rot = torch.stack(harmonics[l], dim=1)  # [E, rows, K]
+            blocks.append(y_rot @ projections[l])  # [E, rows, 2l+1]
     return blocks
 
 

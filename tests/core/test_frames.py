@@ -238,8 +238,10 @@ def test_fp32_gradients_finite_at_poles_through_wigner():
 def test_bad_input_raises():
     with pytest.raises(FrameInputError, match=r"\[\.\.\., 3\]"):
         edge_quaternion(torch.zeros(4, 2))
-    with pytest.raises(FrameInputError, match="floating"):
+    with pytest.raises(FrameInputError, match="float32 or float64"):
         edge_quaternion(torch.zeros(4, 3, dtype=torch.long))
+    with pytest.raises(FrameInputError, match="bfloat16"):
+        edge_quaternion(torch.zeros(4, 3, dtype=torch.bfloat16))
     with pytest.raises(FrameInputError):
         quaternion_to_matrix(torch.zeros(3, 3))
     assert issubclass(FrameInputError, ValueError)

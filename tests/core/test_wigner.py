@@ -152,6 +152,16 @@ def test_fp32_matches_fp64():
         assert torch.allclose(a.double(), b, atol=1e-5)
 
 
+def test_autocast_does_not_lower_precision():
+    v = _random_units(32, 12) * 2.0
+    reference = wigner_d(edge_quaternion(v), 4)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        blocks = wigner_d(edge_quaternion(v.float()), 4)
+    for a, b in zip(blocks, reference):
+        assert a.dtype == torch.float32
+        assert torch.allclose(a.double(), b, atol=1e-5)
+
+
 def test_empty_edges():
     blocks = wigner_d(torch.zeros(0, 4), 3)
     assert [tuple(b.shape) for b in blocks] == [(0, 2 * l + 1, 2 * l + 1) for l in range(4)]
@@ -186,6 +196,8 @@ def test_bad_input_raises():
         wigner_d(_random_quaternions(2, 0), -1)
     with pytest.raises(WignerInputError, match=r"\[E, 4\]"):
         wigner_d(torch.zeros(3, 3), 2)
+    with pytest.raises(WignerInputError, match="bfloat16"):
+        wigner_d(torch.zeros(3, 4, dtype=torch.bfloat16), 2)
     with pytest.raises(WignerInputError, match="n_roll"):
         so3_quadrature(2, 1, n_roll=2)
     with pytest.raises(WignerInputError, match="kmax"):
