@@ -65,8 +65,10 @@ class EMFA(nn.Module):
         weights = weights.repeat_interleave(self.hidden // self.heads, dim=1)  # [E, H]
         y = y * weights[:, None, :].to(y.dtype)
         back = torch.bmm(wigner.transpose(1, 2).to(y.dtype), y)  # [E, P, H]: D^T P_M^T y
-        aggregate = torch.zeros(n_atoms, back.shape[1], self.hidden, dtype=back.dtype,
-                                device=back.device).index_add(0, dst, back)
+        # sum over neighbours in >= fp32 (under bf16 autocast the per-edge messages are bf16)
+        acc_dtype = torch.promote_types(back.dtype, torch.float32)
+        aggregate = torch.zeros(n_atoms, back.shape[1], self.hidden, dtype=acc_dtype,
+                                device=back.device).index_add(0, dst, back.to(acc_dtype))
         gate = torch.sigmoid(self.output_gate(scalars.to(x.dtype)))
         aggregate = aggregate * self.xi.to(aggregate.dtype)[None, :, None] * gate[:, None, :].to(aggregate.dtype)
         return self.post_mix(aggregate)

@@ -48,7 +48,8 @@ class NodeEmbedding(nn.Module):
     def forward(self, numbers: torch.Tensor, cache: EdgeCache, phi: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
         """Args: ``numbers [N]``, ``cache``, ``phi [E, n_radial]`` (basis of r~), ``rho [E, L+1, C]``."""
         src, dst, n_atoms = cache.edge_src, cache.edge_dst, cache.n_atoms
-        dtype = rho.dtype
+        dtype = torch.promote_types(rho.dtype, torch.float32)  # sums over neighbours in >= fp32 (bf16 autocast)
+        rho = rho.to(dtype)
         # Environment matrix A_i [N, 4, G]
         s = (cache.envelope / cache.bridged).to(dtype)
         u = torch.cat([s[:, None], s[:, None] * cache.unit.to(dtype)], dim=1)  # [E, 4]
@@ -57,7 +58,8 @@ class NodeEmbedding(nn.Module):
         outer = (weight[:, None, None] * u[:, :, None]) * g[:, None, :]
         env = torch.zeros(n_atoms, 4, self.env_dim, dtype=outer.dtype, device=outer.device).index_add(0, dst, outer)
         gram = env.transpose(1, 2) @ env[:, :, : self.env_axis]  # [N, G, K], invariant
-        film = self.film_norm(self.film(gram.reshape(n_atoms, self.env_dim * self.env_axis)).view(n_atoms, 2, self.channels))
+        film = self.film(gram.reshape(n_atoms, self.env_dim * self.env_axis)).view(n_atoms, 2, self.channels)
+        film = self.film_norm(film)
         film = torch.exp(self.log_scale.to(film.dtype)) * torch.tanh(film)
         scalars = (1.0 + film[:, 0]) * self.types(numbers) + film[:, 1]
         # l >= 1 from the harmonics of the edges
