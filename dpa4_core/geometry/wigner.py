@@ -12,11 +12,13 @@ Conventions (used by every other module):
 How D is computed (spec section 4, second option): for a fixed set of ``K = 2 lmax + 1`` unit points ``P``,
 ``D^l(R) Y_l(P) = Y_l(R P)``, so ``D^l(R) = Y_l(R P) pinv(Y_l(P))`` exactly (``Y_l(P)`` has full row rank). The
 points were chosen once (numerically, see ``_POINTS``) so that ``Y_l(P)`` is well conditioned (condition number
-<= 3 for every ``l <= lmax``), which keeps fp32 accurate to ~1e-6. Per edge this costs one [16] x [16, 3K] product (the
-rotated points are a quadratic form in q), polynomial spherical harmonics at K points (no division, sqrt or trig:
-smooth, twice differentiable) and one small matrix product per degree; asking only for the rows ``|m| <= mmax`` (all the SO(2) convolution uses) evaluates
-only those harmonics. Everything is elementwise or matmul, so it traces with ``make_fx(tracing_mode="symbolic")``
-and fuses well under ``torch.compile``.
+<= 3 for every ``l <= lmax``), which keeps fp32 accurate to ~1e-6. Per edge this costs one ``[16] x [16, 3K]``
+product (the rotated points are a quadratic form in q), polynomial spherical harmonics at K points (no division,
+sqrt or trig: smooth, twice differentiable) and one small matrix product per degree; asking only for the rows
+``|m| <= mmax`` (all the SO(2) convolution uses) evaluates only those harmonics. Everything is elementwise or
+matmul, so it traces with ``make_fx(tracing_mode="symbolic")`` and fuses well under ``torch.compile``.
+(A first version fitted D^l as a degree-2l polynomial over the monomials of q; it was 3-7x slower on CPU, partly
+because degree-12 monomials of small quaternion components are fp32 denormals.)
 """
 
 from __future__ import annotations
@@ -136,7 +138,8 @@ def real_spherical_harmonics(unit_vec: Tensor, lmax: int) -> list[Tensor]:
     """
     _check_lmax(lmax)
     if unit_vec.ndim < 1 or unit_vec.shape[-1] != 3 or not unit_vec.is_floating_point():
-        raise WignerInputError(f"unit_vec must be a float tensor [..., 3], got {tuple(unit_vec.shape)} {unit_vec.dtype}")
+        shape, dtype = tuple(unit_vec.shape), unit_vec.dtype
+        raise WignerInputError(f"unit_vec must be a float tensor [..., 3], got {shape} {dtype}")
     x, y, z = unit_vec.unbind(-1)
     return [torch.stack([_as_tensor(c, x) for c in row], dim=-1) for row in _sh_components(x, y, z, lmax)]
 

@@ -153,7 +153,8 @@ def test_gradient_of_zero_vector_is_finite():
 
 def test_gradcheck_at_and_near_poles():
     v = torch.tensor(
-        [[0.0, 0.0, 1.3], [0.0, 0.0, -0.9], [1e-5, -2e-5, 1.0], [-3e-5, 1e-5, -2.0], [0.4, -0.7, 0.5], [-0.2, 0.3, -1.1]],
+        [[0.0, 0.0, 1.3], [0.0, 0.0, -0.9], [1e-5, -2e-5, 1.0], [-3e-5, 1e-5, -2.0], [0.4, -0.7, 0.5],
+         [-0.2, 0.3, -1.1]],
         dtype=F64,
         requires_grad=True,
     )
