@@ -41,12 +41,13 @@ for wal in OUT.glob("jobs.sqlite-*"):
 
 # %% [markdown]
 # ## Candidates
-# bcc-derived orderings in a 16-site cell (B2, B32, D0_3 both ways for each pair, L2_1 for each triple),
+# bcc-derived orderings in a 16-site cell (B2, B32, D0_3 both ways for each pair, L2_1 for each triple, the
+# quaternary Y type),
 # lattice constants from Vegard's law. Any list of pymatgen `Structure`s works, e.g. from
 # `dpa4_flows.flows.candidates.read_candidates(["my_cifs/"])`.
 
 # %%
-elements = ["Mo", "W"] if QUICK else ["Mo", "Nb", "W"]
+elements = ["Mo", "W"] if QUICK else ["Mo", "Nb", "Ta", "W"]
 candidates = bcc_orderings(elements)
 print(f"{len(candidates)} candidates in {'-'.join(elements)}: {', '.join(candidates)}")
 
@@ -61,7 +62,7 @@ relax_maker = BatchRelaxMaker(
     calculator_kwargs={"model": str(checkpoint), "device": "cpu", "dtype": "float32"},
     fmax=0.05, max_steps=30 if QUICK else 200, progress=False,
 )
-maker = ScreeningMaker(relax_maker=relax_maker, chunk_size=2 if QUICK else 5, output_dir=str(OUT / "results"))
+maker = ScreeningMaker(relax_maker=relax_maker, chunk_size=2 if QUICK else 8, output_dir=str(OUT / "results"))
 flow = maker.make(list(candidates.values()), list(candidates))
 print(f"flow {flow.uuid}: {len(flow.jobs)} jobs")
 for job in flow.jobs:
