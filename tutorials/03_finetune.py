@@ -60,7 +60,7 @@ print(yaml.safe_dump(config, sort_keys=False))
 
 # %% [markdown]
 # ## Fine-tune
-# `finetune` returns the checkpoint paths and metrics: `base` (the starter model as is), `base_refit` (after
+# `finetune` returns the checkpoint paths and metrics: `base` (the base model as is), `base_refit` (after
 # the bias refit only), `valid` (fine-tuned, best checkpoint) and `test` (fine-tuned, on the held-out frames).
 # Energies in meV/atom, forces in meV/A, stresses in GPa.
 
@@ -68,7 +68,7 @@ print(yaml.safe_dump(config, sort_keys=False))
 result = finetune(config)
 print(f"best checkpoint: {result.checkpoint}")
 print(f"{'model':<28}{'E MAE (meV/atom)':>18}{'F MAE (meV/A)':>15}{'S MAE (GPa)':>13}")
-for key, label in (("base", "starter, as is"), ("base_refit", "starter, bias refit only"),
+for key, label in (("base", "base model, as is"), ("base_refit", "base, bias refit only"),
                    ("valid", "fine-tuned (validation)"), ("test", "fine-tuned (test)")):
     m = result.metrics.get(key)
     if m:
@@ -84,7 +84,7 @@ for key, label in (("base", "starter, as is"), ("base_refit", "starter, bias ref
 
 # %%
 test_frames = list(read_frames(OUT / "run" / "test_split.extxyz"))
-models = {"starter": DPA4Calculator.from_checkpoint(base), "fine-tuned": DPA4Calculator.from_checkpoint(result.checkpoint)}
+models = {"base": DPA4Calculator.from_checkpoint(base), "fine-tuned": DPA4Calculator.from_checkpoint(result.checkpoint)}
 fig, axes = plt.subplots(1, 2, figsize=(9, 4))
 for label, calc in models.items():
     e_ref, e_pred, f_ref, f_pred = [], [], [], []
@@ -107,7 +107,7 @@ for ax, name, unit in ((axes[0], "energy", "eV/atom"), (axes[1], "force componen
     ax.set_xlabel(f"DFT {name} ({unit})")
     ax.set_ylabel(f"DPA4 {name} ({unit})")
     ax.legend(fontsize=8)
-fig.suptitle("mlearn Mo test frames: starter vs fine-tuned")
+fig.suptitle("mlearn Mo test frames: base vs fine-tuned")
 fig.tight_layout()
 fig.savefig(OUT / "03_finetune_parity.png", dpi=120)
 plt.close(fig)
