@@ -12,6 +12,7 @@
 # Run: `python tutorials/02_batched_relax.py [--out DIR]`; `DPA4_TUTORIAL_QUICK=1` makes it smaller.
 
 # %%
+import itertools
 import json
 import time
 
@@ -41,19 +42,16 @@ checkpoint = model_checkpoint(OUT)
 rng = np.random.default_rng(0)
 files = ["NbMo_SS", "MoTa_SS", "MoW_SS", "NbTa_SS", "NbW_SS", "TaW_SS"]
 structures = []
+wanted = (0,) if QUICK else (0, 300)  # frame indices taken from each file
 for name in files[:3] if QUICK else files[:4]:
-    frames = read_frames(data_file("maml_MoNbTaW", f"{name}.json.gz"))
-    for index, frame in enumerate(frames):
-        if index not in ((0,) if QUICK else (0, 300)):
-            continue
-        atoms = frame.atoms.copy()
+    frames = list(itertools.islice(read_frames(data_file("maml_MoNbTaW", f"{name}.json.gz")), max(wanted) + 1))
+    for index in wanted:
+        atoms = frames[index].atoms.copy()
         atoms.rattle(0.05, seed=int(rng.integers(1 << 31)))
         strain = np.eye(3) + np.diag(rng.uniform(-0.02, 0.02, 3))
         atoms.set_cell(atoms.cell.array @ strain, scale_atoms=True)
         atoms.info["label"] = f"{name}#{index}"
         structures.append(atoms)
-        if index >= 300:
-            break
 print(f"{len(structures)} structures, {sum(len(a) for a in structures)} atoms in total")
 
 # %% [markdown]
