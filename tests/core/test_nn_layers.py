@@ -178,28 +178,29 @@ def _graph(seed: int = 0, n_atoms: int = 6):
     return positions, src, dst
 
 
-def _block_on(positions, src, dst, block, x, q=None):
+def _block_on(positions, src, dst, block, x, q=None, mmax=MMAX):
     vec = positions[src] - positions[dst]
     if q is not None:
         from dpa4_core.geometry.frames import quaternion_to_matrix
 
         vec = vec @ quaternion_to_matrix(q)[0].T
-    cache = build_edge_cache(vec, src, dst, positions.shape[0], cutoff=4.0, r_in=0.5, r_out=0.8, lmax=LMAX, mmax=MMAX)
+    cache = build_edge_cache(vec, src, dst, positions.shape[0], cutoff=4.0, r_in=0.5, r_out=0.8, lmax=LMAX, mmax=mmax)
     rho0 = torch.sin(cache.length)[:, None] * torch.arange(1, 7, dtype=F64) * cache.envelope[:, None]
     return block(x, cache, rho0)
 
 
-def test_fresh_block_is_identity_and_random_block_is_equivariant():
+@pytest.mark.parametrize("rank,mmax", [(1, 1), (2, 2)])
+def test_fresh_block_is_identity_and_random_block_is_equivariant(rank, mmax):
     torch.manual_seed(0)
     positions, src, dst = _graph()
-    block = InteractionBlock(6, 4, LMAX, MMAX, so2_layers=2, rank=1, heads=2, attn_dim=3, ffn="bilinear",
+    block = InteractionBlock(6, 4, LMAX, mmax, so2_layers=2, rank=rank, heads=2, attn_dim=3, ffn="bilinear",
                              ffn_hidden=8, kmax=1).double()
     x = torch.randn(positions.shape[0], (LMAX + 1) ** 2, 6, dtype=F64)
-    assert torch.equal(_block_on(positions, src, dst, block, x), x)
+    assert torch.equal(_block_on(positions, src, dst, block, x, mmax=mmax), x)
     randomise(block, seed=7)
     q = random_quaternion(11)
-    out = _block_on(positions, src, dst, block, x)
-    rotated = _block_on(positions, src, dst, block, rotate_packed(x, q, LMAX), q=q)
+    out = _block_on(positions, src, dst, block, x, mmax=mmax)
+    rotated = _block_on(positions, src, dst, block, rotate_packed(x, q, LMAX), q=q, mmax=mmax)
     expected = rotate_packed(out, q, LMAX)
     assert (out - x).abs().max() > 1e-2
     assert (rotated - expected).abs().max() <= 1e-11 * expected.abs().max()
