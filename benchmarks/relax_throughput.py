@@ -68,12 +68,16 @@ def candidates(n: int, seed: int = 0) -> list:
 def load_model(seed: int = 0):
     from dpa4_core import DPA4, DPA4Config
 
-    if STARTER.is_file():
-        from dpa4_core.model.checkpoint import load_checkpoint
+    from dpa4_core.model.checkpoint import CheckpointError, load_checkpoint
 
-        return load_checkpoint(STARTER, map_location="cpu"), f"starter checkpoint {STARTER.name}"
+    why = "no starter checkpoint yet"
+    if STARTER.is_file():
+        try:
+            return load_checkpoint(STARTER, map_location="cpu"), f"starter checkpoint {STARTER.name}"
+        except CheckpointError as exc:  # e.g. written by an older model version
+            why = f"starter checkpoint unreadable ({str(exc).splitlines()[0][:120]})"
     torch.manual_seed(seed)
-    return DPA4(DPA4Config.preset("tiny")), "DPA4 'tiny' preset, random weights (seed 0): no starter checkpoint yet"
+    return DPA4(DPA4Config.preset("tiny")), f"DPA4 'tiny' preset, random weights (seed {seed}): {why}"
 
 
 def timed(fn):
