@@ -244,12 +244,13 @@ class Predictor:
         traces: how many times the graph was traced (1 unless the parameters changed identity).
     """
 
-    def __init__(self, model: nn.Module, compile: bool = False, bf16: bool = False):
+    def __init__(self, model: nn.Module, compile: bool = False, bf16: bool = False, backend: str = "inductor"):
         if not callable(getattr(model, "atom_energies", None)):
             raise TypeError(f"{type(model).__name__} has no atom_energies(numbers, edge_vec, edge_src, edge_dst, n_atoms)")
         self.model = model
         self.bf16 = bool(bf16)
         self.compiled = bool(compile)
+        self.backend = backend
         self.traces = 0
         self.compiles = 0
         self._graph: _CompiledGraph | None = None
@@ -261,11 +262,11 @@ class Predictor:
 
     # ------------------------------------------------------------------ compiled path
     def _backend(self, gm, example_inputs):
-        """Inductor, counting every compilation dynamo asks for (first compile and recompiles)."""
+        """The compiler backend (inductor), counting every compilation dynamo asks for (first and recompiles)."""
         self.compiles += 1
         from torch._dynamo import lookup_backend
 
-        return lookup_backend("inductor")(gm, example_inputs)
+        return lookup_backend(self.backend)(gm, example_inputs)
 
     def _key(self, edge_vec: torch.Tensor) -> tuple:
         params = tuple((id(p), p.dtype, p.device) for p in self.model.parameters())
@@ -359,7 +360,7 @@ def _forces_and_virial_from_gradient(edge_grad, edge_vec, batch: AtomsBatch, edg
     return forces, virial.index_add(0, edge_frame, per_edge)
 
 
-def make_predictor(model: nn.Module, compile: bool = False, bf16: bool = False) -> Predictor:
+def make_predictor(model: nn.Module, compile: bool = False, bf16: bool = False, backend: str = "inductor") -> Predictor:
     """Predictor for training: eager or compiled (spec section 7), fp32/fp64 or bf16 autocast.
 
     Args:
@@ -367,5 +368,8 @@ def make_predictor(model: nn.Module, compile: bool = False, bf16: bool = False) 
         compile: trace energy + edge gradient with make_fx and compile it (falls back to eager with one
             :class:`CompileFallbackWarning` if that fails).
         bf16: run the network under bf16 autocast (geometry and normalisations stay fp32 in the model).
+        backend: torch.compile backend; ``"aot_eager"`` runs the same traced graph and AOT-autograd backward
+            without generating C++ (a cheap check of the recipe: inductor's C++ build of a DPA4 graph takes
+            minutes on a small CPU).
     """
-    return Predictor(model, compile=compile, bf16=bf16)
+    return Predictor(model, compile=compile, bf16=bf16, backend=backend)

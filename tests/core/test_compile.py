@@ -1,5 +1,7 @@
 """Compiled training through the force double-backward (spec section 7) equals eager training.
 
+The recipe is checked on a small conservative stand-in (compiled with inductor) and, opt-in, on DPA4 "tiny".
+
 Checks: one compiled training step (energy + force + stress loss on real Mo/W surface frames) gives the same
 loss and the same parameter gradients as eager; a force-only loss gives non-zero, equal gradients (the test
 fails if the detach nodes were left in the trace, which is also checked directly); batches of different sizes
@@ -10,6 +12,7 @@ to eager with one warning. Compilation (~25 s) happens once, in a module-scoped 
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 
 import pytest
@@ -65,7 +68,7 @@ def _frames(name: str, indices: list[int]):
     return [frames[i] for i in indices]
 
 
-def _batch(frames, cutoff: float = 5.0) -> tuple[AtomsBatch, dict[str, torch.Tensor]]:
+def _batch(frames, cutoff: float = 6.0) -> tuple[AtomsBatch, dict[str, torch.Tensor]]:
     batch = AtomsBatch.from_atoms([f.atoms for f in frames], cutoff=cutoff, dtype=DTYPE)
     labels = dict(
         energy=torch.tensor([f.energy for f in frames], dtype=DTYPE),
@@ -242,3 +245,57 @@ def test_compile_failure_falls_back_with_one_warning(data, monkeypatch):
     reference = make_predictor(model)(batch)
     for out in (first, second):
         _assert_same(out["forces"].detach(), reference["forces"].detach())
+
+
+# ---------------------------------------------------------------------------------------- the real DPA4
+# The same recipe on DPA4 "tiny" (fp64). The backend is "aot_eager": the traced graph, its symbolic shapes,
+# dynamo and the AOT-autograd backward are exactly those of the inductor path, but no C++ is generated
+# (inductor's C++ build of the DPA4 graph takes ~15 min on the shared 2-core CI machine; the benchmark
+# exercises it). Even so, dynamo + AOT autograd over the ~3000-node DPA4 graph cost 3-9 min there, beyond
+# this module's budget, so these two tests are opt-in: DPA4_TEST_REAL_COMPILE=1 (they passed on 2026-11-25).
+real_compile = pytest.mark.skipif(
+    os.environ.get("DPA4_TEST_REAL_COMPILE") != "1", reason="set DPA4_TEST_REAL_COMPILE=1 (several minutes)"
+)
+
+
+@pytest.fixture(scope="module")
+def dpa4_compiled(data):
+    from dpa4_core.config import DPA4Config
+    from dpa4_core.model.energy import DPA4
+
+    torch.manual_seed(0)
+    model = DPA4(DPA4Config.preset("tiny")).to(DTYPE)
+    with torch.no_grad():  # off the identity initialisation, so every block carries force gradients
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    predictor = make_predictor(model, compile=True, backend="aot_eager")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompileFallbackWarning)
+        predictor(data[0][0])
+    assert predictor.compiled and predictor.traces == 1
+    return model, predictor
+
+
+@real_compile
+@pytest.mark.slow
+def test_dpa4_compiled_step_equals_eager_with_force_gradients(dpa4_compiled, data):
+    model, predictor = dpa4_compiled
+    batch, labels = data[0]
+    for weights in ((20.0, 20.0, 5.0), (0.0, 1.0, 0.0)):
+        grads_c = _grads(model, _loss(predictor(batch), labels, batch, weights))
+        grads_e = _grads(model, _loss(make_predictor(model)(batch), labels, batch, weights))
+        _assert_same_grads(grads_c, grads_e, rtol=1e-8)
+    # the force-only loss reaches the weights inside the interaction blocks
+    named = dict(zip([n for n, _ in model.named_parameters()], grads_c))
+    block_grads = [g for n, g in named.items() if n.startswith("blocks.") and g is not None]
+    assert block_grads and max(float(g.abs().max()) for g in block_grads) > 1e-8
+
+
+@real_compile
+@pytest.mark.slow
+def test_dpa4_varying_batches_do_not_recompile(dpa4_compiled, data):
+    model, predictor = dpa4_compiled
+    for batch, labels in data:
+        _loss(predictor(batch), labels, batch).backward()
+    model.zero_grad()
+    assert predictor.traces == 1 and predictor.recompiles <= 2
