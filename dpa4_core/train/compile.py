@@ -48,8 +48,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 aten = torch.ops.aten
 
-# Sizes of the synthetic sample the graph is traced with: distinct from each other, from 0/1 and from any
-# plausible layer width, so that make_fx's duck sizing gives atoms and edges independent symbols.
+# Sizes of the synthetic tracing sample: distinct from each other and from 0/1, so that atoms and edges get
+# independent symbols (equal sizes would be unified by duck sizing; 0/1 would be specialised).
 _TRACE_ATOMS = 13
 _TRACE_EDGES = 97
 
@@ -144,7 +144,12 @@ def _check_symbolic(gm: torch.fx.GraphModule, n_inputs: int) -> None:
 
 
 def _strip_detach(gm: torch.fx.GraphModule) -> int:
-    """Remove ``aten.detach`` nodes in place (spec section 7, step 3); returns how many were removed."""
+    """Remove ``aten.detach`` nodes in place (spec section 7, step 3); returns how many were removed.
+
+    This also removes detaches written in the model. DPA4's only one (the attention's per-destination max
+    shift) multiplies a quantity its output does not depend on, so its extra gradient is zero up to round-off;
+    a model relying on a stop-gradient for its value would need a different marker.
+    """
     removed = 0
     for node in list(gm.graph.nodes):
         if node.op == "call_function" and node.target in (aten.detach.default, aten.detach):
