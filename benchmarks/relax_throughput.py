@@ -86,7 +86,8 @@ def timed(fn):
     return value, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, model_and_name: tuple | None = None) -> None:
+    """Run the benchmark; ``model_and_name`` = (model, description) overrides the default model choice."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=64, help="number of candidate structures")
     parser.add_argument("--ase-count", type=int, default=None, help="relax only the first k with ASE (default all)")
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
 
     structures = candidates(args.n)
     sizes = [len(a) for a in structures]
-    model, which = load_model()
+    model, which = model_and_name if model_and_name is not None else load_model()
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"model: {which}; dtype {args.dtype}; torch threads {torch.get_num_threads()}")
     print(f"structures: {len(structures)} ({min(sizes)}-{max(sizes)} atoms, {sum(sizes)} in all); "
