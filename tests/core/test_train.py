@@ -183,3 +183,15 @@ def test_muon_optimizer_trains(tmp_path):
     result = train(_config(tmp_path, steps=3, optim={"optimizer": "muon", "lr": 1e-3}), model=model)
     changed = [not torch.equal(a, b) for a, b in zip(before, model.parameters())]
     assert any(changed) and math.isfinite(result.metrics["valid"]["energy_mae_mev_per_atom"])
+
+
+def test_explicit_valid_and_test_sources_and_frame_cap(tmp_path):
+    from dpa4_core.train.trainer import prepare_data
+
+    nb = str(vendored("maml_MoNbTaW", "Nb_Surface.json.gz"))
+    config = load_config(_config(tmp_path, data={"train": [SURFACE], "valid": nb, "test": [{"path": nb, "weight": 2.0}],
+                                                 "max_frames": 5}))
+    train_set, valid_set, test_set = prepare_data(config, r_min=0.5)
+    assert len(train_set) == 5 and train_set.group_names == ["Mo_Surface"]  # no frames split off: valid is given
+    assert valid_set.group_names == ["Nb_Surface"] and len(valid_set) == len(test_set)
+    assert set(test_set.weight) == {2.0} and set(valid_set.weight) == {1.0}
