@@ -194,6 +194,8 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
     ctx.barrier()
+    device = getattr(ctx, "device", torch.device("cpu"))  # torchrun on GPUs: this rank's GPU
+    model.to(device)
     dtype = model_dtype(model)
     cutoff = model.config.cutoff
     ema = EMA(model, config.optim.ema_decay)
@@ -238,7 +240,7 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
     for step in range(start, config.steps):
         global_idx = batch_indices(step, len(train_set), config.batch_size, config.seed)
         local_idx = ctx.shard(global_idx)
-        batch, labels = train_set.batch(local_idx, cutoff, dtype)
+        batch, labels = train_set.batch(local_idx, cutoff, dtype, device)
         lr = wsd_lr(step, config.steps, config.optim.lr, config.optim.warmup_fraction,
                     config.optim.decay_fraction, config.optim.final_lr_ratio)
         for optimizer in optimizers:
