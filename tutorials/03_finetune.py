@@ -62,7 +62,9 @@ print(yaml.safe_dump(config, sort_keys=False))
 # ## Fine-tune
 # `finetune` returns the checkpoint paths and metrics: `base` (the base model as is), `base_refit` (after
 # the bias refit only), `valid` (fine-tuned, best checkpoint) and `test` (fine-tuned, on the held-out frames).
-# Energies in meV/atom, forces in meV/A, stresses in GPa.
+# Energies in meV/atom, forces in meV/A, stresses in GPa. Read the table critically: a few hundred steps on about
+# a hundred frames mostly improve the forces; judge a fine-tuned model on the held-out test frames, not only on
+# the validation frames that chose its best checkpoint.
 
 # %%
 result = finetune(config)

@@ -104,11 +104,23 @@ relaxed = relax_batch(list(cands.values()) + list(refs.values()), str(checkpoint
 cand_relaxed, ref_relaxed = relaxed[:len(cands)], relaxed[len(cands):]
 ref_entries = [ComputedStructureEntry(r.structure, r.energy, entry_id=f"dpa4:{name}")
                for name, r in zip(refs, ref_relaxed)]
-ref_file = OUT / "dpa4_elemental_references.json"
-dumpfn(ref_entries, ref_file)
-print(f"saved {len(ref_entries)} reference entries to {ref_file.name}:")
 for e in ref_entries:
     print(f"  {e.entry_id:<12} {e.energy_per_atom:9.4f} eV/atom")
+for el in ("Mo", "Ta"):
+    lowest = min((e for e in ref_entries if e.entry_id.startswith(f"dpa4:{el}-")), key=lambda e: e.energy_per_atom)
+    print(f"  lowest {el} phase according to this model: {lowest.entry_id.split('-')[-1]} (DFT and experiment: bcc)")
+
+# %% [markdown]
+# **Sanity-check the references.** The starter model was trained on bcc-based structures only
+# (`data/maml_MoNbTaW`): its fcc and hcp energies are extrapolations and may come out too low. The hull takes
+# the lowest entry per element as the reference, so a wrong one shifts every formation energy of that element.
+# Keep references inside the model's training domain; here, the bcc phases.
+
+# %%
+ref_entries = [e for e in ref_entries if e.entry_id.endswith("-bcc")]
+ref_file = OUT / "dpa4_elemental_references.json"
+dumpfn(ref_entries, ref_file)
+print(f"saved {len(ref_entries)} reference entries to {ref_file.name}: {[e.entry_id for e in ref_entries]}")
 cand_items = [{"structure": r.structure, "energy": r.energy, "entry_id": cid} for cid, r in zip(cands, cand_relaxed)]
 print(f"relaxations converged: {sum(r.converged for r in relaxed)}/{len(relaxed)}")
 

@@ -94,7 +94,7 @@ if QUICK:
 maker = ScreeningMaker(
     relax_maker=BatchRelaxMaker(calculator_kwargs={"model": str(checkpoint), "device": "cpu", "dtype": "float32"},
                                 max_steps=20 if QUICK else 200, progress=False),
-    chunk_size=2, prototypes=("bcc", "fcc"),
+    chunk_size=2, prototypes=("bcc",),
 )
 flow = maker.make(list(candidates.values()), list(candidates))
 
