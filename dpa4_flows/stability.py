@@ -81,13 +81,16 @@ def loadfn_dict(obj: dict) -> Any:
 
 
 def load_entries(path: str | Path) -> list[ComputedEntry]:
-    """Entries from a JSON file (a list of serialised pymatgen entries or of ``{composition, energy}`` dicts)."""
+    """Entries from a JSON file: a list of serialised pymatgen entries or ``{composition, energy}`` dicts, or a
+    dict of them keyed by name (e.g. Matbench Discovery's element -> reference entry file)."""
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise StabilityInputError(f"reference entries file {str(path)!r} does not exist")
     data = loadfn(path)
     if isinstance(data, dict) and "entries" in data:
         data = data["entries"]
+    elif isinstance(data, dict) and data and all(isinstance(k, str) for k in data) and "energy" not in data:
+        data = list(data.values())
     if not isinstance(data, list):
         raise StabilityInputError(f"{path}: expected a list of entries, got {type(data).__name__}")
     return [to_entry(item, f"{path.name}:{i}") for i, item in enumerate(data)]

@@ -51,6 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, default=settings.model, help="DPA4 checkpoint (.pt)")
     parser.add_argument("--candidates", nargs="+", help="CIF/POSCAR/JSON files or folders (default: built-in set)")
     parser.add_argument("--references", type=Path, help="entries JSON with elemental references from the same model")
+    parser.add_argument(
+        "--reference-prototypes", nargs="+", default=["bcc"], choices=["bcc", "fcc", "hcp"],
+        help="elemental reference structures relaxed with the model; the lowest per element is the reference "
+             "(default bcc: the DFT ground state of Mo, Nb, Ta and W, and the only phase the starter model was "
+             "trained on, which wrongly puts fcc/hcp Mo below bcc)",
+    )
     parser.add_argument("--n-random", type=int, default=2, help="random 32-atom alloys in the built-in set")
     parser.add_argument("--chunk-size", type=int, default=settings.chunk_size, help="structures per relax job")
     parser.add_argument("--fmax", type=float, default=settings.fmax, help="force criterion, eV/A")
@@ -138,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         "candidates_sha256": digest,
         "model_sha256": file_sha256(model),
         "options": {"chunk_size": args.chunk_size, "fmax": args.fmax, "max_steps": args.max_steps,
-                    "dtype": args.dtype, "references": str(args.references.resolve()) if args.references else None},
+                    "dtype": args.dtype, "reference_prototypes": args.reference_prototypes,
+                    "references": str(args.references.resolve()) if args.references else None},
     }
     try:
         check_run(out, fingerprint)
@@ -151,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         fmax=args.fmax, max_steps=args.max_steps, progress=not args.quiet,
     )
     maker = ScreeningMaker(relax_maker=relax, chunk_size=args.chunk_size, output_dir=str(out),
-                           reference_entries=str(args.references) if args.references else None)
+                           reference_entries=str(args.references) if args.references else None,
+                           prototypes=tuple(args.reference_prototypes))
     flow = maker.make(structures, ids)
     logger.info("%d candidates, %d jobs, model %s (sha256 %s...), output %s",
                 len(ids), len(flow.jobs), model, fingerprint["model_sha256"][:12], out)

@@ -149,3 +149,14 @@ def test_discovery_metrics_on_hull_data(entries):
     assert perfect["f1"] == 1.0 and perfect["daf"] == pytest.approx(1 / t.mean())
     with pytest.raises(ValueError, match="equal length"):
         discovery_metrics([0.0], [0.0, 1.0])
+
+
+def test_matbench_elemental_reference_file_loads_as_entries():
+    """The vendored MP elemental references are a dict element -> entry; each must load as one pure entry."""
+    path = vendored("matbench_discovery_refs", "2023-02-07-mp-elemental-reference-entries.json.gz")
+    refs = load_entries(path)
+    assert len(refs) == 89
+    assert all(len(e.composition.elements) == 1 for e in refs)
+    assert len({e.composition.elements[0] for e in refs}) == 89
+    mo = next(e for e in refs if e.composition.reduced_formula == "Mo")
+    assert -11.5 < mo.energy_per_atom < -10.5  # MP PBE bcc Mo, about -10.85 eV/atom
