@@ -36,6 +36,22 @@ def forces_and_virial(
     (grad,) = torch.autograd.grad(energy.sum(), edge_vec, create_graph=create_graph, allow_unused=True)
     if grad is None:  # no edges or no dependence: zero forces
         grad = torch.zeros_like(edge_vec)
+    return forces_and_virial_from_gradient(grad, edge_vec, edge_src, edge_dst, n_atoms, edge_frame, n_frames,
+                                           compute_virial)
+
+
+def forces_and_virial_from_gradient(
+    grad: torch.Tensor,
+    edge_vec: torch.Tensor,
+    edge_src: torch.Tensor,
+    edge_dst: torch.Tensor,
+    n_atoms: int,
+    edge_frame: torch.Tensor | None = None,
+    n_frames: int = 1,
+    compute_virial: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The sums of :func:`forces_and_virial` for an already computed ``grad = dE/d edge_vec`` ``[E, 3]``
+    (the compiled trainer gets it from its traced graph)."""
     forces = torch.zeros(n_atoms, 3, dtype=grad.dtype, device=grad.device)
     forces = forces.index_add(0, edge_dst, grad).index_add(0, edge_src, -grad)
     if not compute_virial:

@@ -38,7 +38,7 @@ import torch
 import torch._dynamo
 from torch import nn
 
-from dpa4_core.model.derivatives import forces_and_virial, stress_from_virial
+from dpa4_core.model.derivatives import forces_and_virial, forces_and_virial_from_gradient, stress_from_virial
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -332,7 +332,9 @@ class Predictor:
             compiled = self._try_compiled(batch.numbers, edge_vec, batch.edge_src, batch.edge_dst)
         if compiled is not None:
             atom_energy, edge_grad = compiled
-            forces, virial = _forces_and_virial_from_gradient(edge_grad, edge_vec, batch, edge_frame)
+            forces, virial = forces_and_virial_from_gradient(
+                edge_grad, edge_vec, batch.edge_src, batch.edge_dst, batch.n_atoms, edge_frame, batch.n_frames
+            )
         else:
             with torch.enable_grad():
                 vec = edge_vec if edge_vec.requires_grad else edge_vec.detach().requires_grad_(True)
@@ -350,19 +352,6 @@ class Predictor:
         stress = stress_from_virial(virial, batch.cell, batch.pbc)
         virial = torch.where(batch.pbc.all(dim=-1)[:, None, None], virial, torch.zeros_like(virial))
         return dict(energy=energy, forces=forces, virial=virial, stress=stress, atom_energy=atom_energy)
-
-
-def _forces_and_virial_from_gradient(edge_grad, edge_vec, batch: AtomsBatch, edge_frame):
-    """Same sums as ``dpa4_core.model.derivatives.forces_and_virial`` for an already computed ``dE/d edge_vec``.
-
-    F_k = sum_{dst=k} g - sum_{src=k} g; W_f = -sum_{e in f} g (x) r (spec section 5). Kept here until
-    ``derivatives`` exposes its from-gradient half (requested from the model author).
-    """
-    forces = torch.zeros(batch.n_atoms, 3, dtype=edge_grad.dtype, device=edge_grad.device)
-    forces = forces.index_add(0, batch.edge_dst, edge_grad).index_add(0, batch.edge_src, -edge_grad)
-    per_edge = -edge_grad[:, :, None] * edge_vec[:, None, :]
-    virial = torch.zeros(batch.n_frames, 3, 3, dtype=edge_grad.dtype, device=edge_grad.device)
-    return forces, virial.index_add(0, edge_frame, per_edge)
 
 
 def make_predictor(model: nn.Module, compile: bool = False, bf16: bool = False, backend: str = "inductor") -> Predictor:
