@@ -20,7 +20,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from dpa4_core.data.batch import MIN_DISTANCE, AtomsBatch, InvalidStructureError
+from dpa4_core.data.batch import MIN_DISTANCE, AtomsBatch, InvalidStructureError, resolve_dtype
 
 if TYPE_CHECKING:
     from dpa4_core.model.energy import DPA4
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STARTER_CHECKPOINT = Path(__file__).resolve().parent / "pretrained" / "dpa4-starter.pt"
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 class CalculatorSetupError(ValueError):
@@ -36,12 +35,7 @@ class CalculatorSetupError(ValueError):
 
 
 def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
-        return dtype
-    name = str(dtype).removeprefix("torch.")
-    if name not in _DTYPES:
-        raise CalculatorSetupError(f"dtype {dtype!r} is not supported; use 'float32' or 'float64'")
-    return _DTYPES[name]
+    return resolve_dtype(dtype, CalculatorSetupError)
 
 
 def _resolve_model(model: DPA4 | str | os.PathLike | None, checkpoint: str | os.PathLike | None) -> DPA4:

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 
 from dpa4_core.data.batch import AtomsBatch
+from dpa4_core.data.batch import resolve_dtype as parse_dtype
 
 logger = logging.getLogger(__name__)
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 class BatchSetupError(ValueError):
@@ -28,12 +28,7 @@ class BatchSetupError(ValueError):
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     """``"float32"``/``"float64"`` or the torch dtypes; anything else raises :class:`BatchSetupError`."""
-    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
-        return dtype
-    name = str(dtype).removeprefix("torch.")
-    if name not in _DTYPES:
-        raise BatchSetupError(f"dtype {dtype!r} is not supported; use 'float32' (default) or 'float64'")
-    return _DTYPES[name]
+    return parse_dtype(dtype, BatchSetupError)
 
 
 def load_model(model_or_checkpoint: Any) -> torch.nn.Module:

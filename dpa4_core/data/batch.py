@@ -18,11 +18,22 @@ from ase import Atoms
 from dpa4_core.data.neighbors import neighbor_list
 
 MAX_ATOMIC_NUMBER = 118
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 MIN_DISTANCE = 1e-3  # A; closer atoms are "coincident" and rejected
 
 
 class InvalidStructureError(ValueError):
     """A structure the model cannot evaluate (bad element, NaN coordinates, coincident atoms, ...)."""
+
+
+def resolve_dtype(dtype: str | torch.dtype, error: type[ValueError] = ValueError) -> torch.dtype:
+    """``"float32"``/``"float64"`` (or those torch dtypes) -> torch dtype; anything else raises ``error``."""
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    name = str(dtype).removeprefix("torch.")
+    if name not in DTYPES:
+        raise error(f"dtype {dtype!r} is not supported; use 'float32' or 'float64'")
+    return DTYPES[name]
 
 
 def to_atoms(structure) -> Atoms:
