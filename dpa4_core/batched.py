@@ -6,26 +6,5 @@ give the same objects.
 
 from __future__ import annotations
 
-from dpa4_core.batch import (
-    FIRE,
-    LBFGS,
-    BatchSetupError,
-    MDResult,
-    ModelRunner,
-    OptimizerConfigError,
-    RelaxResult,
-    md_batch,
-    relax_batch,
-)
-
-__all__ = [
-    "FIRE",
-    "LBFGS",
-    "BatchSetupError",
-    "MDResult",
-    "ModelRunner",
-    "OptimizerConfigError",
-    "RelaxResult",
-    "md_batch",
-    "relax_batch",
-]
+from dpa4_core.batch import *  # noqa: F403 - a pure alias of the package's public names
+from dpa4_core.batch import __all__  # noqa: F401
