@@ -134,7 +134,7 @@ def md_batch(
         runner = ModelRunner(model, device=device, dtype=dtype, compile=compile)
     atoms_list = [to_atoms(s) for s in structures]
     for i, atoms in enumerate(atoms_list):
-        validate_atoms(atoms, label=f"structure {i} ({atoms.get_chemical_formula()})")
+        validate_atoms(atoms, label=f"structure {i}")
     generator = torch.Generator(device=runner.device).manual_seed(int(seed))
     results: list[MDResult | None] = [None] * len(atoms_list)
     quiet = None if progress is None else not progress

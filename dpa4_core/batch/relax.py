@@ -94,7 +94,7 @@ class _Relaxer:
         self.inputs = list(structures)
         self.atoms = [to_atoms(s) for s in self.inputs]
         for i, atoms in enumerate(self.atoms):
-            validate_atoms(atoms, label=f"structure {i} ({atoms.get_chemical_formula()})")
+            validate_atoms(atoms, label=f"structure {i}")
         self.runner, self.optimizer = runner, optimizer
         self.fmax, self.max_steps, self.relax_cell = fmax, max_steps, relax_cell
         self.exp_cell_factor = exp_cell_factor

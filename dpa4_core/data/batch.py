@@ -62,6 +62,7 @@ def validate_atoms(atoms: Atoms, label: str = "structure", check_distances: bool
         raise InvalidStructureError(
             f"{label}: atomic number(s) {sorted(set(numbers[bad].tolist()))} outside 1..{MAX_ATOMIC_NUMBER}"
         )
+    label = f"{label} ({atoms.get_chemical_formula()})"  # safe only once the numbers are valid
     positions = atoms.positions
     if not np.isfinite(positions).all():
         raise InvalidStructureError(f"{label}: positions contain NaN or infinite values")
@@ -149,12 +150,12 @@ class AtomsBatch:
             label = f"structure {index}"
             if validate:
                 validate_atoms(atoms, label=label, check_distances=False)
-                label = f"{label} ({atoms.get_chemical_formula()})"
             pbc = np.asarray(atoms.pbc, dtype=bool)
             cell = atoms.cell.array if pbc.all() else np.zeros((3, 3))
             src, dst, shift = neighbor_list(atoms.positions, cell, pbc, cutoff)
             if validate:
-                check_min_distance(atoms.positions, src, dst, shift, cell, label)
+                formula_label = f"{label} ({atoms.get_chemical_formula()})"
+                check_min_distance(atoms.positions, src, dst, shift, cell, formula_label)
             numbers.append(atoms.numbers)
             positions.append(atoms.positions)
             cells.append(cell)

@@ -258,6 +258,9 @@ def test_bad_input_raises_clear_errors():
     bad = Atoms("Mo2", positions=[[0, 0, 0], [0, 0, 1e-4]], cell=[5, 5, 5], pbc=True)
     with pytest.raises(InvalidStructureError, match="structure 1"):
         relax_batch([good, bad], model)
+    unknown = Atoms(numbers=[119, 42], positions=[[0, 0, 0], [0, 0, 2.0]])
+    with pytest.raises(InvalidStructureError, match=r"structure 1: atomic number\(s\) \[119\]"):
+        relax_batch([good, unknown], model)
     assert relax_batch([], model) == []
 
 
