@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from dpa4_core.nn.scatter import scatter_sum
+
 
 def forces_and_virial(
     energy: torch.Tensor,
@@ -52,8 +54,7 @@ def forces_and_virial_from_gradient(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The sums of :func:`forces_and_virial` for an already computed ``grad = dE/d edge_vec`` ``[E, 3]``
     (the compiled trainer gets it from its traced graph)."""
-    forces = torch.zeros(n_atoms, 3, dtype=grad.dtype, device=grad.device)
-    forces = forces.index_add(0, edge_dst, grad).index_add(0, edge_src, -grad)
+    forces = scatter_sum(grad, edge_dst, n_atoms) - scatter_sum(grad, edge_src, n_atoms)
     if not compute_virial:
         return forces, None
     if edge_frame is None:

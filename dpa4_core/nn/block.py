@@ -22,6 +22,7 @@ from dpa4_core.nn.attention import EnvelopeAttention
 from dpa4_core.nn.ffn import GatedFFN, WignerBilinearFFN
 from dpa4_core.nn.linear import DegreeLinear
 from dpa4_core.nn.norm import EquivariantRMSNorm, ScalarNorm
+from dpa4_core.nn.scatter import scatter_sum
 from dpa4_core.nn.so2 import DegreeCoupling, SO2Stack
 
 
@@ -67,8 +68,7 @@ class EMFA(nn.Module):
         back = torch.bmm(wigner.transpose(1, 2).to(y.dtype), y)  # [E, P, H]: D^T P_M^T y
         # sum over neighbours in >= fp32 (under bf16 autocast the per-edge messages are bf16)
         acc_dtype = torch.promote_types(back.dtype, torch.float32)
-        aggregate = torch.zeros(n_atoms, back.shape[1], self.hidden, dtype=acc_dtype,
-                                device=back.device).index_add(0, dst, back.to(acc_dtype))
+        aggregate = scatter_sum(back, dst, n_atoms, dtype=acc_dtype)
         gate = torch.sigmoid(self.output_gate(scalars.to(x.dtype)))
         aggregate = aggregate * self.xi.to(aggregate.dtype)[None, :, None] * gate[:, None, :].to(aggregate.dtype)
         return self.post_mix(aggregate)

@@ -14,8 +14,9 @@ import math
 import torch
 from torch import nn
 
-from dpa4_core.geometry.edge_cache import EdgeCache, degree_of_packed
+from dpa4_core.geometry.edge_cache import EdgeCache
 from dpa4_core.nn.norm import ScalarNorm
+from dpa4_core.nn.scatter import scatter_sum
 
 
 class NodeEmbedding(nn.Module):
@@ -43,7 +44,6 @@ class NodeEmbedding(nn.Module):
         # eps = 1: the Gram matrix -> 0 as the last neighbour leaves; a small eps would amplify it (a near-jump).
         self.film_norm = ScalarNorm(channels, eps=1.0, affine=False)
         self.log_scale = nn.Parameter(torch.full((2, channels), math.log(0.01)))
-        self.register_buffer("degree", torch.tensor(degree_of_packed(lmax)), persistent=False)
 
     def forward(self, numbers: torch.Tensor, cache: EdgeCache, phi: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
         """Args: ``numbers [N]``, ``cache``, ``phi [E, n_radial]`` (basis of r~), ``rho [E, L+1, C]``."""
@@ -56,16 +56,18 @@ class NodeEmbedding(nn.Module):
         g = self.filter_radial(phi.to(dtype)) + self.filter_src(numbers[src]) + self.filter_dst(numbers[dst])
         weight = (cache.gate[src] * cache.inv_sqrt_degree[dst]).to(dtype)
         outer = (weight[:, None, None] * u[:, :, None]) * g[:, None, :]
-        env = torch.zeros(n_atoms, 4, self.env_dim, dtype=outer.dtype, device=outer.device).index_add(0, dst, outer)
+        env = scatter_sum(outer, dst, n_atoms)
         gram = env.transpose(1, 2) @ env[:, :, : self.env_axis]  # [N, G, K], invariant
         film = self.film(gram.reshape(n_atoms, self.env_dim * self.env_axis)).view(n_atoms, 2, self.channels)
         film = self.film_norm(film)
         film = torch.exp(self.log_scale.to(film.dtype)) * torch.tanh(film)
         scalars = (1.0 + film[:, 0]) * self.types(numbers) + film[:, 1]
-        # l >= 1 from the harmonics of the edges
-        harmonics = cache.harmonics[:, 1:].to(dtype)  # [E, P-1]
-        rho_rows = rho[:, self.degree[1:]]  # [E, P-1, C]
-        messages = (weight[:, None, None] * harmonics[:, :, None]) * rho_rows
-        higher = torch.zeros(n_atoms, harmonics.shape[1], self.channels, dtype=messages.dtype,
-                             device=messages.device).index_add(0, dst, messages)
+        if self.lmax == 0:
+            return scalars[:, None].to(dtype)
+        # l >= 1 from the harmonics of the edges: one broadcast product per degree, so backward keeps
+        # rho [E, L+1, C] rather than its (2l+1)-fold expanded rows.
+        weighted = weight[:, None] * cache.harmonics[:, 1:].to(dtype)  # [E, P-1]
+        messages = torch.cat([weighted[:, l * l - 1:(l + 1) ** 2 - 1, None] * rho[:, l:l + 1]
+                              for l in range(1, self.lmax + 1)], dim=1)  # [E, P-1, C]
+        higher = scatter_sum(messages, dst, n_atoms)
         return torch.cat([scalars[:, None].to(higher.dtype), higher], dim=1)

@@ -139,3 +139,24 @@ def test_compiled_bf16_matches_eager_bf16(model, data):
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     model.zero_grad()
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def _saved_bytes(model, batch, labels, bf16: bool) -> int:
+    """Bytes of distinct storages the forward and the force graph save for the training backward."""
+    seen = {}
+
+    def pack(t):
+        seen[(t.untyped_storage().data_ptr(), t.dtype)] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        compute_loss(make_predictor(model, bf16=bf16)(batch), labels, batch.frame, LossWeights())
+    return sum(seen.values())
+
+
+def test_bf16_saves_at_most_0_6_of_fp32_activation_memory(model, data):
+    """The memory goal of bf16 training (<= 0.6x fp32), on what autograd keeps for backward: per-edge
+    messages are bf16 and no fp32 copy of them is saved (scatter_sum instead of index_add)."""
+    batch, labels = data
+    ratio = _saved_bytes(model, batch, labels, True) / _saved_bytes(model, batch, labels, False)
+    assert ratio <= 0.6, ratio
