@@ -78,6 +78,20 @@ def seeded_model(config, seed: int = 0, dtype: torch.dtype = torch.float64, nois
     return model.to(dtype).eval()
 
 
+def saved_tensor_bytes(fn):
+    """``(fn(), bytes)``: the result of ``fn`` and the bytes of the distinct storages autograd saved for backward
+    while it ran (views of one storage count once; a dtype cast is a new storage)."""
+    seen = {}
+
+    def pack(t):
+        seen[(t.untyped_storage().data_ptr(), t.dtype)] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sum(seen.values())
+
+
 def model_dtype(model: torch.nn.Module) -> torch.dtype:
     """Floating dtype of the model's parameters (float64 if it has none)."""
     for tensor in list(model.parameters()) + list(model.buffers()):

@@ -23,6 +23,7 @@ from dpa4_core.config import DPA4Config
 from dpa4_core.data.paths import vendored
 from dpa4_core.data.readers import read_pymatgen_json
 from dpa4_core.model.energy import DPA4
+from dpa4_core.testing import saved_tensor_bytes
 from dpa4_core.train.compile import CompileFallbackWarning, make_predictor
 from dpa4_core.train.dataset import FrameDataset
 from dpa4_core.train.loss import LossWeights, compute_loss
@@ -142,16 +143,9 @@ def test_compiled_bf16_matches_eager_bf16(model, data):
 
 
 def _saved_bytes(model, batch, labels, bf16: bool) -> int:
-    """Bytes of distinct storages the forward and the force graph save for the training backward."""
-    seen = {}
-
-    def pack(t):
-        seen[(t.untyped_storage().data_ptr(), t.dtype)] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        compute_loss(make_predictor(model, bf16=bf16)(batch), labels, batch.frame, LossWeights())
-    return sum(seen.values())
+    """Bytes the forward and the force graph save for the training backward."""
+    return saved_tensor_bytes(
+        lambda: compute_loss(make_predictor(model, bf16=bf16)(batch), labels, batch.frame, LossWeights()))[1]
 
 
 def test_bf16_saves_at_most_0_6_of_fp32_activation_memory(model, data):

@@ -5,19 +5,7 @@ from __future__ import annotations
 import torch
 
 from dpa4_core.nn.scatter import scatter_sum
-
-
-def _saved_storages(fn):
-    """Bytes of distinct storages saved for backward while running ``fn``."""
-    seen = {}
-
-    def pack(t):
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    return out, sum(seen.values())
+from dpa4_core.testing import saved_tensor_bytes
 
 
 def test_scatter_sum_equals_index_add_in_value_and_gradient():
@@ -37,9 +25,9 @@ def test_scatter_sum_equals_index_add_in_value_and_gradient():
 def test_scatter_sum_accumulates_in_the_requested_dtype_and_saves_only_the_index():
     values = torch.randn(500, 16, 8, dtype=torch.bfloat16, requires_grad=True)
     index = torch.randint(0, 20, (500,))
-    out, saved = _saved_storages(lambda: scatter_sum(values, index, 20, dtype=torch.float32))
+    out, saved = saved_tensor_bytes(lambda: scatter_sum(values, index, 20, dtype=torch.float32))
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, torch.zeros(20, 16, 8).index_add(0, index, values.float()))
     assert saved <= index.numel() * index.element_size()  # no copy of the [500, 16, 8] values is kept
-    _, saved_index_add = _saved_storages(lambda: torch.zeros(20, 16, 8).index_add(0, index, values.float()))
+    _, saved_index_add = saved_tensor_bytes(lambda: torch.zeros(20, 16, 8).index_add(0, index, values.float()))
     assert saved_index_add >= values.numel() * 4  # the control: index_add keeps the fp32 copy
