@@ -41,6 +41,10 @@ class DPA4Config:
             Gram matrix ``G_i = A_i^T A_i[:, :K]`` (initial FiLM embedding).
         readout_hidden: width of the residual scalar MLP of the energy readout.
         zbl: add the tapered ZBL pair repulsion.
+        zbl_taper_end: where ZBL's taper ends, as a fraction of the pair's covalent-radius sum (never before
+            ``r_out``). 1.0 gives metals a stiff repulsion near their bonds, which speeds up learning their
+            equation of state; molecules with double bonds (C=O at 0.88 of the sum) want 0.5, so that ZBL stays
+            off their bonds (see ``dpa4_core/model/zbl.py``).
         n_elements: size of the element tables (atomic numbers 0..118; 0 unused).
     """
 
@@ -66,6 +70,7 @@ class DPA4Config:
     env_axis: int = 4
     readout_hidden: int = 64
     zbl: bool = True
+    zbl_taper_end: float = 1.0
     n_elements: int = 119
 
     def __post_init__(self) -> None:
@@ -100,6 +105,9 @@ class DPA4Config:
             )
         if not isinstance(self.zbl, bool):
             raise ConfigError(f"DPA4Config.zbl must be a bool, got {self.zbl!r}")
+        taper = self.zbl_taper_end
+        if isinstance(taper, bool) or not isinstance(taper, (int, float)) or not 0.0 < taper <= 2.0:
+            raise ConfigError(f"DPA4Config.zbl_taper_end must be a number in (0, 2], got {taper!r}")
         if self.n_elements != 119:
             raise ConfigError(f"DPA4Config.n_elements must be 119 (atomic numbers 0..118), got {self.n_elements!r}")
 

@@ -66,7 +66,7 @@ class DPA4(nn.Module):
             for _ in range(c.n_blocks)
         )
         self.readout = EnergyReadout(c.channels, c.readout_hidden)
-        self.zbl = ZBL(c.cutoff) if c.zbl else None
+        self.zbl = ZBL(c.cutoff, r_min=c.r_out, taper_end=c.zbl_taper_end) if c.zbl else None
         self.register_buffer("energy_bias", torch.zeros(N_ELEMENTS))
 
     def edge_cache(self, edge_vec: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor, n_atoms: int,

@@ -1,8 +1,9 @@
 """Tapered ZBL repulsion and the composition bias (dpa4_core/model/zbl.py, dpa4_core/model/bias.py, spec 5).
 
 ZBL is compared with an independent restatement (``dpa4_core.testing.zbl_pair_energy/force``) and with its
-exact short-range limit ``k_e Z_i Z_j / r``; the taper is checked to be 1 at short range, exactly 0 past the
-covalent-radius sum and continuous in between. The bias fit is checked on real DFT energies through the normal
+exact short-range limit ``k_e Z_i Z_j / r``; the taper is checked to be 1 at short range, exactly 0 past its end (a fraction of
+the covalent-radius sum, or the zone-bridging radius r_out if larger) and continuous in between; ended at half
+the sum it leaves the bonds of real DFT frames alone. The bias fit is checked on real DFT energies through the normal
 equations of least squares, which hold only at the minimiser.
 """
 
@@ -39,21 +40,22 @@ def test_tapered_dimer_energy_and_force(z1, z2):
     zbl = ZBL(cutoff=6.0).double()
     numbers = torch.tensor([z1, z2])
     src, dst = torch.tensor([1, 0]), torch.tensor([0, 1])
-    r = torch.tensor([0.3, 0.3], dtype=torch.float64, requires_grad=True)
+    r = torch.tensor([0.2, 0.2], dtype=torch.float64, requires_grad=True)
     energy = zbl(r, numbers, src, dst, 2).sum()
-    # at 0.3 A the taper is exactly 1 for every pair (it starts at half the covalent-radius sum, >= 0.28 A)
-    assert energy.item() == pytest.approx(float(zbl_pair_energy(z1, z2, 0.3)), rel=1e-12)
+    # at 0.2 A the taper is exactly 1 for every pair (it starts at r_b / 2 >= r_min / 2 = 0.4 A)
+    assert energy.item() == pytest.approx(float(zbl_pair_energy(z1, z2, 0.2)), rel=1e-12)
     (g,) = torch.autograd.grad(energy, r)
     # dE/dr summed over both edge directions is the pair derivative -F
-    assert (g.sum()).item() == pytest.approx(-float(zbl_pair_force(z1, z2, 0.3)), rel=1e-10)
+    assert (g.sum()).item() == pytest.approx(-float(zbl_pair_force(z1, z2, 0.2)), rel=1e-10)
 
 
-def test_taper_is_one_then_smoothly_zero():
-    zbl = ZBL(cutoff=6.0).double()
+@pytest.mark.parametrize("taper_end", [1.0, 0.5])
+def test_taper_is_one_then_smoothly_zero(taper_end):
+    zbl = ZBL(cutoff=6.0, taper_end=taper_end).double()
     z = torch.tensor([14])
     r = torch.linspace(0.05, 6.5, 2001, dtype=torch.float64, requires_grad=True)
     taper = zbl.taper(r, z.expand(r.shape[0]), z.expand(r.shape[0]))
-    r_b = 2 * zbl.covalent_radii[14].item()
+    r_b = taper_end * 2 * zbl.covalent_radii[14].item()  # Si-Si: 2.22 or 1.11 A, both > r_min = 0.8 A
     t = taper.detach()
     assert torch.all(t[r.detach() <= 0.5 * r_b] == 1.0)
     assert torch.all(t[r.detach() >= r_b] == 0.0)
@@ -66,10 +68,54 @@ def test_taper_is_one_then_smoothly_zero():
 
 
 def test_zbl_is_zero_beyond_cutoff_even_for_large_radii():
-    zbl = ZBL(cutoff=3.0).double()
-    numbers = torch.tensor([55, 55])  # Cs: covalent-radius sum 4.88 A > cutoff, so the taper ends at r_c
-    r = torch.tensor([3.0, 3.0], dtype=torch.float64)
+    zbl = ZBL(cutoff=2.0, taper_end=0.5).double()
+    numbers = torch.tensor([55, 55])  # Cs: half the covalent-radius sum is 2.44 A > cutoff: the taper ends at r_c
+    r = torch.tensor([2.0, 2.0], dtype=torch.float64)
     assert torch.equal(zbl(r, numbers, torch.tensor([1, 0]), torch.tensor([0, 1]), 2), torch.zeros(2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dataset", ["botnet/dataset_acac/train_300K.xyz.gz", "maml_MoNbTaW/W_AIMD.json.gz", "maml_MoNbTaW/Ta_AIMD.json.gz"])
+def test_zbl_ended_at_half_the_covalent_sum_leaves_real_bonds_alone(dataset):
+    """With ``taper_end=0.5`` ZBL adds no force on DFT frames (acetylacetone at 300 K: C=O, C-H, O-H...O; W and Ta
+    AIMD). Ended at the full sum it puts 3.4 eV/A RMS on acetylacetone, which the network has to cancel."""
+    from dpa4_core.data.readers import read_frames
+    from dpa4_core.data.neighbors import neighbor_list
+
+    zbl = ZBL(cutoff=5.0, taper_end=0.5).double()
+    worst = 0.0
+    for frame in list(read_frames(vendored(dataset)))[:50]:
+        atoms = frame.atoms
+        src, dst, shift = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, 5.0)
+        numbers = torch.as_tensor(atoms.numbers)
+        pos = torch.as_tensor(atoms.positions, dtype=torch.float64).requires_grad_(True)
+        vec = pos[src] - pos[dst] + torch.as_tensor(shift, dtype=torch.float64) @ torch.as_tensor(atoms.cell.array)
+        energy = zbl(vec.norm(dim=1), numbers, torch.as_tensor(src), torch.as_tensor(dst), len(atoms)).sum()
+        (grad,) = torch.autograd.grad(energy, pos)
+        worst = max(worst, grad.abs().max().item())
+    assert worst == 0.0
+
+
+def test_taper_covers_the_zone_bridging_window_for_light_pairs():
+    """H-H: half the covalent-radius sum (0.31 A) is inside r_out, where the network is blind; r_b is r_out."""
+    zbl = ZBL(cutoff=5.0, r_min=0.8).double()
+    h = torch.tensor([1])
+    r = torch.tensor([0.39, 0.6, 0.79, 0.8], dtype=torch.float64)
+    taper = zbl.taper(r, h.expand(4), h.expand(4))
+    assert taper[0] == 1.0 and 0.0 < taper[2] < taper[1] < 1.0 and taper[3] == 0.0
+    with pytest.raises(ValueError, match="r_min"):
+        ZBL(cutoff=5.0, r_min=6.0)
+    with pytest.raises(ValueError, match="taper_end"):
+        ZBL(cutoff=5.0, taper_end=0.0)
+
+
+def test_model_passes_its_taper_settings_to_zbl():
+    from dpa4_core.config import ConfigError, DPA4Config
+    from dpa4_core.model.energy import DPA4
+
+    model = DPA4(DPA4Config.preset("tiny", r_out=0.9, zbl_taper_end=0.5))
+    assert (model.zbl.r_min, model.zbl.taper_end) == (0.9, 0.5)
+    with pytest.raises(ConfigError, match="zbl_taper_end"):
+        DPA4Config.preset("tiny", zbl_taper_end=-1.0)
 
 
 def _maml_frames(name: str):
@@ -114,3 +160,26 @@ def test_bias_single_element_is_mean_energy_per_atom():
 def test_bias_bad_input(numbers, energies, match):
     with pytest.raises(BiasFitError, match=match):
         fit_energy_bias(numbers, energies)
+
+
+def test_trainer_warns_when_zbl_acts_on_the_training_bonds(caplog):
+    """Acetylacetone: ZBL ended at the covalent-radius sum exerts ~3x the DFT force RMS; at half the sum, none."""
+    import logging
+
+    from dpa4_core.config import DPA4Config
+    from dpa4_core.model.energy import DPA4
+    from dpa4_core.train import load_dataset
+    from dpa4_core.train.setup import zbl_force_share
+    from dpa4_core.train.trainer import _warn_if_zbl_acts_on_bonds
+
+    frames = load_dataset(vendored("botnet", "dataset_acac", "train_300K.xyz.gz")).subset(np.arange(0, 500, 25))
+    at_sum = DPA4(DPA4Config.preset("tiny", cutoff=5.0))
+    at_half = DPA4(DPA4Config.preset("tiny", cutoff=5.0, zbl_taper_end=0.5))
+    assert zbl_force_share(at_sum, frames) > 2.0
+    assert zbl_force_share(at_half, frames) == 0.0
+    assert zbl_force_share(DPA4(DPA4Config.preset("tiny", zbl=False)), frames) is None
+    with caplog.at_level(logging.WARNING, logger="dpa4_core.train.trainer"):
+        _warn_if_zbl_acts_on_bonds(at_half, frames)
+        assert not caplog.records
+        _warn_if_zbl_acts_on_bonds(at_sum, frames)
+    assert "zbl_taper_end: 0.5" in caplog.text
