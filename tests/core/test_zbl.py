@@ -180,6 +180,7 @@ def test_trainer_warns_when_zbl_acts_on_the_training_bonds(caplog):
     assert zbl_force_share(DPA4(DPA4Config.preset("tiny", zbl=False)), frames) is None
     with caplog.at_level(logging.WARNING, logger="dpa4_core.train.trainer"):
         _warn_if_zbl_acts_on_bonds(at_half, frames)
+        _warn_if_zbl_acts_on_bonds(at_sum, frames, chosen=True)  # the recipe chose 1.0: not a warning
         assert not caplog.records
         _warn_if_zbl_acts_on_bonds(at_sum, frames)
     assert "zbl_taper_end: 0.5" in caplog.text
