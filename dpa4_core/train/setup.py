@@ -9,6 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from dpa4_core.model.derivatives import forces_and_virial
 from dpa4_core.model.zbl import ZBL
 from dpa4_core.train.config import BiasConfig
 from dpa4_core.train.dataset import FrameDataset
@@ -117,22 +118,21 @@ def initial_bias(model, dataset: FrameDataset, config: BiasConfig) -> None:
         set_energy_bias(model, isolated_atom_bias(config.isolated_atoms))
 
 
-def zbl_force_share(model, dataset: FrameDataset, max_frames: int = 64) -> float | None:
-    """RMS of the model's ZBL forces over the RMS of the DFT forces, on up to ``max_frames`` evenly spaced frames.
+def zbl_force_share(zbl: ZBL | None, dataset: FrameDataset, max_frames: int = 64) -> float | None:
+    """RMS of the ZBL forces over the RMS of the DFT forces, on up to ``max_frames`` evenly spaced frames.
 
     ZBL is a fixed term: the network has to learn to cancel whatever it adds on the training bonds, which slows
-    early training (see ``dpa4_core/model/zbl.py``). None when the model has no ZBL or there are no forces.
+    early training (see ``dpa4_core/model/zbl.py``). None without ZBL, frames or forces. Computed in fp64 (ZBL
+    follows the dtype of the distances it is given).
     """
-    zbl = getattr(model, "zbl", None)
     if zbl is None or len(dataset) == 0:
         return None
     indices = np.unique(np.linspace(0, len(dataset) - 1, min(len(dataset), max_frames)).round().astype(int))
-    batch, labels = dataset.batch(indices, cutoff=zbl.cutoff, dtype=torch.float64)
+    batch, labels = dataset.batch(indices, cutoff=zbl.cutoff, dtype=torch.float64,
+                                  device=zbl.covalent_radii.device)
     edge_vec = batch.edge_vectors().requires_grad_(True)
-    zbl = ZBL(zbl.cutoff, r_min=zbl.r_min, taper_end=zbl.taper_end).double()  # fp64 copy; the model is untouched
-    energy = zbl(edge_vec.norm(dim=1), batch.numbers, batch.edge_src, batch.edge_dst, batch.n_atoms).sum()
-    (grad,) = torch.autograd.grad(energy, edge_vec)
-    forces = torch.zeros(batch.n_atoms, 3, dtype=grad.dtype).index_add(0, batch.edge_dst, grad)
-    forces = forces.index_add(0, batch.edge_src, -grad)
+    energy = zbl(edge_vec.norm(dim=1), batch.numbers, batch.edge_src, batch.edge_dst, batch.n_atoms)
+    forces, _ = forces_and_virial(energy, edge_vec, batch.edge_src, batch.edge_dst, batch.n_atoms,
+                                  compute_virial=False)
     reference = labels.forces.pow(2).mean().sqrt().item()
     return forces.pow(2).mean().sqrt().item() / reference if reference > 0 else None

@@ -324,7 +324,7 @@ def _warn_if_zbl_acts_on_bonds(model, train_set, chosen: bool = False, threshold
     Both signs of the trade-off exceed 1 on real data (acetylacetone 3.3x, where ZBL hurts; the Mo-Nb-Ta-W set
     2.0x, where it helps the equation of state), so a recipe that sets ``zbl_taper_end`` itself is only logged.
     """
-    share = zbl_force_share(model, train_set)
+    share = zbl_force_share(getattr(model, "zbl", None), train_set)
     if share is None or share <= threshold:
         return
     message = ("ZBL puts %.2fx the DFT force RMS on the training frames (its taper ends at %.2f x the "
