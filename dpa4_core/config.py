@@ -40,6 +40,12 @@ class DPA4Config:
         env_dim, env_axis: width G of the environment-matrix filter and the number K of its columns in the
             Gram matrix ``G_i = A_i^T A_i[:, :K]`` (initial FiLM embedding).
         readout_hidden: width of the residual scalar MLP of the energy readout.
+        scalar_density: add the radial density ``n_i sum_j eta_j rho_ij,0`` to the initial l = 0 features,
+            the l = 0 term of the l >= 1 embedding (Y_00 = 1). An addition to the specification (which builds
+            l = 0 from the FiLM-modulated type embedding only): it gives the first block how many neighbours
+            sit how close as a sum, which metals' energies need and which the FiLM path (starting at 1% strength)
+            and the attention average deliver slowly (benchmarks/README.md, "density"). No extra parameters.
+            Checkpoints written before this field existed load with it off.
         zbl: add the tapered ZBL pair repulsion.
         zbl_taper_end: where ZBL's taper ends, as a fraction of the pair's covalent-radius sum (never before
             ``r_out``). 1.0 gives metals a stiff repulsion near their bonds, which speeds up learning their
@@ -69,6 +75,7 @@ class DPA4Config:
     env_dim: int = 16
     env_axis: int = 4
     readout_hidden: int = 64
+    scalar_density: bool = True
     zbl: bool = True
     zbl_taper_end: float = 1.0
     n_elements: int = 119
@@ -103,8 +110,9 @@ class DPA4Config:
                 f"DPA4Config needs 0 < r_in < r_out < cutoff, got r_in={self.r_in}, r_out={self.r_out}, "
                 f"cutoff={self.cutoff}"
             )
-        if not isinstance(self.zbl, bool):
-            raise ConfigError(f"DPA4Config.zbl must be a bool, got {self.zbl!r}")
+        for name in ("zbl", "scalar_density"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"DPA4Config.{name} must be a bool, got {getattr(self, name)!r}")
         taper = self.zbl_taper_end
         if isinstance(taper, bool) or not isinstance(taper, (int, float)) or not 0.0 < taper <= 2.0:
             raise ConfigError(f"DPA4Config.zbl_taper_end must be a number in (0, 2], got {taper!r}")
@@ -125,13 +133,17 @@ class DPA4Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DPA4Config:
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError` naming them."""
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError` naming them. A field added after
+        ``data`` was written takes the value that reproduces the model it describes (``FIELDS_ADDED_LATER``)."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown DPA4Config field(s) {unknown}; known fields are {sorted(known)}")
-        return cls(**data)
+        return cls(**{**FIELDS_ADDED_LATER, **data})
 
+
+# Fields whose default changed the model when they were added: their value in a stored config that lacks them.
+FIELDS_ADDED_LATER: dict[str, Any] = {"scalar_density": False}
 
 # Sizes: C = 64, M = 1 for the paper's models (spec section 6). The widths are ours, tuned so the parameter
 # counts land within 1% of the paper's (tests/core/test_config.py asserts 10%) while neo/air stay fast on CPU:

@@ -59,7 +59,8 @@ class DPA4(nn.Module):
         self.config = config
         c = config
         self.radial = RadialEmbedding(c.n_radial, c.radial_hidden, c.lmax, c.channels, c.cutoff, c.n_elements)
-        self.embedding = NodeEmbedding(c.channels, c.lmax, c.n_radial, c.env_dim, c.env_axis, c.n_elements)
+        self.embedding = NodeEmbedding(c.channels, c.lmax, c.n_radial, c.env_dim, c.env_axis, c.n_elements,
+                                       c.scalar_density)
         self.blocks = nn.ModuleList(
             InteractionBlock(c.channels, c.hidden, c.lmax, c.mmax, c.so2_layers, c.rank, c.attn_heads, c.attn_dim,
                              c.ffn, c.ffn_hidden, c.kmax, c.ffn_scalar_hidden)

@@ -3,7 +3,8 @@
 * l = 0: ``x_i0 = gamma * T[Z_i] + beta`` (FiLM), ``gamma = 1 + exp(lambda) tanh(N(W vec G_i))``,
   ``beta = exp(lambda') tanh(N(W' vec G_i))``, ``lambda, lambda'`` starting at ``log 0.01`` (near identity), and
   ``G_i = A_i^T A_i[:, :K]`` the rotation-invariant Gram matrix of the DeePMD-style environment matrix
-  ``A_i = n_i sum_j eta_j u_ij (x) g(r_ij, Z_i, Z_j)``, ``u = (s, s r_hat)``, ``s = E_5(r) / r``.
+  ``A_i = n_i sum_j eta_j u_ij (x) g(r_ij, Z_i, Z_j)``, ``u = (s, s r_hat)``, ``s = E_5(r) / r``; plus (our
+  addition, ``scalar_density``) the radial density ``n_i sum_j eta_j rho_ij,0``.
 * l >= 1: ``x_i,lm = n_i sum_j eta_j Y_lm(r_hat_ij) rho_ij,l`` with ``Y_l`` the m = 0 row of ``D^l(q_ij)``.
 """
 
@@ -29,11 +30,13 @@ class NodeEmbedding(nn.Module):
         env_dim: G, width of the environment filter ``g``.
         env_axis: K, Gram-matrix columns.
         n_elements: element table size.
+        scalar_density: add ``n_i sum_j eta_j rho_ij,0`` to the l = 0 features (``DPA4Config.scalar_density``).
     """
 
     def __init__(self, channels: int, lmax: int, n_radial: int, env_dim: int, env_axis: int,
-                 n_elements: int = 119) -> None:
+                 n_elements: int = 119, scalar_density: bool = True) -> None:
         super().__init__()
+        self.scalar_density = scalar_density
         self.channels, self.lmax, self.env_dim, self.env_axis = channels, lmax, env_dim, env_axis
         self.types = nn.Embedding(n_elements, channels)
         nn.init.normal_(self.types.weight, std=1.0)
@@ -62,6 +65,8 @@ class NodeEmbedding(nn.Module):
         film = self.film_norm(film)
         film = torch.exp(self.log_scale.to(film.dtype)) * torch.tanh(film)
         scalars = (1.0 + film[:, 0]) * self.types(numbers) + film[:, 1]
+        if self.scalar_density:  # the l = 0 term of the sum below (Y_00 = 1): a density, not only an average
+            scalars = scalars + scatter_sum(weight[:, None] * rho[:, 0], dst, n_atoms)
         if self.lmax == 0:
             return scalars[:, None].to(dtype)
         # l >= 1 from the harmonics of the edges: one broadcast product per degree, so backward keeps

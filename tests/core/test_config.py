@@ -36,6 +36,32 @@ def test_round_trip_and_overrides():
         DPA4Config.preset("huge")
 
 
+def test_a_config_written_before_scalar_density_loads_the_model_it_describes():
+    """Stored configs lack fields added later; those must take the value of the model that was stored."""
+    old = DPA4Config.preset("tiny").to_dict()
+    del old["scalar_density"]
+    assert DPA4Config.from_dict(old).scalar_density is False
+    assert DPA4Config.preset("tiny").scalar_density is True  # new models get the density
+
+
+def test_scalar_density_reaches_the_energy_without_new_parameters():
+    import torch
+
+    from dpa4_core.data.batch import AtomsBatch
+    from dpa4_core.data.paths import vendored
+    from dpa4_core.data.readers import read_frames
+
+    atoms = next(iter(read_frames(vendored("maml_MoNbTaW", "Mo_Surface.json.gz")))).atoms
+    torch.manual_seed(0)
+    with_density = DPA4(DPA4Config.preset("tiny"))
+    without = DPA4(DPA4Config.preset("tiny", scalar_density=False))
+    without.load_state_dict(with_density.state_dict())  # same parameter set: loads strictly
+    batch = AtomsBatch.from_atoms([atoms], cutoff=6.0, dtype=torch.float32)
+    e1 = with_density(batch, compute_forces=False, compute_stress=False)["energy"]
+    e0 = without(batch, compute_forces=False, compute_stress=False)["energy"]
+    assert not torch.allclose(e1, e0)
+
+
 @pytest.mark.parametrize(
     "changes,match",
     [
@@ -47,6 +73,7 @@ def test_round_trip_and_overrides():
         (dict(cutoff=-1.0), "cutoff"),
         (dict(hidden=30, attn_heads=4), "divisible"),
         (dict(zbl="yes"), "zbl"),
+        (dict(scalar_density=1), "scalar_density"),
     ],
 )
 def test_bad_values_raise_clear_errors(changes, match):
