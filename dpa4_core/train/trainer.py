@@ -140,12 +140,17 @@ def _atomic_save(obj, path: Path) -> None:
 
 
 def build_optimizers(model, config) -> list[torch.optim.Optimizer]:
-    """AdamW for everything, or Muon for 2-D weight matrices plus AdamW for the rest (``optim.optimizer``)."""
+    """AdamW for everything, or Muon for hidden 2-D weight matrices plus AdamW for the rest (``optim.optimizer``)."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = config.optim
     if opt.optimizer == "muon" and hasattr(torch.optim, "Muon"):
-        matrices = [p for p in params if p.ndim == 2]
-        others = [p for p in params if p.ndim != 2]
+        # Muon orthogonalises updates of hidden-layer matrices; lookup tables (a few rows get gradients) and
+        # 1 x n vectors (the energy head, where orthogonalising only normalises) stay with AdamW, as Muon's
+        # authors advise.
+        tables = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+        matrices = [p for p in params if p.ndim == 2 and min(p.shape) > 1 and id(p) not in tables]
+        chosen = {id(p) for p in matrices}
+        others = [p for p in params if id(p) not in chosen]
         optimizers = [torch.optim.Muon(matrices, lr=opt.lr, weight_decay=opt.weight_decay,
                                        adjust_lr_fn="match_rms_adamw")] if matrices else []
         if others:
