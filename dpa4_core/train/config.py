@@ -120,6 +120,12 @@ class TrainConfig(_Strict):
     optim: OptimConfig = OptimConfig()
     bias: BiasConfig = BiasConfig()
     steps: int = Field(1000, gt=0, description="optimizer steps in total")
+    time_limit_s: float | None = Field(
+        None, gt=0.0, description="stop after this much training time (s), or after `steps`, whichever comes "
+        "first; the learning-rate schedule then follows the larger of the two fractions done, so it still "
+        "decays to its end within the time")
+    time_clock: Literal["wall", "cpu"] = Field(
+        "wall", description="clock of time_limit_s: 'wall', or 'cpu' (CPU time of this process, all threads)")
     batch_size: int = Field(4, gt=0, description="frames per step (global, over all ranks)")
     valid_every: int = Field(100, gt=0)
     checkpoint_every: int = Field(100, gt=0)

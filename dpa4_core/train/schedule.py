@@ -29,6 +29,23 @@ def wsd_lr(step: int, total_steps: int, peak_lr: float, warmup_fraction: float =
     return peak_lr * (final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
+def wsd_lr_at(progress: float, peak_lr: float, warmup_fraction: float = 0.05, decay_fraction: float = 0.65,
+              final_ratio: float = 0.01) -> float:
+    """The warmup-stable-decay rate as a function of the fraction ``progress`` in [0, 1] of the run done.
+
+    For runs bounded by time, where the number of steps is not known in advance: the same shape as
+    :func:`wsd_lr`, on the fraction of the time budget used.
+    """
+    progress = min(max(float(progress), 0.0), 1.0)
+    if progress < warmup_fraction:
+        return peak_lr * max(progress / warmup_fraction, 1e-3)
+    decay_start = max(1.0 - decay_fraction, warmup_fraction)
+    if progress < decay_start or decay_fraction == 0.0:
+        return peak_lr
+    t = (progress - decay_start) / max(1.0 - decay_start, 1e-12)
+    return peak_lr * (final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * t)))
+
+
 class EMA:
     """Exponential moving average of a model's trainable floating-point parameters, used for evaluation.
 

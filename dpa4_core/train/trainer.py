@@ -9,7 +9,9 @@ Files written in ``output_dir`` (rank 0 only):
 
 Resume: the data order of step ``s`` is a pure function of ``(seed, s)`` and the learning rate of ``s`` a pure
 function of ``s``, so restarting from ``train_state.pt`` (written every ``checkpoint_every`` steps) continues the
-run exactly as if it had never stopped.
+run exactly as if it had never stopped. A run bounded by ``time_limit_s`` is the exception: its schedule follows
+the time used (saved with the state, so a restart continues the budget rather than starting it over), which
+depends on the machine's speed.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from tqdm.auto import tqdm
 from dpa4_core.train.config import TrainConfig, load_config
 from dpa4_core.train.dataset import FrameDataset, load_dataset, split_indices
 from dpa4_core.train.loss import LossWeights, MetricAccumulator, compute_loss
-from dpa4_core.train.schedule import EMA, wsd_lr
+from dpa4_core.train.schedule import EMA, wsd_lr, wsd_lr_at
 from dpa4_core.train.setup import (
     build_model,
     distributed_context,
@@ -209,7 +211,7 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
     weights = LossWeights(config.loss.energy, config.loss.forces, config.loss.stress, config.loss.kind,
                           config.loss.huber_delta)
     state_path = out / STATE_FILE
-    start, best_score, best_metrics = 0, math.inf, None
+    start, best_score, best_metrics, time_before = 0, math.inf, None, 0.0
     fingerprint = _fingerprint(config)
     if config.resume and state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=False)
@@ -222,6 +224,7 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
         ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["torch_rng"])
         start, best_score, best_metrics = state["step"], state["best_score"], state["best_metrics"]
+        time_before = float(state.get("time_used_s", 0.0))
         logger.info("resumed from %s at step %d", state_path, start)
     elif fit_bias:  # training from scratch (fine-tuning refits its bias and keeps its checkpoint's ZBL)
         initial_bias(model, train_set, config.bias)  # a buffer: the EMA of the parameters is unaffected
@@ -242,15 +245,31 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
 
     predictor = make_predictor(model, compile=config.compile, bf16=config.bf16)
     model.train()
-    bar = tqdm(total=config.steps, initial=start, disable=True if not (config.progress and ctx.is_main) else None,
+    limit = config.time_limit_s
+    clock = time.process_time if config.time_clock == "cpu" else time.perf_counter
+    clock0 = clock()
+
+    def time_used() -> float:  # training time of the whole run, restarts included
+        return time_before + clock() - clock0
+
+    # The bar counts steps, or seconds of the time limit when that bounds the run.
+    bar = tqdm(total=round(limit) if limit else config.steps, initial=round(min(time_before, limit)) if limit else start,
+               unit="s" if limit else "it", disable=True if not (config.progress and ctx.is_main) else None,
                desc="train", dynamic_ncols=True)
     t0 = time.perf_counter()
+    done, used = start, time_before
     for step in range(start, config.steps):
+        if limit is not None and used >= limit:
+            break
         global_idx = batch_indices(step, len(train_set), config.batch_size, config.seed)
         local_idx = ctx.shard(global_idx)
         batch, labels = train_set.batch(local_idx, cutoff, dtype, device)
-        lr = wsd_lr(step, config.steps, config.optim.lr, config.optim.warmup_fraction,
-                    config.optim.decay_fraction, config.optim.final_lr_ratio)
+        schedule = (config.optim.lr, config.optim.warmup_fraction, config.optim.decay_fraction,
+                    config.optim.final_lr_ratio)
+        if limit is None:
+            lr = wsd_lr(step, config.steps, *schedule)
+        else:  # whichever runs out first, steps or time, sets how far along the schedule we are
+            lr = wsd_lr_at(max(step / config.steps, used / limit), *schedule)
         for optimizer in optimizers:
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -272,9 +291,12 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
             parts = {k: float(ctx.all_reduce_mean(v)) for k, v in parts.items()}
         log.write({"step": done, "split": "train", "lr": lr, "loss": parts, "grad_norm": grad_norm,
                    "elapsed_s": time.perf_counter() - t0})
-        bar.set_postfix(loss=f"{parts['total']:.4g}", lr=f"{lr:.2e}")
-        bar.update(1)
-        last = done == config.steps
+        used = time_used()
+        if limit is not None and hasattr(ctx, "all_reduce_mean"):  # ranks agree on the rate and on when to stop
+            used = float(ctx.all_reduce_mean(used))
+        bar.set_postfix(loss=f"{parts['total']:.4g}", lr=f"{lr:.2e}", **({"step": done} if limit else {}))
+        bar.update(round(min(used, limit)) - bar.n if limit else 1)
+        last = done == config.steps or (limit is not None and used >= limit)
         if ctx.is_main and (done % config.valid_every == 0 or last):
             with ema.applied(model):
                 metrics = run_validation(model, valid_set, config.valid_batch_size,
@@ -287,16 +309,21 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
             save_model(out / "last.pt", done, best_metrics)
             _atomic_save({"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
                           "ema": ema.state_dict(), "torch_rng": torch.get_rng_state(), "step": done,
-                          "best_score": best_score, "best_metrics": best_metrics, "fingerprint": fingerprint},
+                          "best_score": best_score, "best_metrics": best_metrics, "fingerprint": fingerprint,
+                          "time_used_s": used},
                          state_path)
         ctx.barrier()
         if callback is not None:
             callback(done, parts)
+        if last:
+            break
     bar.close()
-    return _finish(config, model, ema, out, valid_set, test_set, log, extra_metrics, ctx)
+    if limit is not None and done < config.steps:
+        logger.info("time limit of %.0f s (%s clock) reached after %d steps", limit, config.time_clock, done)
+    return _finish(config, model, ema, out, valid_set, test_set, log, extra_metrics, ctx, done)
 
 
-def _finish(config, model, ema, out, valid_set, test_set, log, extra_metrics, ctx) -> TrainResult:
+def _finish(config, model, ema, out, valid_set, test_set, log, extra_metrics, ctx, step: int) -> TrainResult:
     """Final metrics of the best checkpoint on validation (and test), parity plots."""
     best_path, last_path = out / "best.pt", out / "last.pt"
     metrics: dict = {}
@@ -313,7 +340,7 @@ def _finish(config, model, ema, out, valid_set, test_set, log, extra_metrics, ct
             if test_set is not None and len(test_set):
                 metrics["test"] = run_validation(best, test_set, config.valid_batch_size).result()
         metrics.update(extra_metrics or {})
-        log.write({"step": config.steps, "split": "final", **metrics})
+        log.write({"step": step, "split": "final", **metrics})
         if config.plots:
             from dpa4_core.train.plots import parity_plots
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from dpa4_core.data.paths import vendored
 from dpa4_core.train import ConfigError, FinetuneConfig, TrainConfig, load_dataset, train
 from dpa4_core.train.config import load_config
 from dpa4_core.train.loss import LossWeights, MetricAccumulator, compute_loss
-from dpa4_core.train.schedule import EMA, wsd_lr
+from dpa4_core.train.schedule import EMA, wsd_lr, wsd_lr_at
 from dpa4_core.train.setup import fit_composition_bias, isolated_atom_bias
 
 from train_models import small_model
@@ -44,6 +45,39 @@ def test_wsd_schedule_warms_up_holds_and_decays():
     assert np.all(lrs[10:35] == peak)  # stable until the last 65%
     assert np.all(np.diff(lrs[35:]) <= 1e-18) and lrs[36] < peak
     assert lrs[-1] == pytest.approx(0.01 * peak)
+
+
+def test_wsd_schedule_on_the_fraction_done_matches_the_step_schedule():
+    total, peak = 400, 1e-3
+    by_step = np.array([wsd_lr(s, total, peak, 0.1, 0.65, 0.01) for s in range(total)])
+    by_fraction = np.array([wsd_lr_at(s / (total - 1), peak, 0.1, 0.65, 0.01) for s in range(total)])
+    np.testing.assert_allclose(by_fraction[60:], by_step[60:], rtol=0, atol=0.01 * peak)  # rounding of phase starts
+    assert wsd_lr_at(0.0, peak, 0.1) < 0.01 * peak and wsd_lr_at(1.0, peak, 0.1, 0.65, 0.01) == pytest.approx(0.01 * peak)
+    assert wsd_lr_at(2.0, peak) == wsd_lr_at(1.0, peak)  # past the end: stays at the final rate
+
+
+def test_time_limit_stops_the_run_and_decays_the_rate_within_it(tmp_path, monkeypatch):
+    # A clock that advances 0.05 s per reading (the trainer reads it twice per step): the run is
+    # deterministic however loaded the machine is.
+    ticks = iter(range(10**9))
+    monkeypatch.setattr(time, "perf_counter", lambda: 0.05 * next(ticks))
+    limit = 2.0
+    config = _config(tmp_path, steps=100_000, time_limit_s=limit, valid_every=10_000, checkpoint_every=10)
+    result = train(config, model=small_model())
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["split"] == "train"]
+    n_steps = len(train_rows)
+    assert 5 < n_steps < 40  # stopped by the clock, long before the 100000 steps
+    assert rows[-1]["split"] == "final" and rows[-1]["step"] == n_steps
+    lrs = np.array([r["lr"] for r in train_rows])
+    assert lrs.max() == pytest.approx(3e-3) and lrs[-1] < 0.5 * lrs.max()  # the decay happened inside the limit
+    assert result.last_checkpoint.exists()
+    # The used time is part of the state: a restart of a finished budget trains no further.
+    state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=False)
+    assert state["step"] == n_steps and state["time_used_s"] >= limit
+    train(config, model=small_model())
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r["split"] == "train" for r in rows) == n_steps
 
 
 def test_ema_tracks_and_restores_weights():
