@@ -44,7 +44,7 @@ class DPA4Config:
             the l = 0 term of the l >= 1 embedding (Y_00 = 1). An addition to the specification (which builds
             l = 0 from the FiLM-modulated type embedding only): it gives the first block how many neighbours
             sit how close as a sum, which metals' energies need and which the FiLM path (starting at 1% strength)
-            and the attention average deliver slowly (benchmarks/README.md, "density"). No extra parameters.
+            and the attention average deliver slowly (benchmarks/README.md, "the scalar density"). No extra parameters.
             Checkpoints written before this field existed load with it off.
         zbl: add the tapered ZBL pair repulsion.
         zbl_taper_end: where ZBL's taper ends, as a fraction of the pair's covalent-radius sum (never before

@@ -253,7 +253,8 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
         return time_before + clock() - clock0
 
     # The bar counts steps, or seconds of the time limit when that bounds the run.
-    bar = tqdm(total=round(limit) if limit else config.steps, initial=round(min(time_before, limit)) if limit else start,
+    total, initial = (round(limit), round(min(time_before, limit))) if limit else (config.steps, start)
+    bar = tqdm(total=total, initial=initial,
                unit="s" if limit else "it", disable=True if not (config.progress and ctx.is_main) else None,
                desc="train", dynamic_ncols=True)
     t0 = time.perf_counter()

@@ -52,7 +52,8 @@ def test_wsd_schedule_on_the_fraction_done_matches_the_step_schedule():
     by_step = np.array([wsd_lr(s, total, peak, 0.1, 0.65, 0.01) for s in range(total)])
     by_fraction = np.array([wsd_lr_at(s / (total - 1), peak, 0.1, 0.65, 0.01) for s in range(total)])
     np.testing.assert_allclose(by_fraction[60:], by_step[60:], rtol=0, atol=0.01 * peak)  # rounding of phase starts
-    assert wsd_lr_at(0.0, peak, 0.1) < 0.01 * peak and wsd_lr_at(1.0, peak, 0.1, 0.65, 0.01) == pytest.approx(0.01 * peak)
+    assert wsd_lr_at(0.0, peak, 0.1) < 0.01 * peak
+    assert wsd_lr_at(1.0, peak, 0.1, 0.65, 0.01) == pytest.approx(0.01 * peak)
     assert wsd_lr_at(2.0, peak) == wsd_lr_at(1.0, peak)  # past the end: stays at the final rate
 
 
