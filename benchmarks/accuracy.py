@@ -11,7 +11,8 @@ step count that the budget decides), saves checkpoints often, and the newest che
     ours     `dpa4 train` (dpa4_core.train), preset "tiny" with cutoff 5 A (``--preset``, ``--cutoff``), ZBL taper
              ending at half the covalent-radius sum (``--zbl-taper-end``; off the sampled bonds, as only
              energies and forces are fitted), MSE loss 1:100 like MACE's, Muon (2-D weights) + AdamW (the rest)
-             lr 5e-3 (``--optimizer``), eager fp32, last.pt (EMA weights) saved every 2 steps
+             lr 5e-3 (``--optimizer``), eager fp32, validation (20 frames) every 100 steps (MACE validates once
+             per epoch, 125 steps), last.pt (EMA weights) saved every 2 steps
     deepmd   `dp --pt train` (deepmd-kit 3.2.0), model "dpa4" (Air defaults), newest model.ckpt-N.pt (save_freq 2)
     mace     `mace_run_train` (mace-torch 0.3.16), small CPU MACE (below); newest checkpoint (MACE saves one after each
              epoch whose validation loss improved, EMA weights), exported to a .model by a restart with no epochs left
@@ -68,8 +69,9 @@ def _pick(groups: np.ndarray, sizes: dict[str, int], rng: np.random.Generator) -
     return out
 
 
-def load_split(name: str, seed: int, n_train: int, n_valid: int, n_test: int) -> dict[str, list]:
-    """Labelled frames ``{"train", "valid", "test"}`` (lists of ``dpa4_core.data.readers.Frame``).
+def load_split(name: str, seed: int, n_train: int, n_valid: int, n_test: int, n_extra: int = 0) -> dict[str, list]:
+    """Labelled frames ``{"train", "valid", "test"}`` (lists of ``dpa4_core.data.readers.Frame``), plus ``"extra"``
+    (monbtaw only: ``n_extra`` more held-out frames, drawn after the others so that they leave the split unchanged).
 
     acac: ``n_train + n_valid`` frames drawn (seeded) from BOTNet's ``train_300K`` (500 frames), test frames from
     ``test_MD_300K`` (``n_test`` of 650, seeded). monbtaw: all vendored maml Mo-Nb-Ta-W files, stratified over the
@@ -90,29 +92,34 @@ def load_split(name: str, seed: int, n_train: int, n_valid: int, n_test: int) ->
     if name == "monbtaw":
         frames = list(read_frames(vendored("maml_MoNbTaW")))
         groups = np.array([f.group for f in frames])
-        picked = _pick(groups, {"test": n_test, "valid": n_valid, "train": n_train}, rng)
+        picked = _pick(groups, {"test": n_test, "valid": n_valid, "train": n_train, "extra": n_extra}, rng)
         return {split: [frames[i] for i in idx] for split, idx in picked.items()}
     raise ValueError(f"unknown dataset {name!r}; choose 'acac' or 'monbtaw'")
 
 
-def write_split(frames: dict[str, list], out: Path) -> dict[str, Path]:
-    """extxyz files (``energy=``/``forces`` through ASE's calculator fields and ``REF_energy``/``REF_forces`` for
-    MACE) and DeePMD npy systems (one per atom-type sequence) of the same frames."""
+def write_extxyz(frames: list, path: Path) -> Path:
+    """One extxyz file: labels as ASE's calculator fields (``energy=``/``forces``) and as ``REF_energy``/
+    ``REF_forces`` (MACE's keys)."""
     import ase.io
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    out.mkdir(parents=True, exist_ok=True)
+    images = []
+    for f in frames:
+        atoms = f.atoms.copy()
+        atoms.info["REF_energy"] = f.energy
+        atoms.arrays["REF_forces"] = np.asarray(f.forces, dtype=float)
+        atoms.calc = SinglePointCalculator(atoms, energy=f.energy, forces=f.forces)
+        images.append(atoms)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ase.io.write(path, images, format="extxyz")
+    return path
+
+
+def write_split(frames: dict[str, list], out: Path) -> dict[str, Path]:
+    """extxyz files (``write_extxyz``) and DeePMD npy systems (one per atom-type sequence) of the same frames."""
     paths = {}
     for split, items in frames.items():
-        images = []
-        for f in items:
-            atoms = f.atoms.copy()
-            atoms.info["REF_energy"] = f.energy
-            atoms.arrays["REF_forces"] = np.asarray(f.forces, dtype=float)
-            atoms.calc = SinglePointCalculator(atoms, energy=f.energy, forces=f.forces)
-            images.append(atoms)
-        paths[split] = out / f"{split}.extxyz"
-        ase.io.write(paths[split], images, format="extxyz")
+        paths[split] = write_extxyz(items, out / f"{split}.extxyz")
         write_deepmd(items, out / f"deepmd_{split}")
     return paths
 
@@ -205,7 +212,7 @@ def train_ours(split: dict[str, Path], run: Path, budget_s: float, threads: int,
         "loss": {"energy": 1.0, "forces": 100.0, "stress": 0.0, "kind": "mse"},
         "optim": {"optimizer": optimizer, "lr": 5e-3, "warmup_fraction": 0.0, "decay_fraction": 0.0,
                   "ema_decay": 0.99},
-        "steps": 1_000_000, "batch_size": BATCH_SIZE, "valid_every": 10, "checkpoint_every": 2,
+        "steps": 1_000_000, "batch_size": BATCH_SIZE, "valid_every": 100, "checkpoint_every": 2,
         "valid_batch_size": 10, "max_valid_frames": 20, "output_dir": str(run), "seed": 0, "plots": False,
         "progress": False, "resume": False,
     }
@@ -327,8 +334,11 @@ def evaluate_trainer(kind: str, model: Path, test_path: Path, ref_frames: list, 
 def run_dataset(name: str, args, work: Path) -> dict:
     """Split, train the three (one at a time) and evaluate; results per trainer."""
     sizes = {"acac": (450, 50, args.acac_test), "monbtaw": (args.monbtaw_train, 50, args.monbtaw_test)}[name]
-    frames = load_split(name, args.seed, *sizes)
+    frames = load_split(name, args.seed, *sizes, n_extra=args.monbtaw_extra_test if name == "monbtaw" else 0)
+    extra = frames.pop("extra", [])
     split = write_split(frames, work / name / "split")
+    if extra:  # evaluation only, after training: the trainers never see these frames
+        extra_path = write_extxyz(extra, work / name / "split" / "extra_test.extxyz")
     type_map = sorted({s for f in frames["train"] for s in f.atoms.get_chemical_symbols()})
     results = {}
     for kind in args.trainers:
@@ -350,11 +360,15 @@ def run_dataset(name: str, args, work: Path) -> dict:
                 raise RuntimeError(f"{kind} left no checkpoint in {run} (see {run / 'train.log'})")
             stats.update(evaluate_trainer(kind, model, split["test"], frames["test"], args.threads,
                                           run / "predict.log"))
+            if extra:
+                stats["extra_test"] = evaluate_trainer(kind, model, extra_path, extra, args.threads,
+                                                       run / "predict_extra.log")
         except RuntimeError as exc:  # report the failure, still run the others
             stats["error"] = str(exc)
         results[kind] = stats
         print(f"[{name}] {kind}: {json.dumps(stats)}", flush=True)
-    return {"sizes": dict(zip(("train", "valid", "test"), sizes)), "results": results}
+    return {"sizes": dict(zip(("train", "valid", "test"), sizes)), "extra_test_frames": len(extra),
+            "results": results}
 
 
 def table(name: str, block: dict) -> str:
@@ -373,6 +387,16 @@ def table(name: str, block: dict) -> str:
         if "force_rmse" in res.get("ours", {}) and "force_rmse" in res.get(peer, {}):
             block[f"ours_over_{peer}"] = res["ours"]["force_rmse"] / res[peer]["force_rmse"]
             rows.append(f"force RMSE ours/{peer} = {block[f'ours_over_{peer}']:.2f}")
+    if block.get("extra_test_frames"):
+        rows.append(f"extra held-out set ({block['extra_test_frames']} frames): "
+                    + ", ".join(f"{kind} F RMSE {r['extra_test']['force_rmse']:.1f} E RMSE "
+                                f"{r['extra_test']['energy_rmse']:.2f}"
+                                for kind, r in res.items() if "extra_test" in r))
+        for peer in ("mace", "deepmd"):
+            if "extra_test" in res.get("ours", {}) and "extra_test" in res.get(peer, {}):
+                block[f"extra_ours_over_{peer}"] = (res["ours"]["extra_test"]["force_rmse"]
+                                                    / res[peer]["extra_test"]["force_rmse"])
+                rows.append(f"extra force RMSE ours/{peer} = {block[f'extra_ours_over_{peer}']:.2f}")
     return "\n".join(rows)
 
 
@@ -398,6 +422,8 @@ def main(argv=None) -> int:
     parser.add_argument("--acac-test", type=int, default=100, help="test frames drawn from test_MD_300K (of 650)")
     parser.add_argument("--monbtaw-train", type=int, default=500)
     parser.add_argument("--monbtaw-test", type=int, default=40)
+    parser.add_argument("--monbtaw-extra-test", type=int, default=0,
+                        help="also evaluate on this many more held-out Mo-Nb-Ta-W frames (split unchanged)")
     parser.add_argument("--work-dir", default="runs/accuracy")
     parser.add_argument("--skip-train", action="store_true", help="evaluate the checkpoints already in --work-dir")
     args = parser.parse_args(argv)
@@ -412,8 +438,8 @@ def main(argv=None) -> int:
         print(table(name, report["datasets"][name]), flush=True)
     (work / f"report_{'_'.join(args.datasets)}.json").write_text(json.dumps(report, indent=1))
     print(f"command: {command}")
-    summary = {f"{n}_ours_over_{p}": round(b[f"ours_over_{p}"], 3) for n, b in report["datasets"].items()
-               for p in ("mace", "deepmd") if f"ours_over_{p}" in b}
+    summary = {f"{n}_{e}ours_over_{p}": round(b[f"{e}ours_over_{p}"], 3) for n, b in report["datasets"].items()
+               for e in ("", "extra_") for p in ("mace", "deepmd") if f"{e}ours_over_{p}" in b}
     print(" ".join(f"{k}={v}" for k, v in summary.items()) or "no_ratio=1")
     return 0
 
