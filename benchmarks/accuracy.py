@@ -11,7 +11,7 @@ step count that the budget decides), saves checkpoints often, and the newest che
     ours     `dpa4 train` (dpa4_core.train), preset "tiny" with cutoff 5 A (``--preset``, ``--cutoff``), ZBL taper
              ending at half the covalent-radius sum (``--zbl-taper-end``; off the sampled bonds, as only
              energies and forces are fitted), MSE loss 1:100 like MACE's, Muon (2-D weights) + AdamW (the rest)
-             lr 5e-3 (``--optimizer``), eager fp32, validation (20 frames) every 100 steps (MACE validates once
+             lr 5e-3 (``--optimizer``, ``--lr``), eager fp32, validation (20 frames) every 100 steps (MACE validates once
              per epoch, 125 steps), last.pt (EMA weights) saved every 2 steps
     deepmd   `dp --pt train` (deepmd-kit 3.2.0), model "dpa4" (Air defaults), newest model.ckpt-N.pt (save_freq 2)
     mace     `mace_run_train` (mace-torch 0.3.16), small CPU MACE (below); newest checkpoint (MACE saves one after each
@@ -200,7 +200,7 @@ def thread_env(threads: int, peers: bool) -> dict:
 
 # ---------------------------------------------------------------------------------------------------- trainers
 def train_ours(split: dict[str, Path], run: Path, budget_s: float, threads: int, preset: str,
-               cutoff: float, zbl_taper_end: float, optimizer: str) -> tuple[dict, Path]:
+               cutoff: float, zbl_taper_end: float, optimizer: str, lr: float) -> tuple[dict, Path]:
     """`dpa4 train` with a constant learning rate (no warm-up/decay: the budget decides the step count) and
     MACE's loss (MSE, energy per atom : forces = 1 : 100), since the benchmark compares force RMSE."""
     import yaml
@@ -210,7 +210,7 @@ def train_ours(split: dict[str, Path], run: Path, budget_s: float, threads: int,
         "model": {"preset": preset, "dtype": "float32",
                   "overrides": {"cutoff": cutoff, "zbl_taper_end": zbl_taper_end}},
         "loss": {"energy": 1.0, "forces": 100.0, "stress": 0.0, "kind": "mse"},
-        "optim": {"optimizer": optimizer, "lr": 5e-3, "warmup_fraction": 0.0, "decay_fraction": 0.0,
+        "optim": {"optimizer": optimizer, "lr": lr, "warmup_fraction": 0.0, "decay_fraction": 0.0,
                   "ema_decay": 0.99},
         "steps": 1_000_000, "batch_size": BATCH_SIZE, "valid_every": 100, "checkpoint_every": 2,
         "valid_batch_size": 10, "max_valid_frames": 20, "output_dir": str(run), "seed": 0, "plots": False,
@@ -350,7 +350,7 @@ def run_dataset(name: str, args, work: Path) -> dict:
                 stats, model = saved["stats"], Path(saved["model"])
             elif kind == "ours":
                 stats, model = train_ours(split, run, args.budget_s, args.threads, args.preset, args.cutoff,
-                                           args.zbl_taper_end, args.optimizer)
+                                           args.zbl_taper_end, args.optimizer, args.lr)
             elif kind == "deepmd":
                 stats, model = train_deepmd(split, run, args.budget_s, args.threads, type_map)
             else:
@@ -418,6 +418,7 @@ def main(argv=None) -> int:
     parser.add_argument("--zbl-taper-end", type=float, default=0.5,
                         help="our DPA4Config.zbl_taper_end (fraction of the covalent-radius sum where ZBL ends)")
     parser.add_argument("--optimizer", choices=["muon", "adamw"], default="muon", help="our optim.optimizer")
+    parser.add_argument("--lr", type=float, default=5e-3, help="our (constant) learning rate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--acac-test", type=int, default=100, help="test frames drawn from test_MD_300K (of 650)")
     parser.add_argument("--monbtaw-train", type=int, default=500)
