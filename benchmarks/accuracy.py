@@ -10,9 +10,9 @@ step count that the budget decides), saves checkpoints often, and the newest che
 
     ours     `dpa4 train` (dpa4_core.train), preset "tiny" with cutoff 5 A (``--preset``, ``--cutoff``), ZBL taper
              ending at half the covalent-radius sum (``--zbl-taper-end``; off the sampled bonds, as only
-             energies and forces are fitted), MSE loss 1:100 like MACE's, Muon (2-D weights) + AdamW (the rest)
-             lr 5e-3 (``--optimizer``, ``--lr``), eager fp32, validation (20 frames) every 100 steps (MACE validates once
-             per epoch, 125 steps), last.pt (EMA weights) saved every 2 steps
+             energies and forces are fitted), MSE loss 1:100 like MACE's, Muon (hidden matrices) + AdamW (rest)
+             lr 5e-3 (``--optimizer``, ``--lr``), eager fp32, validation (20 frames) every 100 steps (MACE
+             validates once per epoch, 125 steps), last.pt (EMA weights) saved every 2 steps
     deepmd   `dp --pt train` (deepmd-kit 3.2.0), model "dpa4" (Air defaults), newest model.ckpt-N.pt (save_freq 2)
     mace     `mace_run_train` (mace-torch 0.3.16), small CPU MACE (below); newest checkpoint (MACE saves one after each
              epoch whose validation loss improved, EMA weights), exported to a .model by a restart with no epochs left

@@ -25,8 +25,7 @@ def wsd_lr(step: int, total_steps: int, peak_lr: float, warmup_fraction: float =
         return peak_lr * (step + 1) / warmup
     if step < decay_start or decay == 0:
         return peak_lr
-    t = min((step - decay_start) / max(total_steps - decay_start - 1, 1), 1.0)
-    return peak_lr * (final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * t)))
+    return _cosine_decay(peak_lr, final_ratio, min((step - decay_start) / max(total_steps - decay_start - 1, 1), 1.0))
 
 
 def wsd_lr_at(progress: float, peak_lr: float, warmup_fraction: float = 0.05, decay_fraction: float = 0.65,
@@ -42,7 +41,11 @@ def wsd_lr_at(progress: float, peak_lr: float, warmup_fraction: float = 0.05, de
     decay_start = max(1.0 - decay_fraction, warmup_fraction)
     if progress < decay_start or decay_fraction == 0.0:
         return peak_lr
-    t = (progress - decay_start) / max(1.0 - decay_start, 1e-12)
+    return _cosine_decay(peak_lr, final_ratio, (progress - decay_start) / max(1.0 - decay_start, 1e-12))
+
+
+def _cosine_decay(peak_lr: float, final_ratio: float, t: float) -> float:
+    """``peak_lr`` at ``t = 0`` down to ``final_ratio * peak_lr`` at ``t = 1``, on a half cosine."""
     return peak_lr * (final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
