@@ -248,10 +248,8 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
     limit = config.time_limit_s
     clock = time.process_time if config.time_clock == "cpu" else time.perf_counter
     clock0 = clock()
-
-    def time_used() -> float:  # training time of the whole run, restarts included
-        return time_before + clock() - clock0
-
+    schedule = (config.optim.lr, config.optim.warmup_fraction, config.optim.decay_fraction,
+                config.optim.final_lr_ratio)
     # The bar counts steps, or seconds of the time limit when that bounds the run.
     total, initial = (round(limit), round(min(time_before, limit))) if limit else (config.steps, start)
     bar = tqdm(total=total, initial=initial,
@@ -265,8 +263,6 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
         global_idx = batch_indices(step, len(train_set), config.batch_size, config.seed)
         local_idx = ctx.shard(global_idx)
         batch, labels = train_set.batch(local_idx, cutoff, dtype, device)
-        schedule = (config.optim.lr, config.optim.warmup_fraction, config.optim.decay_fraction,
-                    config.optim.final_lr_ratio)
         if limit is None:
             lr = wsd_lr(step, config.steps, *schedule)
         else:  # whichever runs out first, steps or time, sets how far along the schedule we are
@@ -292,7 +288,7 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
             parts = {k: float(ctx.all_reduce_mean(v)) for k, v in parts.items()}
         log.write({"step": done, "split": "train", "lr": lr, "loss": parts, "grad_norm": grad_norm,
                    "elapsed_s": time.perf_counter() - t0})
-        used = time_used()
+        used = time_before + clock() - clock0  # training time of the whole run, restarts included
         if limit is not None and hasattr(ctx, "all_reduce_mean"):  # ranks agree on the rate and on when to stop
             used = float(ctx.all_reduce_mean(used))
         bar.set_postfix(loss=f"{parts['total']:.4g}", lr=f"{lr:.2e}", **({"step": done} if limit else {}))
