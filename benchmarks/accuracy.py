@@ -383,20 +383,21 @@ def table(name: str, block: dict) -> str:
         rows.append(f"{kind:8s} {r['cpu_s']:7.0f} {r['wall_s']:7.0f} {r.get('steps', 0):6d} {r['energy_rmse']:8.2f} "
                     f"{r['energy_mae']:8.2f} {r['force_rmse']:8.1f} {r['force_mae']:8.1f}")
     res = block["results"]
-    for peer in ("mace", "deepmd"):
-        if "force_rmse" in res.get("ours", {}) and "force_rmse" in res.get(peer, {}):
-            block[f"ours_over_{peer}"] = res["ours"]["force_rmse"] / res[peer]["force_rmse"]
-            rows.append(f"force RMSE ours/{peer} = {block[f'ours_over_{peer}']:.2f}")
-    if block.get("extra_test_frames"):
-        rows.append(f"extra held-out set ({block['extra_test_frames']} frames): "
-                    + ", ".join(f"{kind} F RMSE {r['extra_test']['force_rmse']:.1f} E RMSE "
-                                f"{r['extra_test']['energy_rmse']:.2f}"
-                                for kind, r in res.items() if "extra_test" in r))
+
+    def ratios(prefix: str, errors_of: dict) -> None:  # ours / each peer, in ``block`` and as table rows
         for peer in ("mace", "deepmd"):
-            if "extra_test" in res.get("ours", {}) and "extra_test" in res.get(peer, {}):
-                block[f"extra_ours_over_{peer}"] = (res["ours"]["extra_test"]["force_rmse"]
-                                                    / res[peer]["extra_test"]["force_rmse"])
-                rows.append(f"extra force RMSE ours/{peer} = {block[f'extra_ours_over_{peer}']:.2f}")
+            if "ours" in errors_of and peer in errors_of:
+                block[f"{prefix}ours_over_{peer}"] = errors_of["ours"]["force_rmse"] / errors_of[peer]["force_rmse"]
+                rows.append(f"{prefix.replace('_', ' ')}force RMSE ours/{peer} = "
+                            f"{block[f'{prefix}ours_over_{peer}']:.2f}")
+
+    ratios("", {kind: r for kind, r in res.items() if "force_rmse" in r})
+    extra_errors = {kind: r["extra_test"] for kind, r in res.items() if "extra_test" in r}
+    if extra_errors:
+        rows.append(f"extra held-out set ({block['extra_test_frames']} frames): "
+                    + ", ".join(f"{kind} F RMSE {e['force_rmse']:.1f} E RMSE {e['energy_rmse']:.2f}"
+                                for kind, e in extra_errors.items()))
+        ratios("extra_", extra_errors)
     return "\n".join(rows)
 
 
