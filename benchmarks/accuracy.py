@@ -1,18 +1,21 @@
 """Accuracy at equal CPU budget: our DPA4 vs the authors' reference DPA4 (deepmd-kit) vs MACE (issue 3).
 
-    OMP_NUM_THREADS=2 python benchmarks/accuracy.py --budget-s 300 --datasets acac monbtaw
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/accuracy.py --budget-s 300 --datasets acac monbtaw
 
 Every trainer gets the same seeded split (written once under ``--work-dir``: extxyz for ours and MACE, DeePMD npy
-folders for deepmd-kit, all from the same frames), runs as its own process with 2 threads, and is killed when the
-CPU time of its process tree (user + system, children included, start-up and data loading included) reaches
-``--budget-s``. Wall time is reported beside it. Each trainer uses a constant learning rate (no schedule depends on a
+folders for deepmd-kit, all from the same frames), runs as its own process with one thread (``--threads``: under a
+CPU-time budget one thread is the most efficient for every trainer, since a second one never doubles the speed), and
+is killed when the CPU time of its process tree (user + system, children included, start-up and data loading
+included) reaches ``--budget-s``. Wall time is reported beside it. Each trainer uses a constant learning rate (no schedule depends on a
 step count that the budget decides), saves checkpoints often, and the newest checkpoint it left is evaluated:
 
     ours     `dpa4 train` (dpa4_core.train), preset "tiny" with cutoff 5 A (``--preset``, ``--cutoff``), ZBL taper
              ending at half the covalent-radius sum (``--zbl-taper-end``; off the sampled bonds, as only
              energies and forces are fitted), MSE loss 1:100 like MACE's, Muon (hidden matrices) + AdamW (rest)
              lr 5e-3 (``--optimizer``, ``--lr``), eager fp32, validation (20 frames) every 100 steps (MACE
-             validates once per epoch, 125 steps), last.pt (EMA weights) saved every 2 steps
+             validates once per epoch, 125 steps); it stops itself ``STARTUP_MARGIN_S`` CPU seconds before the
+             budget (``time_limit_s``, CPU clock of its training loop) and saves last.pt (EMA weights) there, so it
+             checkpoints every 100 steps instead of every 2 (saving the state every 2 steps costs ~15% of a step)
     deepmd   `dp --pt train` (deepmd-kit 3.2.0), model "dpa4" (Air defaults), newest model.ckpt-N.pt (save_freq 2)
     mace     `mace_run_train` (mace-torch 0.3.16), small CPU MACE (below); newest checkpoint (MACE saves one after each
              epoch whose validation loss improved, EMA weights), exported to a .model by a restart with no epochs left
@@ -40,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
 TRAINERS = ("ours", "deepmd", "mace")
 BATCH_SIZE = 4  # frames per optimiser step, the same for all three
+STARTUP_MARGIN_S = 8.0  # our trainer's start-up (imports, data, bias fit) and final save, outside its loop clock
 # Small MACE for CPU (MACE paper / mace-torch README defaults, narrowed): 32 channels, L=1 messages, body order 4.
 MACE_ARGS = ["--model=MACE", "--num_channels=32", "--max_L=1", "--correlation=3", "--r_max=5.0",
              "--num_radial_basis=8", "--num_cutoff_basis=5", "--lr=0.01", "--ema", "--ema_decay=0.99", "--amsgrad",
@@ -169,6 +173,26 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process, its process group and every descendant (torchrun's workers start their own sessions,
+    so the group alone would miss them)."""
+    import psutil
+
+    try:
+        procs = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        procs = []
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def run_with_budget(cmd: list[str], cwd: Path, budget_s: float, env: dict, log: Path) -> dict:
     """Run ``cmd`` in its own process group; kill the group once its CPU time reaches ``budget_s``.
 
@@ -181,7 +205,7 @@ def run_with_budget(cmd: list[str], cwd: Path, budget_s: float, env: dict, log: 
         while proc.poll() is None:
             cpu = max(cpu, tree_cpu_seconds(proc.pid))
             if cpu >= budget_s:
-                os.killpg(proc.pid, signal.SIGKILL)  # the group we created: the trainer and its workers only
+                kill_tree(proc.pid)
                 killed = True
                 proc.wait()
                 break
@@ -200,7 +224,7 @@ def thread_env(threads: int, peers: bool) -> dict:
 
 # ---------------------------------------------------------------------------------------------------- trainers
 def train_ours(split: dict[str, Path], run: Path, budget_s: float, threads: int, preset: str,
-               cutoff: float, zbl_taper_end: float, optimizer: str, lr: float) -> tuple[dict, Path]:
+               overrides: dict, optimizer: str, lr: float) -> tuple[dict, Path]:
     """`dpa4 train` with a constant learning rate (no warm-up/decay: the budget decides the step count) and
     MACE's loss (MSE, energy per atom : forces = 1 : 100), since the benchmark compares force RMSE."""
     import yaml
@@ -208,11 +232,12 @@ def train_ours(split: dict[str, Path], run: Path, budget_s: float, threads: int,
     config = {
         "data": {"train": [str(split["train"])], "valid": [str(split["valid"])]},
         "model": {"preset": preset, "dtype": "float32",
-                  "overrides": {"cutoff": cutoff, "zbl_taper_end": zbl_taper_end}},
+                  "overrides": overrides},
         "loss": {"energy": 1.0, "forces": 100.0, "stress": 0.0, "kind": "mse"},
         "optim": {"optimizer": optimizer, "lr": lr, "warmup_fraction": 0.0, "decay_fraction": 0.0,
                   "ema_decay": 0.99},
-        "steps": 1_000_000, "batch_size": BATCH_SIZE, "valid_every": 100, "checkpoint_every": 2,
+        "steps": 1_000_000, "time_limit_s": budget_s - STARTUP_MARGIN_S, "time_clock": "cpu",
+        "batch_size": BATCH_SIZE, "valid_every": 100, "checkpoint_every": 100,
         "valid_batch_size": 10, "max_valid_frames": 20, "output_dir": str(run), "seed": 0, "plots": False,
         "progress": False, "resume": False,
     }
@@ -349,8 +374,9 @@ def run_dataset(name: str, args, work: Path) -> dict:
                 saved = json.loads((run / "train_stats.json").read_text())
                 stats, model = saved["stats"], Path(saved["model"])
             elif kind == "ours":
-                stats, model = train_ours(split, run, args.budget_s, args.threads, args.preset, args.cutoff,
-                                           args.zbl_taper_end, args.optimizer, args.lr)
+                overrides = {"cutoff": args.cutoff, "zbl_taper_end": args.zbl_taper_end, **args.model_override}
+                stats, model = train_ours(split, run, args.budget_s, args.threads, args.preset, overrides,
+                                          args.optimizer, args.lr)
             elif kind == "deepmd":
                 stats, model = train_deepmd(split, run, args.budget_s, args.threads, type_map)
             else:
@@ -401,6 +427,20 @@ def table(name: str, block: dict) -> str:
     return "\n".join(rows)
 
 
+def _override(text: str) -> tuple[str, object]:
+    import yaml
+
+    field, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
+    return field, yaml.safe_load(value)
+
+
+class _MergeOverrides(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, {**getattr(namespace, self.dest), **dict(values)})
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command")
@@ -409,15 +449,17 @@ def main(argv=None) -> int:
     p.add_argument("model")
     p.add_argument("frames")
     p.add_argument("out")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     parser.add_argument("--budget-s", type=float, default=300.0, help="CPU seconds per trainer per dataset")
     parser.add_argument("--datasets", nargs="+", default=["acac", "monbtaw"], choices=["acac", "monbtaw"])
     parser.add_argument("--trainers", nargs="+", default=list(TRAINERS), choices=TRAINERS)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="threads per trainer (and per evaluation)")
     parser.add_argument("--preset", default="tiny", help="our DPA4Config preset")
     parser.add_argument("--cutoff", type=float, default=5.0, help="our cutoff in A (MACE's r_max is 5.0)")
     parser.add_argument("--zbl-taper-end", type=float, default=0.5,
                         help="our DPA4Config.zbl_taper_end (fraction of the covalent-radius sum where ZBL ends)")
+    parser.add_argument("--model-override", nargs="*", default={}, metavar="FIELD=VALUE", type=_override,
+                        action=_MergeOverrides, help="more DPA4Config fields for ours (YAML values)")
     parser.add_argument("--optimizer", choices=["muon", "adamw"], default="muon", help="our optim.optimizer")
     parser.add_argument("--lr", type=float, default=5e-3, help="our (constant) learning rate")
     parser.add_argument("--seed", type=int, default=0)
