@@ -6,8 +6,8 @@ Every trainer gets the same seeded split (written once under ``--work-dir``: ext
 folders for deepmd-kit, all from the same frames), runs as its own process with one thread (``--threads``: under a
 CPU-time budget one thread is the most efficient for every trainer, since a second one never doubles the speed), and
 is killed when the CPU time of its process tree (user + system, children included, start-up and data loading
-included) reaches ``--budget-s``. Wall time is reported beside it. Each trainer uses a constant learning rate (no schedule depends on a
-step count that the budget decides), saves checkpoints often, and the newest checkpoint it left is evaluated:
+included) reaches ``--budget-s``. Wall time is reported beside it. Each trainer uses a constant learning rate (no
+schedule depends on a step count that the budget decides), and the newest checkpoint it left is evaluated:
 
     ours     `dpa4 train` (dpa4_core.train), preset "tiny" with cutoff 5 A (``--preset``, ``--cutoff``), ZBL taper
              ending at half the covalent-radius sum (``--zbl-taper-end``; off the sampled bonds, as only
@@ -194,7 +194,7 @@ def kill_tree(pid: int) -> None:
 
 
 def run_with_budget(cmd: list[str], cwd: Path, budget_s: float, env: dict, log: Path) -> dict:
-    """Run ``cmd`` in its own process group; kill the group once its CPU time reaches ``budget_s``.
+    """Run ``cmd`` in its own process group; kill its process tree once its CPU time reaches ``budget_s``.
 
     Returns ``{"cpu_s", "wall_s", "killed", "returncode"}``.
     """
