@@ -14,9 +14,9 @@ rate (no schedule depends on a step count that the budget decides), and the newe
              ending at half the covalent-radius sum (``--zbl-taper-end``; off the sampled bonds, as only
              energies and forces are fitted), MSE loss 1:100 like MACE's, Muon (hidden matrices) + AdamW (rest)
              lr 5e-3 (``--optimizer``, ``--lr``), eager fp32, validation (20 frames) every 100 steps (MACE
-             validates once per epoch, 125 steps); it stops itself ``STARTUP_MARGIN_S`` CPU seconds before the
-             budget (``time_limit_s``, CPU clock of its training loop) and saves last.pt (EMA weights) there, so it
-             checkpoints every 100 steps instead of every 2 (saving the state every 2 steps costs ~15% of a step)
+             validates once per epoch, 125 steps); it stops itself ``STARTUP_MARGIN_S`` seconds before the budget
+             (``time_limit_s`` on the budget's clock, counted by its training loop) and saves last.pt (EMA weights),
+             so it checkpoints every 100 steps instead of every 2 (saving the state every 2 steps costs ~15% of a step)
     deepmd   `dp --pt train` (deepmd-kit 3.2.0), model "dpa4" (Air defaults), newest model.ckpt-N.pt (save_freq 2)
     mace     `mace_run_train` (mace-torch 0.3.16), small CPU MACE (below); newest checkpoint (MACE saves one after each
              epoch whose validation loss improved, EMA weights), exported to a .model by a restart with no epochs left
