@@ -386,7 +386,7 @@ def run_dataset(name: str, args, work: Path) -> dict:
                 saved = json.loads((run / "train_stats.json").read_text())
                 stats, model = saved["stats"], Path(saved["model"])
             elif kind == "ours":
-                overrides = {"cutoff": args.cutoff, "zbl_taper_end": args.zbl_taper_end, **args.model_override}
+                overrides = {"cutoff": args.cutoff, "zbl_taper_end": args.zbl_taper_end, **dict(args.model_override)}
                 stats, model = train_ours(split, run, budget, args.threads, args.preset, overrides,
                                           args.optimizer, args.lr)
             elif kind == "deepmd":
@@ -448,11 +448,6 @@ def _override(text: str) -> tuple[str, object]:
     return field, yaml.safe_load(value)
 
 
-class _MergeOverrides(argparse.Action):
-    def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, {**getattr(namespace, self.dest), **dict(values)})
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command")
@@ -472,8 +467,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cutoff", type=float, default=5.0, help="our cutoff in A (MACE's r_max is 5.0)")
     parser.add_argument("--zbl-taper-end", type=float, default=0.5,
                         help="our DPA4Config.zbl_taper_end (fraction of the covalent-radius sum where ZBL ends)")
-    parser.add_argument("--model-override", nargs="*", default={}, metavar="FIELD=VALUE", type=_override,
-                        action=_MergeOverrides, help="more DPA4Config fields for ours (YAML values)")
+    parser.add_argument("--model-override", nargs="*", action="extend", default=[], metavar="FIELD=VALUE",
+                        type=_override, help="more DPA4Config fields for ours (YAML values; the last one wins)")
     parser.add_argument("--optimizer", choices=["muon", "adamw"], default="muon", help="our optim.optimizer")
     parser.add_argument("--lr", type=float, default=5e-3, help="our (constant) learning rate")
     parser.add_argument("--seed", type=int, default=0)
