@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from dpa4_core.train.config import TrainConfig, load_config
 from dpa4_core.train.dataset import FrameDataset, load_dataset, split_indices
 from dpa4_core.train.loss import LossWeights, MetricAccumulator, compute_loss
+from dpa4_core.train.optim import build_optimizers
 from dpa4_core.train.schedule import EMA, wsd_lr, wsd_lr_at
 from dpa4_core.train.setup import (
     build_model,
@@ -139,28 +140,6 @@ def _atomic_save(obj, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def build_optimizers(model, config) -> list[torch.optim.Optimizer]:
-    """AdamW for everything, or Muon for hidden 2-D weight matrices plus AdamW for the rest (``optim.optimizer``)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = config.optim
-    if opt.optimizer == "muon" and hasattr(torch.optim, "Muon"):
-        # Muon orthogonalises updates of hidden-layer matrices; lookup tables (a few rows get gradients) and
-        # 1 x n vectors (the energy head, where orthogonalising only normalises) stay with AdamW, as Muon's
-        # authors advise.
-        tables = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
-        matrices = [p for p in params if p.ndim == 2 and min(p.shape) > 1 and id(p) not in tables]
-        chosen = {id(p) for p in matrices}
-        others = [p for p in params if id(p) not in chosen]
-        optimizers = [torch.optim.Muon(matrices, lr=opt.lr, weight_decay=opt.weight_decay,
-                                       adjust_lr_fn="match_rms_adamw")] if matrices else []
-        if others:
-            optimizers.append(torch.optim.AdamW(others, lr=opt.lr, weight_decay=opt.weight_decay))
-        return optimizers
-    if opt.optimizer == "muon":
-        logger.warning("torch.optim.Muon is not available in torch %s; using AdamW", torch.__version__)
-    return [torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay)]
 
 
 class _Log:
