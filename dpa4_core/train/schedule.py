@@ -69,9 +69,9 @@ class EMA:
     def update(self, model: torch.nn.Module) -> None:
         self.updates += 1
         d = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
-        for name, param in model.named_parameters():
-            if name in self.shadow:
-                self.shadow[name].mul_(d).add_(param.detach(), alpha=1.0 - d)
+        params = dict(model.named_parameters())
+        # one multi-tensor kernel for all parameters: a loop over ~100 small tensors costs ~1 ms a step on CPU
+        torch._foreach_lerp_(list(self.shadow.values()), [params[n].detach() for n in self.shadow], 1.0 - d)
 
     @contextmanager
     def applied(self, model: torch.nn.Module):
