@@ -7,16 +7,20 @@ folders for deepmd-kit, all from the same frames), runs as its own process with 
 CPU-time budget one thread is the most efficient for every trainer, since a second one never doubles the speed), and
 is killed when the CPU time of its process tree (user + system, children included, start-up and data loading
 included) reaches ``--budget-s``. Wall time is reported beside it. ``--clock wall --threads 2`` budgets elapsed time
-instead, each trainer using both cores as it can (on a quiet machine only). Each trainer uses a constant learning
-rate (no schedule depends on a step count that the budget decides), and the newest checkpoint it left is evaluated:
+instead, each trainer using both cores as it can (on a quiet machine only). No schedule depends on a step count
+that the budget decides: the peers run at a constant learning rate (their trainers have no schedule on the time
+used; MACE's default ReduceLROnPlateau waits 50 epochs, more than it reaches), ours decays its rate over the last
+30% of the budget's time (``time_limit_s``, ``--decay-fraction``); the newest checkpoint each trainer left is
+evaluated:
 
     ours     `dpa4 train` (dpa4_core.train), preset "tiny" with cutoff 5 A (``--preset``, ``--cutoff``), ZBL taper
              ending at half the covalent-radius sum (``--zbl-taper-end``; off the sampled bonds, as only
              energies and forces are fitted), MSE loss 1:100 like MACE's, Muon (hidden matrices) + AdamW (rest)
-             lr 5e-3 (``--optimizer``, ``--lr``), eager fp32, validation (20 frames) every 100 steps (MACE
-             validates once per epoch, 125 steps); it stops itself ``STARTUP_MARGIN_S`` seconds before the budget
-             (``time_limit_s`` on the budget's clock, counted by its training loop) and saves last.pt (EMA weights),
-             so it checkpoints every 100 steps instead of every 2 (saving the state every 2 steps costs ~15% of a step)
+             lr 5e-3 (``--optimizer``, ``--lr``), cosine decay to 1% over the last 30% of the time, eager fp32,
+             validation (20 frames) every 100 steps (MACE validates once per epoch, 125 steps); it stops itself
+             ``STARTUP_MARGIN_S`` seconds before the budget (``time_limit_s`` on the budget's clock, counted by its
+             training loop) and saves last.pt (EMA weights), so it checkpoints every 100 steps instead of every 2
+             (saving the state every 2 steps costs ~15% of a step)
     deepmd   `dp --pt train` (deepmd-kit 3.2.0), model "dpa4" (Air defaults), newest model.ckpt-N.pt (save_freq 2)
     mace     `mace_run_train` (mace-torch 0.3.16), small CPU MACE (below); newest checkpoint (MACE saves one after each
              epoch whose validation loss improved, EMA weights), exported to a .model by a restart with no epochs left
@@ -235,9 +239,10 @@ def thread_env(threads: int, peers: bool) -> dict:
 
 # ---------------------------------------------------------------------------------------------------- trainers
 def train_ours(split: dict[str, Path], run: Path, budget: Budget, threads: int, preset: str,
-               overrides: dict, optimizer: str, lr: float) -> tuple[dict, Path]:
-    """`dpa4 train` with a constant learning rate (no warm-up/decay: the budget decides the step count) and
-    MACE's loss (MSE, energy per atom : forces = 1 : 100), since the benchmark compares force RMSE."""
+               overrides: dict, optimizer: str, lr: float, decay_fraction: float) -> tuple[dict, Path]:
+    """`dpa4 train` with no warm-up, a rate that decays over the last ``decay_fraction`` of the time budget (the
+    trainer's schedule follows the time used when ``time_limit_s`` bounds the run) and MACE's loss (MSE, energy
+    per atom : forces = 1 : 100), since the benchmark compares force RMSE."""
     import yaml
 
     config = {
@@ -245,7 +250,7 @@ def train_ours(split: dict[str, Path], run: Path, budget: Budget, threads: int, 
         "model": {"preset": preset, "dtype": "float32",
                   "overrides": overrides},
         "loss": {"energy": 1.0, "forces": 100.0, "stress": 0.0, "kind": "mse"},
-        "optim": {"optimizer": optimizer, "lr": lr, "warmup_fraction": 0.0, "decay_fraction": 0.0,
+        "optim": {"optimizer": optimizer, "lr": lr, "warmup_fraction": 0.0, "decay_fraction": decay_fraction,
                   "ema_decay": 0.99},
         "steps": 1_000_000, "time_limit_s": budget.seconds - STARTUP_MARGIN_S, "time_clock": budget.clock,
         "batch_size": BATCH_SIZE, "valid_every": 100, "checkpoint_every": 100,
@@ -280,13 +285,14 @@ def train_deepmd(split: dict[str, Path], run: Path, budget: Budget, threads: int
     return stats, (ckpts[-1] if ckpts else run / "model.ckpt.pt")
 
 
-def train_mace(split: dict[str, Path], run: Path, budget: Budget, threads: int):
-    """`mace_run_train` with ``MACE_ARGS``; then a restart with ``max_num_epochs`` = the saved epoch exports the
-    newest checkpoint as ``mace.model`` without further training (outside the budget)."""
+def train_mace(split: dict[str, Path], run: Path, budget: Budget, threads: int, extra: list[str]):
+    """`mace_run_train` with ``MACE_ARGS`` (then ``extra``, which overrides them); then a restart with
+    ``max_num_epochs`` = the saved epoch exports the newest checkpoint as ``mace.model`` without further training
+    (outside the budget)."""
     run.mkdir(parents=True, exist_ok=True)
     exe = str(PEERS_PYTHON.parent / "mace_run_train")
     base = [exe, "--name=mace", f"--train_file={split['train']}", f"--valid_file={split['valid']}",
-            f"--work_dir={run}", *MACE_ARGS]
+            f"--work_dir={run}", *MACE_ARGS, *extra]
     env = thread_env(threads, peers=True)
     stats = run_with_budget(base, run, budget, env, run / "train.log")
     ckpts = sorted((run / "checkpoints").glob("*_epoch-*.pt"), key=lambda p: int(p.stem.split("-")[-1]))
@@ -388,11 +394,11 @@ def run_dataset(name: str, args, work: Path) -> dict:
             elif kind == "ours":
                 overrides = {"cutoff": args.cutoff, "zbl_taper_end": args.zbl_taper_end, **dict(args.model_override)}
                 stats, model = train_ours(split, run, budget, args.threads, args.preset, overrides,
-                                          args.optimizer, args.lr)
+                                          args.optimizer, args.lr, args.decay_fraction)
             elif kind == "deepmd":
                 stats, model = train_deepmd(split, run, budget, args.threads, type_map)
             else:
-                stats, model = train_mace(split, run, budget, args.threads)
+                stats, model = train_mace(split, run, budget, args.threads, args.mace_arg)
             (run / "train_stats.json").write_text(json.dumps({"stats": stats, "model": str(model)}))
             if not model.exists():
                 raise RuntimeError(f"{kind} left no checkpoint in {run} (see {run / 'train.log'})")
@@ -470,7 +476,11 @@ def main(argv=None) -> int:
     parser.add_argument("--model-override", nargs="*", action="extend", default=[], metavar="FIELD=VALUE",
                         type=_override, help="more DPA4Config fields for ours (YAML values; the last one wins)")
     parser.add_argument("--optimizer", choices=["muon", "adamw"], default="muon", help="our optim.optimizer")
-    parser.add_argument("--lr", type=float, default=5e-3, help="our (constant) learning rate")
+    parser.add_argument("--lr", type=float, default=5e-3, help="our peak learning rate")
+    parser.add_argument("--decay-fraction", type=float, default=0.3,
+                        help="ours: cosine decay of the rate over this last fraction of the time budget")
+    parser.add_argument("--mace-arg", nargs="*", action="extend", default=[], metavar="--OPTION=VALUE",
+                        help="more mace_run_train options (after MACE_ARGS, so they override them)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--acac-test", type=int, default=100, help="test frames drawn from test_MD_300K (of 650)")
     parser.add_argument("--monbtaw-train", type=int, default=500)
