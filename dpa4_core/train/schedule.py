@@ -69,6 +69,8 @@ class EMA:
     def update(self, model: torch.nn.Module) -> None:
         self.updates += 1
         d = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+        if not self.shadow:  # everything frozen (and foreach ops reject empty lists)
+            return
         params = dict(model.named_parameters())
         # one multi-tensor kernel for all parameters: a loop over ~100 small tensors costs ~1 ms a step on CPU
         torch._foreach_lerp_(list(self.shadow.values()), [params[n].detach() for n in self.shadow], 1.0 - d)

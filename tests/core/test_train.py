@@ -97,6 +97,20 @@ def test_ema_tracks_and_restores_weights():
     torch.testing.assert_close(model.weight.detach(), start + 6.0)
 
 
+def test_ema_first_update_weight_and_frozen_parameters():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+    model[1].requires_grad_(False)  # frozen: not averaged
+    ema = EMA(model, decay=0.9)
+    start = model[0].weight.detach().clone()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    ema.update(model)  # decay_t = min(0.9, 2 / 11): the shadow moves 9/11 of the way
+    torch.testing.assert_close(ema.shadow["0.weight"], start + 9.0 / 11.0)
+    assert set(ema.shadow) == {"0.weight", "0.bias"}
+    model.requires_grad_(False)
+    EMA(model).update(model)  # nothing to average: a no-op, not an error
+
+
 def test_loss_and_metrics_match_hand_computation():
     ds = load_dataset(SURFACE).subset([0, 1, 2])
     batch, labels = ds.batch([0, 1, 2], cutoff=5.0, dtype=torch.float64)
