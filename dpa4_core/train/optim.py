@@ -45,11 +45,11 @@ def build_optimizers(model: torch.nn.Module, config) -> list[torch.optim.Optimiz
     return [torch.optim.AdamW(params, **adamw)]
 
 
-def _muon_base() -> type:
-    return getattr(torch.optim, "Muon", torch.optim.Optimizer)  # build_optimizers never picks Muon without it
+# torch < 2.9 has no Muon; build_optimizers falls back to AdamW there, so the class only needs to be definable
+_TORCH_MUON = getattr(torch.optim, "Muon", torch.optim.Optimizer)
 
 
-class GroupedMuon(_muon_base()):
+class GroupedMuon(_TORCH_MUON):
     """``torch.optim.Muon`` with the Newton-Schulz iteration batched over matrices of equal shape (see module
     docstring). Same arguments as ``torch.optim.Muon``."""
 
