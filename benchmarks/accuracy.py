@@ -480,7 +480,8 @@ def main(argv=None) -> int:
     parser.add_argument("--decay-fraction", type=float, default=0.3,
                         help="ours: cosine decay of the rate over this last fraction of the time budget")
     parser.add_argument("--mace-arg", nargs="*", action="extend", default=[], metavar="--OPTION=VALUE",
-                        help="more mace_run_train options (after MACE_ARGS, so they override them)")
+                        help="more mace_run_train options, written --mace-arg=--OPTION=VALUE (after MACE_ARGS, so they "
+                             "override them)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--acac-test", type=int, default=100, help="test frames drawn from test_MD_300K (of 650)")
     parser.add_argument("--monbtaw-train", type=int, default=500)

@@ -26,7 +26,10 @@ from dpa4_core.train.setup import build_model, initial_bias, make_predictor
 from dpa4_core.train.trainer import batch_indices, prepare_data
 
 
-TORCH_MUON_ARGS = ("lr", "weight_decay", "momentum", "nesterov", "ns_coefficients", "eps", "ns_steps", "adjust_lr_fn")
+def _as_torch_muon(grouped: GroupedMuon) -> torch.optim.Optimizer:
+    """torch.optim.Muon on the same parameters with the same settings."""
+    names = ("lr", "weight_decay", "momentum", "nesterov", "ns_coefficients", "eps", "ns_steps", "adjust_lr_fn")
+    return torch.optim.Muon(grouped.param_groups[0]["params"], **{k: grouped.defaults[k] for k in names})
 
 
 def main() -> None:
@@ -44,9 +47,7 @@ def main() -> None:
     ema = EMA(model, config.optim.ema_decay)
     optimizers = build_optimizers(model, config)
     if args.torch_muon:
-        optimizers = [torch.optim.Muon(o.param_groups[0]["params"], **{k: v for k, v in o.defaults.items() if k in
-                                                                          TORCH_MUON_ARGS}) if isinstance(o, GroupedMuon)
-                      else o for o in optimizers]
+        optimizers = [_as_torch_muon(o) if isinstance(o, GroupedMuon) else o for o in optimizers]
     weights = LossWeights(config.loss.energy, config.loss.forces, config.loss.stress, config.loss.kind,
                           config.loss.huber_delta)
     predictor = make_predictor(model, compile=config.compile, bf16=config.bf16)
