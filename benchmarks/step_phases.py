@@ -48,8 +48,7 @@ def main() -> None:
     optimizers = build_optimizers(model, config)
     if args.torch_muon:
         optimizers = [_as_torch_muon(o) if isinstance(o, GroupedMuon) else o for o in optimizers]
-    weights = LossWeights(config.loss.energy, config.loss.forces, config.loss.stress, config.loss.kind,
-                          config.loss.huber_delta)
+    weights = LossWeights.from_config(config.loss)
     predictor = make_predictor(model, compile=config.compile, bf16=config.bf16)
     phases = ["batch", "forward+loss", "backward"] + [type(o).__name__ for o in optimizers] + ["ema"]
     times = {name: [] for name in phases + ["step"]}

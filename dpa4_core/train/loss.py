@@ -30,6 +30,11 @@ class LossWeights:
     kind: str = "mae"
     huber_delta: float = 0.01
 
+    @classmethod
+    def from_config(cls, loss) -> LossWeights:
+        """From the ``loss`` section of a ``TrainConfig``."""
+        return cls(loss.energy, loss.forces, loss.stress, loss.kind, loss.huber_delta)
+
 
 def _penalty(error: torch.Tensor, kind: str, delta: float) -> torch.Tensor:
     """Elementwise penalty of a non-negative error."""

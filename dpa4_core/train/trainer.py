@@ -187,8 +187,7 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
     cutoff = model.config.cutoff
     ema = EMA(model, config.optim.ema_decay)
     optimizers = build_optimizers(model, config)
-    weights = LossWeights(config.loss.energy, config.loss.forces, config.loss.stress, config.loss.kind,
-                          config.loss.huber_delta)
+    weights = LossWeights.from_config(config.loss)
     state_path = out / STATE_FILE
     start, best_score, best_metrics, time_before = 0, math.inf, None, 0.0
     fingerprint = _fingerprint(config)
