@@ -22,7 +22,7 @@ from dpa4_core.train.config import TrainConfig, load_config
 from dpa4_core.train.loss import LossWeights, compute_loss
 from dpa4_core.train.optim import GroupedMuon, build_optimizers
 from dpa4_core.train.schedule import EMA
-from dpa4_core.train.setup import build_model, initial_bias, make_predictor
+from dpa4_core.train.setup import build_model, initial_bias, make_predictor, model_dtype
 from dpa4_core.train.trainer import batch_indices, prepare_data
 
 
@@ -50,12 +50,13 @@ def main() -> None:
         optimizers = [_as_torch_muon(o) if isinstance(o, GroupedMuon) else o for o in optimizers]
     weights = LossWeights.from_config(config.loss)
     predictor = make_predictor(model, compile=config.compile, bf16=config.bf16)
+    dtype = model_dtype(model)  # the batch in the model's dtype, as the trainer builds it
     phases = ["batch", "forward+loss", "backward"] + [type(o).__name__ for o in optimizers] + ["ema"]
     times = {name: [] for name in phases + ["step"]}
     for step in range(args.steps):
         marks = [time.perf_counter()]
         batch, labels = train_set.batch(batch_indices(step, len(train_set), config.batch_size, config.seed),
-                                        model.config.cutoff, torch.float32, "cpu")
+                                        model.config.cutoff, dtype, "cpu")
         marks.append(time.perf_counter())
         loss, _ = compute_loss(predictor(batch), labels, batch.frame, weights)
         marks.append(time.perf_counter())
