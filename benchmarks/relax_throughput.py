@@ -4,7 +4,7 @@
 lattice constants, strained and rattled, plus real DFT solid-solution cells from data/maml_MoNbTaW, rattled)
 are relaxed (FIRE, FrechetCellFilter, fmax and max_steps equal for both) with
 
-1. ``dpa4_core.batch.relax_batch`` (all structures in flight, one model call per step), and
+1. ``dpa4_core.dynamics.relax_batch`` (all structures in flight, one model call per step), and
 2. ASE: ``FIRE(FrechetCellFilter(atoms))`` with ``DPA4Calculator`` on each structure in turn,
 
 and the script prints relaxations per hour (wall clock and CPU time) for both, the ratio, and how closely the two
@@ -29,7 +29,7 @@ from ase.build import bulk
 from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE, LBFGS
 
-from dpa4_core.batch import relax_batch
+from dpa4_core.dynamics import relax_batch
 from dpa4_core.calculator import DPA4Calculator
 from dpa4_core.data.paths import vendored
 from dpa4_core.data.readers import read_pymatgen_json
@@ -68,7 +68,7 @@ def candidates(n: int, seed: int = 0) -> list:
 def load_model(seed: int = 0):
     from dpa4_core import DPA4, DPA4Config
 
-    from dpa4_core.model.checkpoint import CheckpointError, load_checkpoint
+    from dpa4_core.io.checkpoint import CheckpointError, load_checkpoint
 
     why = "no starter checkpoint yet"
     if STARTER.is_file():

@@ -38,7 +38,7 @@ def _docs(n: int, seed: int = 0) -> list[dict]:
 
 
 def _make(kind: str, where: Path):
-    from dpa4_flows.store import embedded_store, memory_store, monty_store
+    from dpa4_flows.execution.stores import embedded_store, memory_store, monty_store
 
     if kind == "sqlite":
         return embedded_store(where / "jobs.sqlite")

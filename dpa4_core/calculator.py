@@ -39,7 +39,7 @@ def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 def _resolve_model(model: DPA4 | str | os.PathLike | None, checkpoint: str | os.PathLike | None) -> DPA4:
-    from dpa4_core.model.checkpoint import load_checkpoint
+    from dpa4_core.io.checkpoint import load_checkpoint
 
     if model is not None and checkpoint is not None:
         raise CalculatorSetupError("give either model or checkpoint, not both")
@@ -107,7 +107,7 @@ class DPA4Calculator(Calculator):
         cls, path: str | os.PathLike, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
         **kwargs: Any,
     ) -> DPA4Calculator:
-        """Calculator for the model stored in ``path`` (see ``dpa4_core.model.checkpoint``)."""
+        """Calculator for the model stored in ``path`` (see ``dpa4_core.io.checkpoint``)."""
         return cls(checkpoint=path, device=device, dtype=dtype, **kwargs)
 
     def _list_still_valid(self, atoms: Atoms) -> bool:

@@ -115,7 +115,7 @@ class BatchRelaxDoc(BaseModel):
 
     results: list[RelaxedStructure] = Field(description="One result per input structure, in input order.")
     model_id: str | None = Field(None, description="'sha256:<hex>' of the checkpoint, or calculator import path.")
-    engine: str = Field(description="'batched' (dpa4_core.batched.relax_batch) or 'ase' (one ASE relaxation each).")
+    engine: str = Field(description="'batched' (dpa4_core.dynamics.relax_batch) or 'ase' (one ASE relaxation each).")
     fmax: float = Field(description="Force convergence criterion, eV/A.")
     max_steps: int = Field(description="Maximum optimiser steps per structure.")
     relax_cell: bool = Field(description="Whether cell shape and volume were relaxed.")

@@ -89,7 +89,7 @@ def test_tutorial_runs_in_quick_mode(name, tmp_path):
 
 def test_shipped_starter_checkpoint_loads():
     """The tutorials teach with the starter model: if the package ships it, it must load with this code."""
-    from dpa4_core.model.checkpoint import load_checkpoint
+    from dpa4_core.io.checkpoint import load_checkpoint
     from dpa4_core.pretrained import STARTER
 
     if not STARTER.is_file():

@@ -112,7 +112,7 @@ print(f"wrote {OUT / '01_calculator_eos.png'}")
 # ## Langevin NVT molecular dynamics
 # A 2x2x2 supercell of the conventional cube (16 atoms) at 300 K, 1 fs steps. The calculator keeps its
 # neighbour list while atoms move less than half the skin, so MD steps are cheap. (The same run is one call
-# with `dpa4_core.md.run_md(atoms, calc, "nvt_langevin", steps=...)`.)
+# with `dpa4_core.dynamics.ase_md.run_md(atoms, calc, "nvt_langevin", steps=...)`.)
 
 # %%
 md_atoms = bulk("Mo", "bcc", a=a0, cubic=True).repeat((2, 2, 2))

@@ -2,7 +2,7 @@
 # # 2. Relaxing many structures at once with `relax_batch`
 #
 # Screening means relaxing thousands of small cells. One ASE optimiser per structure calls the model once per
-# step per structure; `dpa4_core.batched.relax_batch` packs many structures into one model call, runs each
+# step per structure; `dpa4_core.dynamics.relax_batch` packs many structures into one model call, runs each
 # one's FIRE (or L-BFGS) step on the batch, and swaps converged structures out for waiting ones
 # ("in-flight batching"). Each structure follows the path ASE's `FIRE(FrechetCellFilter(atoms))` would take.
 #
@@ -24,7 +24,7 @@ from ase.optimize import FIRE
 from _helpers import data_file, model_checkpoint, output_dir, quick
 
 from dpa4_core import DPA4Calculator
-from dpa4_core.batched import relax_batch
+from dpa4_core.dynamics import relax_batch
 from dpa4_core.data.readers import read_frames
 
 QUICK = quick()

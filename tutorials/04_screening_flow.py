@@ -4,7 +4,7 @@
 # `dpa4_flows.flows.screening.ScreeningMaker` builds an ordinary jobflow `Flow`:
 # chunks of candidates relaxed on the batched engine -> elemental references (bcc, fcc, hcp relaxed with the
 # same model) -> convex hull and stability -> report. Every job is a jobflow job, so the flow runs with
-# `run_locally`, FireWorks or jobflow-remote. Here we run it with `dpa4_flows.resume.run_resumable` on the
+# `run_locally`, FireWorks or jobflow-remote. Here we run it with `dpa4_flows.execution.runner.run_resumable` on the
 # embedded on-disk store (one sqlite file, no database server): interrupt it, run again, and only the
 # unfinished jobs run. Then we read the results back as pandas DataFrames and draw the hull.
 #
@@ -16,14 +16,14 @@ import shutil
 
 from _helpers import model_checkpoint, output_dir, quick
 
-from dpa4_flows.flows.candidates import bcc_orderings
+from dpa4_flows.structures.candidates import bcc_orderings
 from dpa4_flows.flows.screening import ScreeningMaker
 from dpa4_flows.jobs.batch_relax import BatchRelaxMaker
-from dpa4_flows.query import candidate_record, flow_results
-from dpa4_flows.report import format_table, plot_hull, results_dataframe
-from dpa4_flows.resume import run_resumable
+from dpa4_flows.execution.results import candidate_record, flow_results
+from dpa4_flows.analysis.report import format_table, plot_hull, results_dataframe
+from dpa4_flows.execution.runner import run_resumable
 from dpa4_flows.schemas import ScreeningReport
-from dpa4_flows.store import embedded_store
+from dpa4_flows.execution.stores import embedded_store
 
 QUICK = quick()
 OUT = output_dir("04_screening_flow")
@@ -44,7 +44,7 @@ for wal in OUT.glob("jobs.sqlite-*"):
 # bcc-derived orderings in a 16-site cell (B2, B32, D0_3 both ways for each pair, L2_1 for each triple, the
 # quaternary Y type),
 # lattice constants from Vegard's law. Any list of pymatgen `Structure`s works, e.g. from
-# `dpa4_flows.flows.candidates.read_candidates(["my_cifs/"])`.
+# `dpa4_flows.structures.candidates.read_candidates(["my_cifs/"])`.
 
 # %%
 elements = ["Mo", "W"] if QUICK else ["Mo", "Nb", "Ta", "W"]

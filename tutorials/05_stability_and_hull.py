@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 5. Stability against your own references: `compute_stability` and the `StabilityDoc`
 #
-# `dpa4_flows.stability.compute_stability(candidates, references)` builds one convex hull (pymatgen
+# `dpa4_flows.analysis.stability.compute_stability(candidates, references)` builds one convex hull (pymatgen
 # `PhaseDiagram`, or `PatchedPhaseDiagram` from 5 elements) from reference entries and candidates, and returns a
 # `StabilityDoc` per candidate: formation energy, energy above the hull, decomposition products, and the
 # provenance (model and reference set). It runs outside jobflow; `StabilityMaker` is the same as a job.
@@ -27,12 +27,12 @@ from pymatgen.entries.computed_entries import ComputedStructureEntry
 
 from _helpers import data_file, model_checkpoint, output_dir, quick
 
-from dpa4_core.batched import relax_batch
-from dpa4_flows.flows.candidates import bcc_orderings
+from dpa4_core.dynamics import relax_batch
+from dpa4_flows.structures.candidates import bcc_orderings
 from dpa4_flows.flows.screening import elemental_prototype
-from dpa4_flows.model_cache import file_sha256
-from dpa4_flows.report import results_dataframe
-from dpa4_flows.stability import compute_stability
+from dpa4_flows.jobs.calculators import file_sha256
+from dpa4_flows.analysis.report import results_dataframe
+from dpa4_flows.analysis.stability import compute_stability
 
 QUICK = quick()
 OUT = output_dir("05_stability_and_hull")

@@ -12,13 +12,13 @@
 #
 # Facts worth knowing (checked on this project's stack, see `shared/design/workflow-stack.md`):
 # - Every store needs a `data` additional store: atomate2 force-field jobs put trajectories there and fail
-#   without it. All of `dpa4_flows.store`'s factories add it.
+#   without it. All of `dpa4_flows.execution.stores`'s factories add it.
 # - Paths must be absolute: FireWorks and `run_locally(create_folders=True)` change directory per job.
 # - FireWorks serialises the store into every Firework, so it must be persistent (not in memory);
 #   `fireworks_workflow` refuses an in-memory store.
 # - jobflow-remote keeps its queue in MongoDB; the workers need no database (they send JSON back).
 # - sqlite is not safe on NFS: on a cluster use MongoDB for the JobStore.
-# - DPA4 makers load the model once per process (`dpa4_flows.model_cache`), however many jobs a worker runs.
+# - DPA4 makers load the model once per process (`dpa4_flows.jobs.calculators`), however many jobs a worker runs.
 #
 # No MongoDB server is reachable here, so this tutorial runs what works offline: it builds the MongoDB stores
 # (no connection is made until a job runs), runs a small screening flow through FireWorks on an in-process
@@ -31,12 +31,12 @@ import os
 
 from _helpers import REPO, model_checkpoint, output_dir, quick
 
-from dpa4_flows.flows.candidates import bcc_orderings
+from dpa4_flows.structures.candidates import bcc_orderings
 from dpa4_flows.flows.screening import ScreeningMaker
 from dpa4_flows.jobs.batch_relax import BatchRelaxMaker
-from dpa4_flows.query import flow_results
-from dpa4_flows.report import format_table, results_dataframe
-from dpa4_flows.store import StoreConfigError, embedded_store, memory_store, mongo_store
+from dpa4_flows.execution.results import flow_results
+from dpa4_flows.analysis.report import format_table, results_dataframe
+from dpa4_flows.execution.stores import StoreConfigError, embedded_store, memory_store, mongo_store
 
 QUICK = quick()
 OUT = output_dir("06_scaling_out")
@@ -85,7 +85,7 @@ import mongomock.gridfs
 from fireworks import FWorker
 from fireworks.core.rocket_launcher import rapidfire
 
-from dpa4_flows.distributed import fireworks_workflow
+from dpa4_flows.execution.distributed import fireworks_workflow
 
 checkpoint = model_checkpoint(OUT)
 candidates = bcc_orderings(["Mo", "W"])
@@ -139,7 +139,7 @@ print(format_table(results_dataframe(report)))
 # offline, and refuses a JobStore without the `data` store.
 
 # %%
-from dpa4_flows.distributed import load_remote_project, remote_submission
+from dpa4_flows.execution.distributed import load_remote_project, remote_submission
 
 project = load_remote_project(REPO / "examples" / "jobflow-remote" / "dpa4.yaml")
 for name, worker in project.workers.items():

@@ -45,7 +45,7 @@ def data_file(*parts: str) -> Path:
 
 def _loads(path: Path) -> str | None:
     """None if ``path`` loads with this dpa4 version, else the reason it does not."""
-    from dpa4_core.model.checkpoint import load_checkpoint
+    from dpa4_core.io.checkpoint import load_checkpoint
 
     try:
         load_checkpoint(path)

@@ -26,15 +26,15 @@ try:
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dpa4_flows.flows.candidates import CandidateFileError, default_candidates, read_candidates
+from dpa4_flows.structures.candidates import CandidateFileError, default_candidates, read_candidates
 from dpa4_flows.flows.screening import ScreeningMaker
 from dpa4_flows.jobs.batch_relax import BatchRelaxMaker
-from dpa4_flows.model_cache import ModelFileError, checkpoint_path, file_sha256, get_model
-from dpa4_flows.report import format_table, results_dataframe, summary
-from dpa4_flows.resume import run_resumable
+from dpa4_flows.jobs.calculators import ModelFileError, checkpoint_path, file_sha256, get_model
+from dpa4_flows.analysis.report import format_table, results_dataframe, summary
+from dpa4_flows.execution.runner import run_resumable
 from dpa4_flows.schemas import ScreeningReport
 from dpa4_flows.settings import get_settings
-from dpa4_flows.store import embedded_store
+from dpa4_flows.execution.stores import embedded_store
 
 logger = logging.getLogger("screen_candidates")
 RUN_FILE = "run.json"
@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def model_elements(path: Path) -> list[str] | None:
     """Elements the checkpoint was trained on, if it records them."""
-    from dpa4_core.model.checkpoint import read_checkpoint
+    from dpa4_core.io.checkpoint import read_checkpoint
 
     elements = read_checkpoint(path).elements
     if not elements:
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     except CandidateFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from dpa4_core.model.checkpoint import CheckpointError
+    from dpa4_core.io.checkpoint import CheckpointError
 
     try:
         get_model(model, args.device, args.dtype)  # fail here, not in every job; the jobs reuse this copy

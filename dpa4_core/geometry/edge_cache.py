@@ -1,72 +1,29 @@
 """EdgeCache: every per-edge geometric tensor, built once per forward and shared by all blocks (spec section 1).
 
-Built in fp32 or fp64 (autocast is disabled here so bf16 training never touches geometry). Layout helpers for
-the SO(2) convolution live here too:
-
-* packed ``(l, m)`` order: index ``l^2 + l + m``, ``P = (L+1)^2`` entries;
-* m-major "kept" order used inside the SO(2) block: ``m = 0`` for ``l = 0..L``, then for ``m = 1..M`` the ``-m``
-  block (``l = m..L``) and the ``+m`` block (``l = m..L``); ``K = (L+1) + sum_m 2 (L-m+1)`` entries.
-
-The truncated rotation ``P_M D(q_ij)`` is stored as one dense ``[E, K, P]`` matrix (zeros outside the degree
+Built in fp32 or fp64 (autocast is disabled here so bf16 training never touches geometry). The packed and
+m-major "kept" orders of the features are defined in :mod:`dpa4_core.layout`. The truncated rotation ``P_M D(q_ij)`` is stored as one dense ``[E, K, P]`` matrix (zeros outside the degree
 blocks), so rotating a message is a single batched matmul; the full ``[E, P, P]`` Wigner matrix is never formed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 
 from dpa4_core.geometry.envelope import bridged_distance, polynomial_envelope, source_gate
 from dpa4_core.geometry.frames import edge_quaternion, quaternion_multiply, z_rotation_quaternion
 from dpa4_core.geometry.wigner import wigner_d
+from dpa4_core.layout import degree_of_packed, kept_layout, wigner_gather_index
 
 LENGTH_EPS = 1e-14  # A^2; safe length sqrt(|r|^2 + eps) keeps gradients finite for coincident images
-
-
-@lru_cache(maxsize=None)
-def kept_layout(lmax: int, mmax: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-    """The m-major kept order: per kept row its packed index, its degree l and its signed order m."""
-    packed, degrees, orders = [], [], []
-    for l in range(lmax + 1):
-        packed.append(l * l + l), degrees.append(l), orders.append(0)
-    for m in range(1, mmax + 1):
-        for sign in (-1, 1):
-            for l in range(m, lmax + 1):
-                packed.append(l * l + l + sign * m), degrees.append(l), orders.append(sign * m)
-    return tuple(packed), tuple(degrees), tuple(orders)
-
-
-@lru_cache(maxsize=None)
-def degree_of_packed(lmax: int) -> tuple[int, ...]:
-    """Degree l of each packed index ``0..(L+1)^2 - 1``."""
-    return tuple(l for l in range(lmax + 1) for _ in range(2 * l + 1))
-
-
-@lru_cache(maxsize=None)
-def _wigner_gather_index(lmax: int, mmax: int) -> tuple[int, ...]:
-    """Flat index into ``cat([D^l_kept.flatten() for l] + [0])`` for each entry of the dense ``[K, P]`` matrix."""
-    offsets, offset = [], 0
-    for l in range(lmax + 1):
-        offsets.append(offset)
-        offset += (2 * min(l, mmax) + 1) * (2 * l + 1)
-    zero = offset  # index of the appended zero column
-    packed, degrees, orders = kept_layout(lmax, mmax)
-    index = []
-    for l, m in zip(degrees, orders):
-        row = m + min(l, mmax)  # row inside the truncated block (rows m = -min(l,M)..min(l,M))
-        for col_l in range(lmax + 1):
-            for col_m in range(-col_l, col_l + 1):
-                index.append(offsets[l] + row * (2 * l + 1) + col_m + l if col_l == l else zero)
-    return tuple(index)
 
 
 def truncated_wigner(q: torch.Tensor, lmax: int, mmax: int) -> torch.Tensor:
     """Dense truncated rotation ``P_M D(q)``: ``[E, K, P]`` (rows m-major kept order, columns packed (l, m))."""
     blocks = wigner_d(q, lmax, mmax=mmax)
     flat = torch.cat([b.flatten(1) for b in blocks] + [q.new_zeros(q.shape[0], 1)], dim=1)
-    index = torch.tensor(_wigner_gather_index(lmax, mmax), device=q.device)
+    index = torch.tensor(wigner_gather_index(lmax, mmax), device=q.device)
     n_kept = len(kept_layout(lmax, mmax)[0])
     return flat[:, index].view(-1, n_kept, (lmax + 1) ** 2)
 

@@ -155,16 +155,3 @@ class DPA4(nn.Module):
                     out["virial"] = virial
                     out["stress"] = stress_from_virial(virial, batch.cell, batch.pbc)
         return out
-
-    def save(self, path, metadata: dict | None = None, elements=None):
-        """Write this model to one checkpoint file (``dpa4_core.model.checkpoint.save_checkpoint``)."""
-        from dpa4_core.model.checkpoint import save_checkpoint
-
-        return save_checkpoint(self, path, metadata=metadata, elements=elements)
-
-    @classmethod
-    def load(cls, path, map_location: str | torch.device = "cpu") -> DPA4:
-        """Read a model written by :meth:`save` (``dpa4_core.model.checkpoint.load_checkpoint``)."""
-        from dpa4_core.model.checkpoint import load_checkpoint
-
-        return load_checkpoint(path, map_location=map_location)

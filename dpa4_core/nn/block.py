@@ -17,7 +17,8 @@ import math
 import torch
 from torch import nn
 
-from dpa4_core.geometry.edge_cache import EdgeCache, degree_of_packed
+from dpa4_core.geometry.edge_cache import EdgeCache
+from dpa4_core.layout import degree_of_packed
 from dpa4_core.nn.attention import EnvelopeAttention
 from dpa4_core.nn.ffn import GatedFFN, WignerBilinearFFN
 from dpa4_core.nn.linear import DegreeLinear

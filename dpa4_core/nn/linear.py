@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from dpa4_core.geometry.edge_cache import degree_of_packed
+from dpa4_core.layout import degree_of_packed
 
 
 class DegreeLinear(nn.Module):

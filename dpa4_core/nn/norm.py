@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dpa4_core.geometry.edge_cache import degree_of_packed
+from dpa4_core.layout import degree_of_packed
 
 
 def _float(x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from dpa4_core.geometry.edge_cache import kept_layout
+from dpa4_core.layout import kept_layout
 
 
 

@@ -71,9 +71,9 @@ def make_predictor(model, compile: bool = False, bf16: bool = False) -> Callable
 
 
 def load_model(path) -> torch.nn.Module:
-    """``dpa4_core.model.checkpoint.load_checkpoint``, tolerating checkpoints whose version record holds a
+    """``dpa4_core.io.checkpoint.load_checkpoint``, tolerating checkpoints whose version record holds a
     ``torch.torch_version.TorchVersion`` (a ``str`` subclass that ``torch.load(weights_only=True)`` refuses)."""
-    from dpa4_core.model.checkpoint import load_checkpoint
+    from dpa4_core.io.checkpoint import load_checkpoint
 
     with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
         return load_checkpoint(path)

@@ -1,7 +1,7 @@
 """The training loop: data, bias fit, optimiser, warmup-stable-decay, EMA, validation, checkpoints, resume.
 
 Files written in ``output_dir`` (rank 0 only):
-    - ``best.pt`` / ``last.pt``: model checkpoints (EMA weights) readable by ``DPA4.load`` and ``dpa4 eval``;
+    - ``best.pt`` / ``last.pt``: model checkpoints (EMA weights) readable by ``load_checkpoint`` and ``dpa4 eval``;
     - ``train_state.pt``: everything needed to resume exactly (raw weights, optimiser, EMA, step, RNG state);
     - ``metrics.jsonl``: one JSON object per training step and per validation;
     - ``test_split.extxyz``: the held-out test frames with their labels (when a test split exists);
@@ -174,7 +174,7 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
         extra_metrics: added to the result's metrics (e.g. the base model's errors when fine-tuning).
         fit_bias: fit the energy bias before the first step (``config.bias``); ignored when resuming.
     """
-    from dpa4_core.model.checkpoint import save_checkpoint
+    from dpa4_core.io.checkpoint import save_checkpoint
 
     ctx = distributed_context()
     out = Path(config.output_dir).expanduser().resolve()
@@ -306,7 +306,7 @@ def _finish(config, model, ema, out, valid_set, test_set, log, extra_metrics, ct
     if ctx.is_main:
         try:
             best = load_model(best_path).to(model_dtype(model))
-        except (ImportError, ValueError) as exc:  # e.g. a custom model DPA4.load cannot rebuild
+        except (ImportError, ValueError) as exc:  # e.g. a custom model load_checkpoint cannot rebuild
             logger.warning("cannot reload %s (%s); final metrics use the last EMA weights", best_path, exc)
             best = model
         with ema.applied(model):

@@ -19,7 +19,7 @@ from pymatgen.core import Element, Lattice, Structure
 
 from dpa4_flows.jobs.batch_relax import BatchRelaxMaker
 from dpa4_flows.jobs.stability import StabilityMaker, relaxed_entries
-from dpa4_flows.report import plot_hull, results_dataframe, write_csv
+from dpa4_flows.analysis.report import plot_hull, results_dataframe, write_csv
 from dpa4_flows.schemas import BatchRelaxDoc, ScreeningReport, ScreeningRow, StabilityDoc
 from dpa4_flows.settings import get_settings
 

@@ -1,6 +1,6 @@
 """One job relaxes a list of structures: the unit of work of a screening flow.
 
-With DPA4 and ``dpa4_core.batched.relax_batch`` available, all structures are relaxed together on the
+With DPA4 and ``dpa4_core.dynamics.relax_batch`` available, all structures are relaxed together on the
 batched engine (many structures per model call). Otherwise (other calculators, or before the batched engine
 exists) each structure gets an ASE FIRE relaxation with the cell filter, using the process-wide cached
 calculator. A structure that fails is reported with its error; it does not fail the other structures.
@@ -18,7 +18,7 @@ from jobflow import Maker, job
 from pymatgen.core import Structure
 from tqdm.auto import tqdm
 
-from dpa4_flows import model_cache
+from dpa4_flows.jobs import calculators
 from dpa4_flows.jobs.relax import default_calculator_kwargs
 from dpa4_flows.schemas import BatchRelaxDoc, RelaxedStructure
 from dpa4_flows.settings import get_settings
@@ -34,7 +34,7 @@ class BatchRelaxError(ValueError):
 
 def _batched_engine():
     try:
-        from dpa4_core.batched import relax_batch
+        from dpa4_core.dynamics import relax_batch
     except ImportError:
         return None
     return relax_batch
@@ -63,7 +63,7 @@ class BatchRelaxMaker(Maker):
 
     Args:
         name: job name.
-        calculator_meta: calculator import path; DPA4 by default (see :mod:`dpa4_flows.model_cache`).
+        calculator_meta: calculator import path; DPA4 by default (see :mod:`dpa4_flows.jobs.calculators`).
         calculator_kwargs: ``{"model", "device", "dtype"}`` for DPA4 (defaults from settings).
         fmax: force criterion, eV/A. max_steps: optimiser steps per structure.
         relax_cell: relax cell shape and volume (FrechetCellFilter) as well as positions.
@@ -72,7 +72,7 @@ class BatchRelaxMaker(Maker):
     """
 
     name: str = "DPA4 batch relax"
-    calculator_meta: str = model_cache.DPA4_CALCULATOR_META
+    calculator_meta: str = calculators.DPA4_CALCULATOR_META
     calculator_kwargs: dict = field(default_factory=default_calculator_kwargs)
     fmax: float = field(default_factory=lambda: get_settings().fmax)
     max_steps: int = field(default_factory=lambda: get_settings().max_steps)
@@ -94,11 +94,11 @@ class BatchRelaxMaker(Maker):
         return self.relax(structures, candidate_ids)
 
     def _use_batched(self) -> bool:
-        is_dpa4 = str(self.calculator_meta) == model_cache.DPA4_CALCULATOR_META
+        is_dpa4 = str(self.calculator_meta) == calculators.DPA4_CALCULATOR_META
         available = _batched_engine() is not None
         if self.engine == "batched" and not (is_dpa4 and available):
             raise BatchRelaxError(
-                "engine='batched' needs calculator_meta='dpa4_core.DPA4Calculator' and dpa4_core.batched.relax_batch"
+                "engine='batched' needs calculator_meta='dpa4_core.DPA4Calculator' and dpa4_core.dynamics.relax_batch"
             )
         return self.engine == "batched" or (self.engine == "auto" and is_dpa4 and available)
 
@@ -113,7 +113,7 @@ class BatchRelaxMaker(Maker):
         results = self._relax_batched(structures, ids) if use_batched else self._relax_ase(structures, ids)
         return BatchRelaxDoc(
             results=results,
-            model_id=model_cache.model_identifier(self.calculator_meta, self.calculator_kwargs),
+            model_id=calculators.model_identifier(self.calculator_meta, self.calculator_kwargs),
             engine="batched" if use_batched else "ase",
             fmax=self.fmax,
             max_steps=self.max_steps,
@@ -126,7 +126,7 @@ class BatchRelaxMaker(Maker):
         from ase.optimize import FIRE
         from pymatgen.io.ase import AseAtomsAdaptor
 
-        calculator = model_cache.get_calculator(self.calculator_meta, **self.calculator_kwargs)
+        calculator = calculators.get_calculator(self.calculator_meta, **self.calculator_kwargs)
         results = []
         bar = tqdm(zip(ids, structures), total=len(ids), desc="relax", disable=not self.progress or None)
         for candidate_id, structure in bar:
@@ -158,7 +158,7 @@ class BatchRelaxMaker(Maker):
     def _relax_batched(self, structures: list[Structure], ids: list[str]) -> list[RelaxedStructure]:
         relax_batch = _batched_engine()
         kwargs = self.calculator_kwargs
-        model = model_cache.get_model(kwargs["model"], kwargs.get("device", "cpu"), kwargs.get("dtype", "float32"))
+        model = calculators.get_model(kwargs["model"], kwargs.get("device", "cpu"), kwargs.get("dtype", "float32"))
         raw = relax_batch(
             structures, model, fmax=self.fmax, max_steps=self.max_steps, relax_cell=self.relax_cell,
             dtype=kwargs.get("dtype", "float32"), device=kwargs.get("device", "cpu"),
@@ -168,7 +168,7 @@ class BatchRelaxMaker(Maker):
 
 
 def _from_engine(candidate_id: str, initial: Structure, result: Any) -> RelaxedStructure:
-    """Adapt one ``dpa4_core.batched.RelaxResult`` (structure or atoms, energy, forces, steps, converged)."""
+    """Adapt one ``dpa4_core.dynamics.RelaxResult`` (structure or atoms, energy, forces, steps, converged)."""
     error = getattr(result, "error", None)
     if error:
         formula = initial.composition.reduced_formula

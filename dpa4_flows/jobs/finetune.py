@@ -18,7 +18,7 @@ import numpy as np
 from jobflow import JobConfig, Maker, job
 from pymatgen.core import Structure
 
-from dpa4_flows.model_cache import checkpoint_path, file_sha256
+from dpa4_flows.jobs.calculators import checkpoint_path, file_sha256
 from dpa4_flows.schemas import FineTuneDoc
 from dpa4_flows.settings import get_settings
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from ase import units
 from atomate2.forcefields.md import ForceFieldMDMaker
 
-from dpa4_flows import model_cache
+from dpa4_flows.jobs import calculators
 from dpa4_flows.jobs.relax import DPA4CalculatorMixin, default_calculator_kwargs
 
 ENSEMBLES = ("nve", "nvt", "npt")
@@ -30,7 +30,7 @@ class DPA4MDMaker(DPA4CalculatorMixin, ForceFieldMDMaker):
     """
 
     name: str = "DPA4 MD"
-    calculator_meta: str | dict | None = model_cache.DPA4_CALCULATOR_META
+    calculator_meta: str | dict | None = calculators.DPA4_CALCULATOR_META
     calculator_kwargs: dict = field(default_factory=default_calculator_kwargs)
 
     def __post_init__(self) -> None:

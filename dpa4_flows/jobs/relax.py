@@ -4,7 +4,7 @@ Outputs are atomate2 ``ForceFieldTaskDocument``s (trajectories in the ``data`` s
 parents, and why:
 
 - ``calculator_meta = "dpa4_core.DPA4Calculator"`` with ``calculator_kwargs = {model, device, dtype}`` taken
-  from :mod:`dpa4_flows.settings`; the calculator comes from :mod:`dpa4_flows.model_cache`, so the model is
+  from :mod:`dpa4_flows.settings`; the calculator comes from :mod:`dpa4_flows.jobs.calculators`, so the model is
   loaded once per process, not once per (deserialised) job.
 - ``relax_kwargs["final_atoms_object_file"] = None``: atomate2's relaxer otherwise appends to
   ``./final_atoms_object.xyz`` in the working directory on every call.
@@ -19,7 +19,7 @@ from typing import Any
 
 from atomate2.forcefields.jobs import ForceFieldRelaxMaker, ForceFieldStaticMaker
 
-from dpa4_flows import model_cache
+from dpa4_flows.jobs import calculators
 from dpa4_flows.settings import get_settings
 
 
@@ -33,7 +33,7 @@ def dpa4_calculator_kwargs(model: str | None = None, device: str | None = None, 
     """Calculator keyword arguments with the given values replacing the settings' defaults (absolute path)."""
     kwargs = default_calculator_kwargs()
     if model is not None:
-        kwargs["model"] = str(model_cache.checkpoint_path(model))
+        kwargs["model"] = str(calculators.checkpoint_path(model))
     if device is not None:
         kwargs["device"] = device
     if dtype is not None:
@@ -45,17 +45,17 @@ class DPA4CalculatorMixin:
     """Gets the ASE calculator from the process-wide cache and labels task documents "DPA4"."""
 
     def _get_calculator(self):
-        return model_cache.get_calculator(self.calculator_meta, **self.calculator_kwargs)
+        return calculators.get_calculator(self.calculator_meta, **self.calculator_kwargs)
 
     def _dpa4_post_init(self) -> None:
-        if str(self.calculator_meta) == model_cache.DPA4_CALCULATOR_META:
+        if str(self.calculator_meta) == calculators.DPA4_CALCULATOR_META:
             # atomate2 reads the document's name from "forcefield_name" (its mixin sets "force_field_name").
             self.task_document_kwargs["forcefield_name"] = "DPA4"
 
     @property
     def model_id(self) -> str:
         """``sha256:<hex>`` of the checkpoint (or the calculator import path for non-DPA4 calculators)."""
-        return model_cache.model_identifier(str(self.calculator_meta), self.calculator_kwargs)
+        return calculators.model_identifier(str(self.calculator_meta), self.calculator_kwargs)
 
 
 def _no_stray_files(relax_kwargs: dict) -> dict:
@@ -68,7 +68,7 @@ class DPA4RelaxMaker(DPA4CalculatorMixin, ForceFieldRelaxMaker):
     ``ForceFieldRelaxMaker`` for every option; ``relax_kwargs["fmax"]`` is in eV/A."""
 
     name: str = "DPA4 relax"
-    calculator_meta: str | dict | None = model_cache.DPA4_CALCULATOR_META
+    calculator_meta: str | dict | None = calculators.DPA4_CALCULATOR_META
     calculator_kwargs: dict = field(default_factory=default_calculator_kwargs)
     relax_kwargs: dict = field(default_factory=lambda: {"fmax": get_settings().fmax})
     steps: int = field(default_factory=lambda: get_settings().max_steps)
@@ -84,7 +84,7 @@ class DPA4StaticMaker(DPA4CalculatorMixin, ForceFieldStaticMaker):
     """Energy, forces and stress of a structure with DPA4 (one evaluation, no relaxation)."""
 
     name: str = "DPA4 static"
-    calculator_meta: str | dict | None = model_cache.DPA4_CALCULATOR_META
+    calculator_meta: str | dict | None = calculators.DPA4_CALCULATOR_META
     calculator_kwargs: dict = field(default_factory=default_calculator_kwargs)
 
     def __post_init__(self) -> None:

@@ -2,7 +2,7 @@
 
 Candidates are the outputs of batch relaxation jobs (``BatchRelaxDoc``), atomate2 task documents, or
 entries; references the same, or the path of a user-supplied entries JSON file. The work is done by
-:func:`dpa4_flows.stability.compute_stability`.
+:func:`dpa4_flows.analysis.stability.compute_stability`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from jobflow import Maker, job
 from monty.json import MontyDecoder
 
 from dpa4_flows.schemas import BatchRelaxDoc, RelaxedStructure, StabilityDoc
-from dpa4_flows.stability import compute_stability
+from dpa4_flows.analysis.stability import compute_stability
 
 logger = logging.getLogger(__name__)
 

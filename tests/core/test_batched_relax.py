@@ -1,4 +1,4 @@
-"""Batched relaxation (dpa4_core.batch): the same answers as ASE one structure at a time, and its own contracts.
+"""Batched relaxation (dpa4_core.dynamics): the same answers as ASE one structure at a time, and its own contracts.
 
 What is checked and why:
 - The Frechet cell filter's generalised forces equal ``ase.filters.FrechetCellFilter.get_forces`` on a deformed,
@@ -29,10 +29,10 @@ from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE as AseFIRE
 from ase.optimize import LBFGS as AseLBFGS
 
-from dpa4_core.batch import BatchSetupError, OptimizerConfigError, relax_batch
-from dpa4_core.batch import cellfilter
-from dpa4_core.batch.pair import LennardJones
-from dpa4_core.batch.state import Packed, build_edges, stale_systems
+from dpa4_core.dynamics import BatchSetupError, OptimizerConfigError, relax_batch
+from dpa4_core.dynamics import cellfilter
+from dpa4_core.testing.pair import LennardJones
+from dpa4_core.dynamics.state import Packed, build_edges, stale_systems
 from dpa4_core.data.batch import AtomsBatch, InvalidStructureError
 from dpa4_core.data.paths import vendored
 from dpa4_core.data.readers import read_pymatgen_json
@@ -307,7 +307,7 @@ def test_dpa4_tiny_matches_ase_fire_frechet_cell_filter_with_dpa4_calculator():
 
 def test_checkpoint_path_gives_the_same_relaxation_as_the_model(tmp_path):
     from dpa4_core import DPA4, DPA4Config
-    from dpa4_core.model.checkpoint import save_checkpoint
+    from dpa4_core.io.checkpoint import save_checkpoint
 
     torch.manual_seed(1)
     model = DPA4(DPA4Config.preset("tiny"))

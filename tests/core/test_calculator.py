@@ -36,7 +36,7 @@ def alloy():
 
 @pytest.fixture(scope="module")
 def checkpoint(model, tmp_path_factory):
-    from dpa4_core.model.checkpoint import save_checkpoint
+    from dpa4_core.io.checkpoint import save_checkpoint
 
     return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "tiny.pt")
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from dpa4_core import __version__
-from dpa4_core.model import checkpoint as ckpt
-from dpa4_core.model.checkpoint import (
+from dpa4_core.io import checkpoint as ckpt
+from dpa4_core.io.checkpoint import (
     CheckpointError,
     CheckpointNotFoundError,
     load_checkpoint,
@@ -68,15 +68,6 @@ def test_checkpoint_describes_itself(model, saved):
     # Plain types and tensors only: the safe loader reads it.
     raw = torch.load(saved, weights_only=True)
     assert raw["format"] == ckpt.FORMAT_TAG and raw["format_version"] == ckpt.FORMAT_VERSION
-
-
-def test_model_save_and_load_methods(model, tmp_path, structures):
-    from dpa4_core import DPA4
-
-    path = tmp_path / "via_methods.pt"
-    model.save(path)
-    loaded = DPA4.load(path, map_location="cpu")
-    assert (evaluate(loaded, structures)["energy"] == evaluate(model, structures)["energy"]).all()
 
 
 def test_elements_survive_a_second_save(saved, tmp_path):

@@ -150,7 +150,7 @@ def test_two_ranks_reproduce_single_process_training(tmp_path, dataset):
         ddp = [(a[key] + b[key]) / 2 for a, b in zip(ranks[0]["parts"], ranks[1]["parts"])]
         np.testing.assert_allclose(ddp, [p[key] for p in single], rtol=1e-8, err_msg=key)
     # ... the same final weights, written once (rank 0): one log record per step, not one per rank
-    from dpa4_core.model.checkpoint import load_checkpoint
+    from dpa4_core.io.checkpoint import load_checkpoint
 
     ddp_model = load_checkpoint(tmp_path / "ddp" / "last.pt")
     one_model = load_checkpoint(tmp_path / "single" / "last.pt")

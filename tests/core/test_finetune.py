@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dpa4_core.data.paths import vendored
-from dpa4_core.model.checkpoint import save_checkpoint
+from dpa4_core.io.checkpoint import save_checkpoint
 from dpa4_core.train import finetune, load_dataset
 from dpa4_core.train.finetune import FinetuneError
 from dpa4_core.train.setup import fit_composition_bias, set_energy_bias

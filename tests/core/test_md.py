@@ -1,4 +1,4 @@
-"""Molecular dynamics: batched Langevin NVT (dpa4_core.batch.md_batch) and the ASE helpers (dpa4_core.md).
+"""Molecular dynamics: batched Langevin NVT (dpa4_core.dynamics.md_batch) and the ASE helpers (dpa4_core.dynamics.ase_md).
 
 What is checked and why:
 - With zero friction the batched BAOAB integrator is velocity Verlet, so from the same initial velocities it
@@ -19,14 +19,14 @@ from ase import Atoms, units
 from ase.build import bulk
 from ase.md.velocitydistribution import Stationary
 
-from dpa4_core.md import _thermalize
+from dpa4_core.dynamics.ase_md import _thermalize
 from ase.md.verlet import VelocityVerlet
 
-from dpa4_core.batch import BatchSetupError, md_batch
-from dpa4_core.batch.pair import LennardJones
+from dpa4_core.dynamics import BatchSetupError, md_batch
+from dpa4_core.testing.pair import LennardJones
 from dpa4_core.data.paths import vendored
 from dpa4_core.data.readers import read_pymatgen_json
-from dpa4_core.md import ENSEMBLES, MDSetupError, run_md
+from dpa4_core.dynamics.ase_md import ENSEMBLES, MDSetupError, run_md
 
 LJ = dict(sigma=2.4, epsilon=0.2, cutoff=5.0)
 

@@ -16,7 +16,8 @@ import math
 import pytest
 import torch
 
-from dpa4_core.geometry.edge_cache import build_edge_cache, kept_layout, truncated_wigner
+from dpa4_core.geometry.edge_cache import build_edge_cache, truncated_wigner
+from dpa4_core.layout import kept_layout
 from dpa4_core.geometry.frames import z_rotation_quaternion
 from dpa4_core.geometry.wigner import so3_quadrature, wigner_d
 from dpa4_core.nn.attention import EnvelopeAttention

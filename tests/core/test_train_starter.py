@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from dpa4_core.data.paths import vendored
-from dpa4_core.model.checkpoint import read_checkpoint
+from dpa4_core.io.checkpoint import read_checkpoint
 from dpa4_core.pretrained import starter_checkpoint
 from dpa4_core.train import evaluate, load_dataset
 from dpa4_core.train.setup import load_model

@@ -10,7 +10,7 @@ def save_tiny_checkpoint(path: Path, dtype: str = "float64", elements=(41, 42, 7
     import torch
 
     from dpa4_core.config import DPA4Config
-    from dpa4_core.model.checkpoint import save_checkpoint
+    from dpa4_core.io.checkpoint import save_checkpoint
     from dpa4_core.model.energy import DPA4
 
     torch.manual_seed(0)

@@ -17,7 +17,7 @@ from jobflow import run_locally
 
 from dpa4_core.data.paths import vendored
 from dpa4_flows.jobs.finetune import FineTuneInputError, FineTuneMaker, frames_from_documents
-from dpa4_flows.store import memory_store
+from dpa4_flows.execution.stores import memory_store
 
 torch = pytest.importorskip("torch")
 
@@ -60,7 +60,7 @@ def test_finetune_job_from_file(base_checkpoint, tmp_path, monkeypatch):
     assert doc.base_model == str(base_checkpoint) and doc.checkpoint_sha256 != doc.base_model_sha256
     assert doc.n_frames > 0 and doc.training_log and doc.metrics
     # The new weights load and differ from the base model's.
-    from dpa4_core.model.checkpoint import load_checkpoint
+    from dpa4_core.io.checkpoint import load_checkpoint
 
     new, old = load_checkpoint(doc.checkpoint_path), load_checkpoint(base_checkpoint)
     assert any(not torch.equal(a, b) for a, b in zip(new.state_dict().values(), old.state_dict().values()))

@@ -15,8 +15,8 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from _jobs import make_flow
-from dpa4_flows.distributed import fireworks_workflow
-from dpa4_flows.store import StoreConfigError, embedded_store, memory_store
+from dpa4_flows.execution.distributed import fireworks_workflow
+from dpa4_flows.execution.stores import StoreConfigError, embedded_store, memory_store
 
 fireworks = pytest.importorskip("fireworks", reason="FireWorks not installed (dpa4[distributed])")
 mongomock = pytest.importorskip("mongomock", reason="mongomock needed for an offline LaunchPad")

@@ -17,7 +17,7 @@ from _jobs import make_flow
 
 pytest.importorskip("jobflow_remote", reason="jobflow-remote not installed: pip install 'dpa4[distributed]'")
 
-from dpa4_flows.distributed import RemoteConfigError, load_remote_project, remote_submission  # noqa: E402
+from dpa4_flows.execution.distributed import RemoteConfigError, load_remote_project, remote_submission  # noqa: E402
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "jobflow-remote" / "dpa4.yaml"
 

@@ -18,7 +18,7 @@ from monty.json import MontyDecoder
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from dpa4_flows import model_cache
+from dpa4_flows.jobs import calculators
 from dpa4_flows.jobs.md import DPA4MDMaker, MDSettingsError
 from dpa4_flows.jobs.relax import DPA4RelaxMaker, DPA4StaticMaker
 
@@ -75,7 +75,7 @@ def test_static_maker_matches_direct_calculation(tmp_path, monkeypatch):
 
 
 def test_calculator_loaded_once_per_process_and_json_round_trip():
-    model_cache.clear()
+    calculators.clear()
     maker = DPA4StaticMaker(calculator_meta=EMT_META, calculator_kwargs={})
     clone = MontyDecoder().process_decoded(maker.as_dict())  # what FireWorks/jobflow-remote do per job
     assert isinstance(clone, DPA4StaticMaker)
@@ -89,11 +89,11 @@ def test_dpa4_defaults_and_missing_checkpoint(tmp_path, monkeypatch):
     missing = tmp_path / "nope.pt"
     monkeypatch.setenv("DPA4_MODEL", str(missing))
     maker = DPA4RelaxMaker()
-    assert maker.calculator_meta == model_cache.DPA4_CALCULATOR_META
+    assert maker.calculator_meta == calculators.DPA4_CALCULATOR_META
     assert maker.calculator_kwargs["model"] == str(missing)
     assert maker.task_document_kwargs["forcefield_name"] == "DPA4"
-    with pytest.raises(model_cache.ModelFileError, match="nope.pt"):
-        model_cache.get_calculator(maker.calculator_meta, **maker.calculator_kwargs)
+    with pytest.raises(calculators.ModelFileError, match="nope.pt"):
+        calculators.get_calculator(maker.calculator_meta, **maker.calculator_kwargs)
 
 
 def _rattled_cu(seed: int = 0) -> Structure:
@@ -157,7 +157,7 @@ def _bcc_mo() -> Structure:
 def test_dpa4_static_and_relax_with_real_model(tiny_checkpoint, tmp_path, monkeypatch):
     from dpa4_core.calculator import DPA4Calculator
 
-    model_cache.clear()
+    calculators.clear()
     kwargs = {"model": str(tiny_checkpoint), "device": "cpu", "dtype": "float64"}
     structure = _bcc_mo()
     structure.translate_sites([0], [0.05, -0.03, 0.02], frac_coords=False)
@@ -180,7 +180,7 @@ def test_dpa4_static_and_relax_with_real_model(tiny_checkpoint, tmp_path, monkey
 
 
 def test_batched_engine_matches_ase_loop(tiny_checkpoint):
-    from dpa4_flows.flows.candidates import bcc_orderings
+    from dpa4_flows.structures.candidates import bcc_orderings
     from dpa4_flows.jobs.batch_relax import BatchRelaxMaker
 
     cells = bcc_orderings(["Mo", "W"])

@@ -12,10 +12,10 @@ from pymatgen.core import Lattice, Structure
 
 from dpa4_flows.flows.screening import ScreeningMaker
 from dpa4_flows.jobs.batch_relax import BatchRelaxMaker
-from dpa4_flows.query import (UnknownCandidateError, UnknownFlowError, candidate_record,
+from dpa4_flows.execution.results import (UnknownCandidateError, UnknownFlowError, candidate_record,
                               flow_results, flow_uuid)
-from dpa4_flows.resume import load_flow, run_resumable
-from dpa4_flows.store import embedded_store
+from dpa4_flows.execution.runner import load_flow, run_resumable
+from dpa4_flows.execution.stores import embedded_store
 
 EMT = {"calculator_meta": "ase.calculators.emt.EMT", "calculator_kwargs": {}, "progress": False}
 FCC = [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]

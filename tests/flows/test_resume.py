@@ -19,10 +19,10 @@ from jobflow import Flow, run_locally
 from monty.json import MontyDecoder
 
 from _jobs import add, describe, fail_if, make_flow, stop_here
-from dpa4_flows.resume import (FlowFailedError, FlowMismatchError, StoreMismatchError,
+from dpa4_flows.execution.runner import (FlowFailedError, FlowMismatchError, StoreMismatchError,
                                load_flow, run_resumable)
-from dpa4_flows.resume_state import ResumeState
-from dpa4_flows.store import StoreConfigError, embedded_store, memory_store
+from dpa4_flows.execution.state import ResumeState
+from dpa4_flows.execution.stores import StoreConfigError, embedded_store, memory_store
 
 N_DOCS = 16  # job documents of make_flow(): 11 static jobs + replacement, detour, 3 adds + gather
 

@@ -18,11 +18,11 @@ from pymatgen.core import Lattice, Structure
 
 from dpa4_flows.flows.screening import ScreeningInputError, ScreeningMaker, reference_structures
 from dpa4_flows.jobs.batch_relax import BatchRelaxMaker
-from dpa4_flows.report import results_dataframe
-from dpa4_flows.resume import run_resumable
+from dpa4_flows.analysis.report import results_dataframe
+from dpa4_flows.execution.runner import run_resumable
 from dpa4_flows.schemas import ScreeningReport
-from dpa4_flows.stability import compute_stability
-from dpa4_flows.store import embedded_store, memory_store
+from dpa4_flows.analysis.stability import compute_stability
+from dpa4_flows.execution.stores import embedded_store, memory_store
 
 EMT = {"calculator_meta": "ase.calculators.emt.EMT", "calculator_kwargs": {}, "progress": False}
 FCC = [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
@@ -178,7 +178,7 @@ def test_screen_candidates_script_runs_and_resumes(tmp_path, capsys, caplog):
 
     from _tiny_model import save_tiny_checkpoint
 
-    from dpa4_flows.flows.candidates import bcc_orderings
+    from dpa4_flows.structures.candidates import bcc_orderings
 
     model = save_tiny_checkpoint(tmp_path / "tiny.pt", dtype="float32")
     cells = bcc_orderings(["Mo", "W"])
@@ -197,7 +197,7 @@ def test_screen_candidates_script_runs_and_resumes(tmp_path, capsys, caplog):
     assert frame["e_above_hull"].notna().all()
     assert (tmp_path / "out" / "hull.png").is_file()
     # Second run: nothing left to do, same table.
-    caplog.set_level(logging.INFO, logger="dpa4_flows.resume")
+    caplog.set_level(logging.INFO, logger="dpa4_flows.execution.runner")
     assert script.main(args) == 0
     assert "ran 0 job(s)" in caplog.text
     assert capsys.readouterr().out.splitlines()[:3] == printed.splitlines()[:3]

@@ -15,7 +15,7 @@ from pymatgen.core import Composition, Lattice, Structure
 from pymatgen.entries.computed_entries import ComputedEntry
 
 from dpa4_core.data.paths import vendored
-from dpa4_flows.stability import (
+from dpa4_flows.analysis.stability import (
     StabilityInputError,
     build_phase_diagram,
     compute_stability,
@@ -132,7 +132,7 @@ def test_discovery_metrics_on_hull_data(entries):
     """Model = the DFT e_above_hull plus uniform +-50 meV/atom noise: metrics follow from counting by hand."""
     import numpy as np
 
-    from dpa4_flows.report import discovery_metrics
+    from dpa4_flows.analysis.report import discovery_metrics
 
     cands, refs = _split(entries)
     truth = np.array([d.e_above_hull for d in compute_stability(cands, refs)])

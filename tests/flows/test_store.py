@@ -20,8 +20,8 @@ from maggma.stores import MemoryStore
 from monty.json import MontyDecoder
 
 from _jobs import add, square_all
-from dpa4_flows.sqlite_store import InvalidStoreNameError, SQLiteStore, UnsupportedQueryError
-from dpa4_flows.store import (StoreConfigError, check_persistent, embedded_store, memory_store,
+from dpa4_flows.execution.sqlite_store import InvalidStoreNameError, SQLiteStore, UnsupportedQueryError
+from dpa4_flows.execution.stores import (StoreConfigError, check_persistent, embedded_store, memory_store,
                               mongo_store, monty_store)
 
 DOCS = [

@@ -32,10 +32,10 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 def load_model(model_or_checkpoint: Any) -> torch.nn.Module:
-    """A model instance from a model or a checkpoint path (``dpa4_core.model.checkpoint``)."""
+    """A model instance from a model or a checkpoint path (``dpa4_core.io.checkpoint``)."""
     if isinstance(model_or_checkpoint, str | os.PathLike):
         path = Path(model_or_checkpoint)
-        from dpa4_core.model.checkpoint import load_checkpoint
+        from dpa4_core.io.checkpoint import load_checkpoint
 
         return load_checkpoint(path, map_location="cpu")
     if not isinstance(model_or_checkpoint, torch.nn.Module):

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dpa4_flows.sqlite_store import SQLiteStore
+from dpa4_flows.execution.sqlite_store import SQLiteStore
 
 if TYPE_CHECKING:
     from jobflow import JobStore

@@ -42,7 +42,7 @@ from typing import Any
 from maggma.core import Sort, Store, StoreError
 from monty.json import jsanitize
 
-from dpa4_flows.sqlite_query import (UnsupportedQueryError, _Compiler, _encode, _extract, _get,
+from dpa4_flows.execution.sqlite_query import (UnsupportedQueryError, _Compiler, _encode, _extract, _get,
                                      _loads, _project, _regexp)
 
 logger = logging.getLogger(__name__)

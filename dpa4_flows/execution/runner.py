@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from dpa4_flows.resume_state import ResumeState
-from dpa4_flows.store import check_persistent
+from dpa4_flows.execution.state import ResumeState
+from dpa4_flows.execution.stores import check_persistent
 
 if TYPE_CHECKING:
     from jobflow import Flow, Job, JobStore

@@ -14,10 +14,10 @@ Ours follows ASE's FIRE/LBFGS + FrechetCellFilter step for step (same step count
 
 from __future__ import annotations
 
-from dpa4_core.batch.md import MDResult, md_batch
-from dpa4_core.batch.optimizers import FIRE, LBFGS, OptimizerConfigError
-from dpa4_core.batch.relax import RelaxResult, relax_batch
-from dpa4_core.batch.runner import BatchSetupError, ModelRunner
+from dpa4_core.dynamics.md import MDResult, md_batch
+from dpa4_core.dynamics.optimizers import FIRE, LBFGS, OptimizerConfigError
+from dpa4_core.dynamics.relax import RelaxResult, relax_batch
+from dpa4_core.dynamics.runner import BatchSetupError, ModelRunner
 
 __all__ = [
     "FIRE",

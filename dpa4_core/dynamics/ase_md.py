@@ -8,7 +8,7 @@ Ensembles (all ASE integrators; time in fs, temperature in K, pressure in GPa at
 - ``"npt"``: ``ase.md.nose_hoover_chain.MTKNPT`` (Martyna-Tobias-Klein, full cell; ``tdamp``, ``pdamp``).
 - ``"npt_isotropic"``: ``IsotropicMTKNPT`` (volume only).
 
-For many candidates at once (a quick stability check) use :func:`dpa4_core.batch.md_batch` instead.
+For many candidates at once (a quick stability check) use :func:`dpa4_core.dynamics.md_batch` instead.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dpa4_flows.store import DATA_STORE, StoreConfigError, check_persistent
+from dpa4_flows.execution.stores import DATA_STORE, StoreConfigError, check_persistent
 
 if TYPE_CHECKING:
     from fireworks import Workflow

@@ -2,7 +2,7 @@
 
 Every system has atom degrees of freedom ``x [n_atoms, 3]`` (rows of ``Packed.atom["x"]``) and cell degrees of
 freedom ``c [F, 3, 3]`` (``Packed.system["c"]``); the generalised forces come from
-:mod:`dpa4_core.batch.cellfilter`. All scalar bookkeeping (time step, mixing, histories) is per system, so a
+:mod:`dpa4_core.dynamics.cellfilter`. All scalar bookkeeping (time step, mixing, histories) is per system, so a
 system's trajectory does not depend on which other systems share the batch.
 
 - :class:`FIRE`: ``ase.optimize.FIRE`` (dt 0.1, maxstep 0.2 A, dtmax 1.0, Nmin 5, finc 1.1, fdec 0.5,
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dpa4_core.batch.state import Packed
+from dpa4_core.dynamics.state import Packed
 
 
 class OptimizerConfigError(ValueError):

@@ -71,7 +71,7 @@ def get_model(path: str | Path, device: str = "cpu", dtype: str = "float32"):
     """
     import torch
 
-    from dpa4_core.model.checkpoint import load_checkpoint
+    from dpa4_core.io.checkpoint import load_checkpoint
 
     resolved = checkpoint_path(path)
     key = (*_file_key(resolved), str(device), str(dtype))

@@ -23,9 +23,9 @@ import torch
 from ase import units
 from tqdm.auto import tqdm
 
-from dpa4_core.batch.relax import _output_like, _snapshot
-from dpa4_core.batch.runner import BatchSetupError, ModelRunner
-from dpa4_core.batch.state import Packed, build_edges, make_batch, refresh_neighbors
+from dpa4_core.dynamics.relax import _output_like, _snapshot
+from dpa4_core.dynamics.runner import BatchSetupError, ModelRunner
+from dpa4_core.dynamics.state import Packed, build_edges, make_batch, refresh_neighbors
 from dpa4_core.data.batch import to_atoms, validate_atoms
 
 logger = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def md_batch(
         max_atoms: atom budget of one batch (structures are run in consecutive chunks).
         skin: neighbour-list skin (A).
         max_displacement, min_distance_ratio: the ``intact`` criteria (see module docstring).
-        dtype, device, compile: as in :func:`dpa4_core.batch.relax_batch`.
+        dtype, device, compile: as in :func:`dpa4_core.dynamics.relax_batch`.
         trajectory_interval: keep a snapshot every this many steps (0 = none).
         progress: tqdm bar over steps; None = only on a terminal.
 

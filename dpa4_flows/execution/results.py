@@ -37,7 +37,7 @@ def flow_uuid(flow: str | os.PathLike | Flow) -> str:
     if isinstance(flow, Flow):
         return flow.uuid
     if isinstance(flow, Path) or (isinstance(flow, str) and os.path.isdir(flow)):
-        from dpa4_flows.resume import load_flow
+        from dpa4_flows.execution.runner import load_flow
 
         return load_flow(flow).uuid
     if isinstance(flow, str):

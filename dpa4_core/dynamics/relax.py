@@ -21,10 +21,10 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.stress import full_3x3_to_voigt_6_stress
 from tqdm.auto import tqdm
 
-from dpa4_core.batch import cellfilter
-from dpa4_core.batch.optimizers import make_optimizer
-from dpa4_core.batch.runner import BatchSetupError, ModelRunner
-from dpa4_core.batch.state import Packed, build_edges, make_batch, refresh_neighbors
+from dpa4_core.dynamics import cellfilter
+from dpa4_core.dynamics.optimizers import make_optimizer
+from dpa4_core.dynamics.runner import BatchSetupError, ModelRunner
+from dpa4_core.dynamics.state import Packed, build_edges, make_batch, refresh_neighbors
 from dpa4_core.data.batch import to_atoms, validate_atoms
 
 logger = logging.getLogger(__name__)
