@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from dpa4_core.io.files import atomic_write
 
 if TYPE_CHECKING:
     from dpa4_core.model.energy import DPA4
@@ -132,16 +133,7 @@ def save_checkpoint(
     _check_plain(payload["metadata"], "metadata")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot save checkpoint {path}: folder {path.parent} does not exist")
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda stream: torch.save(payload, stream))
     logger.debug("saved DPA4 checkpoint %s", path)
     return path
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
+from dpa4_core.io.files import atomic_write
 from dpa4_flows.execution.state import ResumeState
 from dpa4_flows.execution.stores import check_persistent
 
@@ -55,16 +56,6 @@ class StoreMismatchError(ValueError):
 
 class FlowFailedError(RuntimeError):
     """``ensure_success=True`` and some jobs failed or were skipped."""
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so a reader sees the old or the new file, never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def load_flow(workdir: str | os.PathLike) -> Flow:
@@ -97,7 +88,7 @@ def _initialise(state: ResumeState, flow: Flow | Job | None, workdir: Path) -> N
                     f"{workdir} holds a different flow (job names differ); use a new workdir "
                     "or pass flow=None to resume the persisted one")
             return
-        _atomic_write(workdir / FLOW_FILE, flow.to_json())
+        atomic_write(workdir / FLOW_FILE, flow.to_json())
         state.add_jobs(c, jobs)
         state.set_meta(c, "signature", signature)
         state.set_meta(c, "initialised", "1")
