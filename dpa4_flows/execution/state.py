@@ -24,11 +24,11 @@ import os
 import socket
 import sqlite3
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from dpa4_flows.execution.sqlite_store import open_sqlite
+from dpa4_flows.execution.sqlite_db import open_sqlite, write_transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -87,16 +87,9 @@ class ResumeState:
     def close(self) -> None:
         self.conn.close()
 
-    @contextmanager
-    def tx(self):
+    def tx(self) -> AbstractContextManager[sqlite3.Connection]:
         """A write transaction holding sqlite's lock from the start (no lock upgrade races)."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+        return write_transaction(self.conn)
 
     # -- meta -------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
