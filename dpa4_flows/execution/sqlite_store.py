@@ -22,8 +22,8 @@ key=["uuid", "index"])`` and ``update(blobs, key="blob_uuid")`` on ``data``; ref
 ``job_uuid``/``job_index``; ``count``, ``ensure_index``, ``distinct``, ``groupby``;
 ``connect``/``close``; ``maggma.Store.last_updated`` sorts on ``last_updated``.
 
-Concurrency (:mod:`dpa4_flows.execution.sqlite_db`): WAL journal, a busy timeout, and every write in a ``BEGIN IMMEDIATE``
-transaction, so several processes may write to one file (not over NFS).
+Concurrency (:mod:`dpa4_flows.execution.sqlite_db`): WAL journal, a busy timeout, and every
+write in a ``BEGIN IMMEDIATE`` transaction, so several processes may write to one file (not over NFS).
 Datetimes are stored as ``{"$date": iso-string}`` and come back as ``datetime``.
 """
 
