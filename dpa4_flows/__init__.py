@@ -1,7 +1,8 @@
 """dpa4_flows: DPA4 as jobflow jobs and flows (relax, static, MD, stability, fine-tuning, screening).
 
 Flow: structures -> Makers in :mod:`dpa4_flows.jobs` -> flows in :mod:`dpa4_flows.flows` -> a jobflow ``JobStore``
-(:mod:`dpa4_flows.execution.stores`) -> resumable execution (:func:`run_resumable`) -> tables (:mod:`dpa4_flows.execution.results`).
+(:mod:`dpa4_flows.execution.stores`) -> resumable execution (:func:`run_resumable`) -> tables
+(:mod:`dpa4_flows.execution.results`). :mod:`dpa4_flows.execution` knows nothing of DPA4.
 """
 
 from __future__ import annotations

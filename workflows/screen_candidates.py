@@ -32,6 +32,7 @@ from dpa4_flows.jobs.batch_relax import BatchRelaxMaker
 from dpa4_flows.jobs.calculators import ModelFileError, checkpoint_path, file_sha256, get_model
 from dpa4_flows.analysis.report import format_table, results_dataframe, summary
 from dpa4_flows.execution.runner import run_resumable
+from dpa4_flows.execution.workdir import flow_path, load_flow
 from dpa4_flows.schemas import ScreeningReport
 from dpa4_flows.settings import get_settings
 from dpa4_flows.execution.stores import embedded_store
@@ -166,7 +167,12 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     store = embedded_store(out / "jobs.sqlite")
-    result = run_resumable(flow, store, out / "work", progress=not args.quiet)
+    work = out / "work"
+    if flow_path(work).exists():
+        # check_run vouched for the inputs that matter; the runner's flow fingerprint would also refuse a
+        # new --device or --quiet, so resume the persisted flow, as the run has always done.
+        flow = load_flow(work)
+    result = run_resumable(flow, store, work, progress=not args.quiet)
     failed = {u: s for u, s in result.items() if s["state"] != "done"}
     if failed:
         for state in failed.values():

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dpa4_flows.execution.workdir import load_flow
+
 if TYPE_CHECKING:
     import pandas as pd
     from jobflow import Flow, JobStore
@@ -37,8 +39,6 @@ def flow_uuid(flow: str | os.PathLike | Flow) -> str:
     if isinstance(flow, Flow):
         return flow.uuid
     if isinstance(flow, Path) or (isinstance(flow, str) and os.path.isdir(flow)):
-        from dpa4_flows.execution.runner import load_flow
-
         return load_flow(flow).uuid
     if isinstance(flow, str):
         return flow

@@ -6,6 +6,8 @@ in a new process gets new random uuids, so a flow killed half way restarts from 
 
 1. The first call with a workdir persists the flow (``<workdir>/flow.json``, written
    atomically) and registers its jobs in ``<workdir>/state.sqlite``; uuids are now fixed.
+   Later calls compare the flow they are given with the persisted one by
+   :func:`~dpa4_flows.execution.fingerprint.flow_fingerprint` and refuse a different flow.
 2. Every call then runs the jobs that are not done, in dependency order, skipping every
    job recorded done (its output is in the store). Dynamic responses (``replace``,
    ``detour``, ``addition``) are recorded in the same transaction that marks their parent
@@ -27,24 +29,22 @@ import sqlite3
 import threading
 import time
 import traceback
+import json
 import uuid as uuidlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
-from dpa4_core.io.files import atomic_write
+from dpa4_flows.execution.fingerprint import flow_fingerprint
 from dpa4_flows.execution.state import ResumeState
 from dpa4_flows.execution.stores import check_persistent
+from dpa4_flows.execution.workdir import STATE_FILE, save_flow
 
 if TYPE_CHECKING:
     from jobflow import Flow, Job, JobStore
 
 logger = logging.getLogger(__name__)
-
-FLOW_FILE = "flow.json"
-STATE_FILE = "state.sqlite"
-
 
 class FlowMismatchError(ValueError):
     """The flow given does not match the one persisted in the workdir."""
@@ -58,15 +58,9 @@ class FlowFailedError(RuntimeError):
     """``ensure_success=True`` and some jobs failed or were skipped."""
 
 
-def load_flow(workdir: str | os.PathLike) -> Flow:
-    """The flow persisted in ``workdir`` by ``run_resumable`` (same uuids)."""
-    return _decode(Path(workdir).expanduser().resolve() / FLOW_FILE)
-
-
-def _decode(path: Path) -> Any:
-    from monty.json import MontyDecoder
-
-    return MontyDecoder().decode(path.read_text())
+def _job_names(jobs: list) -> str:
+    """What workdirs made before flow fingerprints recorded (meta ``signature``) to compare flows."""
+    return json.dumps(sorted(j.name for j in jobs))
 
 
 def _initialise(state: ResumeState, flow: Flow | Job | None, workdir: Path) -> None:
@@ -81,16 +75,21 @@ def _initialise(state: ResumeState, flow: Flow | Job | None, workdir: Path) -> N
             return
         flow = get_flow(flow, allow_external_references=True)
         jobs = [j for j, _ in flow.iterflow()]
-        signature = state.signature(jobs)
+        fingerprint = flow_fingerprint(flow)
         if done:
-            if state.get_meta("signature") != signature:
+            stored = state.get_meta("fingerprint")
+            if stored is None:  # a workdir made before fingerprints: compare job names, as then
+                same, what = state.get_meta("signature") == _job_names(jobs), "job names differ"
+            else:
+                same, what = stored == fingerprint, "jobs, functions or inputs differ"
+            if not same:
                 raise FlowMismatchError(
-                    f"{workdir} holds a different flow (job names differ); use a new workdir "
+                    f"{workdir} holds a different flow ({what}); use a new workdir "
                     "or pass flow=None to resume the persisted one")
             return
-        atomic_write(workdir / FLOW_FILE, flow.to_json())
+        save_flow(workdir, flow)
         state.add_jobs(c, jobs)
-        state.set_meta(c, "signature", signature)
+        state.set_meta(c, "fingerprint", fingerprint)
         state.set_meta(c, "initialised", "1")
         logger.info("persisted flow %s (%d jobs) in %s", flow.uuid, len(jobs), workdir)
 
@@ -159,8 +158,9 @@ def run_resumable(flow: Flow | Job | None, store: JobStore, workdir: str | os.Pa
     """Run ``flow`` so that a later call with the same ``workdir`` resumes it.
 
     Args:
-        flow: the flow (or job). Used on the first call only; later calls check it has the
-            same job names and run the persisted copy. ``None`` resumes the persisted flow.
+        flow: the flow (or job). Used on the first call only; later calls check it is the
+            same flow (``flow_fingerprint``: names, functions, inputs) and run the persisted
+            copy. ``None`` resumes the persisted flow.
         store: a persistent JobStore with a ``data`` store (``embedded_store`` or
             ``mongo_store``); the same one on every call.
         workdir: folder for ``flow.json``, ``state.sqlite`` and the jobs' working

@@ -1,14 +1,20 @@
 """MongoDB filter -> SQL over JSON documents, for ``SQLiteStore`` (see its module docstring).
 
 A document is one JSON text column ``doc``; a dotted key ``a.b.0`` is the JSON path
-``$."a"."b"[0]`` read with ``json_extract``. The text of ``_extract(key)`` is exactly the
+``$."a"."b"[0]`` read with ``json_extract``. The text of ``field_sql(key)`` is exactly the
 expression indexed by ``CREATE INDEX``, so sqlite's planner can match the two.
+
+Public API (all ``SQLiteStore`` uses): :func:`compile_filter` -> :class:`CompiledFilter`,
+:func:`field_sql`, :func:`register_functions`, :func:`dump_json` / :func:`load_json` (documents
+with datetimes), :func:`get_field` and :func:`project` (dotted keys on decoded documents).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sqlite3
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -34,7 +40,13 @@ def _decode_hook(d: dict) -> Any:
     return d
 
 
-def _loads(text: str) -> dict:
+def dump_json(value: Any, sort_keys: bool = False) -> str:
+    """JSON text of a (sanitised) document; datetimes become ``{"$date": iso-string}``."""
+    return json.dumps(value, sort_keys=sort_keys, default=_encode)
+
+
+def load_json(text: str) -> Any:
+    """Inverse of :func:`dump_json`: ``{"$date": ...}`` comes back as ``datetime``."""
     # The object hook costs ~30%: only pay it when a date is present.
     return json.loads(text, object_hook=_decode_hook) if '"$date"' in text else json.loads(text)
 
@@ -52,8 +64,10 @@ def _json_path(key: str) -> str:
     return "$" + "".join(parts)
 
 
-def _extract(key: str) -> str:
-    # Exactly the text used in CREATE INDEX, so sqlite's planner matches the index.
+def field_sql(key: str) -> str:
+    """SQL expression reading dotted ``key`` of column ``doc``.
+
+    Exactly the text used in CREATE INDEX, so sqlite's planner matches the index."""
     return f"json_extract(doc, '{_json_path(key)}')"
 
 
@@ -63,6 +77,26 @@ def _type_of(key: str) -> str:
 
 def _date_col(key: str) -> str:
     return f"json_extract(doc, '{_json_path(key)}.\"$date\"')"
+
+
+@dataclass(frozen=True)
+class CompiledFilter:
+    """A MongoDB filter as SQL: ``WHERE {sql}`` with ``params`` bound to its ``?`` marks.
+
+    ``uses_index`` says an indexed key narrows the rows (then a sort should not drive the plan).
+    """
+
+    sql: str
+    params: list[Any]
+    uses_index: bool
+
+
+def compile_filter(criteria: dict | None, indexed: set[str]) -> CompiledFilter:
+    """Compile ``criteria`` (the MongoDB subset of ``SQLiteStore``) for a table whose
+    ``indexed`` keys carry expression indexes; raises ``UnsupportedQueryError``."""
+    comp = _Compiler(indexed)
+    sql = comp.compile(criteria)
+    return CompiledFilter(sql, comp.params, comp.uses_index)
 
 
 class _Compiler:
@@ -111,7 +145,7 @@ class _Compiler:
         return f"NOT COALESCE(({sql}), 0)"
 
     def _eq(self, key: str, value: Any) -> str:
-        col = _extract(key)
+        col = field_sql(key)
         if value is None:
             return f"{col} IS NULL"
         if isinstance(value, bool):
@@ -134,7 +168,7 @@ class _Compiler:
                 f"(SELECT 1 FROM json_each(doc, '{path}') AS e WHERE e.value = ?))")
 
     def _op(self, key: str, op: str, value: Any) -> str:
-        col = _extract(key)
+        col = field_sql(key)
         if op == "$eq":
             return self._eq(key, value)
         if op == "$ne":
@@ -184,7 +218,13 @@ def _regexp(pattern: str, text: str | None) -> bool:
     return text is not None and re.search(pattern, text) is not None
 
 
-def _get(doc: dict, key: str) -> Any:
+def register_functions(conn: sqlite3.Connection) -> None:
+    """Add the SQL functions compiled filters call (``regexp`` for ``$regex``) to ``conn``."""
+    conn.create_function("regexp", 2, _regexp, deterministic=True)
+
+
+def get_field(doc: dict, key: str) -> Any:
+    """Value at dotted ``key`` (``a.b.0``) of a decoded document; ``KeyError`` if absent."""
     cur: Any = doc
     for part in key.split("."):
         if isinstance(cur, dict) and part in cur:
@@ -196,13 +236,14 @@ def _get(doc: dict, key: str) -> Any:
     return cur
 
 
-def _project(doc: dict, properties: list[str] | None) -> dict:
+def project(doc: dict, properties: list[str] | None) -> dict:
+    """The document cut down to the dotted ``properties`` (nested as in MongoDB); all if None."""
     if properties is None:
         return doc
     out: dict = {}
     for key in properties:
         try:
-            value = _get(doc, key)
+            value = get_field(doc, key)
         except KeyError:
             continue
         parts = key.split(".")

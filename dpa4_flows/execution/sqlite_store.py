@@ -22,28 +22,27 @@ key=["uuid", "index"])`` and ``update(blobs, key="blob_uuid")`` on ``data``; ref
 ``job_uuid``/``job_index``; ``count``, ``ensure_index``, ``distinct``, ``groupby``;
 ``connect``/``close``; ``maggma.Store.last_updated`` sorts on ``last_updated``.
 
-Concurrency: WAL journal, a busy timeout, and every write in a ``BEGIN IMMEDIATE``
-transaction, so several processes may write to one file (not over NFS).
+Concurrency (:mod:`dpa4_flows.execution.sqlite_db`): WAL journal, a busy timeout, and every
+write in a ``BEGIN IMMEDIATE`` transaction, so several processes may write to one file (not over NFS).
 Datetimes are stored as ``{"$date": iso-string}`` and come back as ``datetime``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sqlite3
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from maggma.core import Sort, Store, StoreError
 from monty.json import jsanitize
 
-from dpa4_flows.execution.sqlite_query import (UnsupportedQueryError, _Compiler, _encode, _extract, _get,
-                                     _loads, _project, _regexp)
+from dpa4_flows.execution.sqlite_db import open_sqlite, write_transaction
+from dpa4_flows.execution.sqlite_query import (CompiledFilter, UnsupportedQueryError, compile_filter, dump_json,
+                                               field_sql, get_field, load_json, project, register_functions)
 
 logger = logging.getLogger(__name__)
 
@@ -55,26 +54,6 @@ _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 class InvalidStoreNameError(ValueError):
     """A collection name that is not a plain identifier."""
-
-
-def open_sqlite(path: str | Path, timeout: float) -> sqlite3.Connection:
-    """Autocommit connection in WAL mode with a busy timeout, safe for several processes.
-
-    Switching to WAL needs an exclusive lock and, while other processes create the same new
-    file, fails with "database is locked" without waiting: retried until ``timeout``.
-    """
-    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-    deadline = time.monotonic() + timeout
-    while conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-        except sqlite3.OperationalError as err:
-            if "locked" not in str(err) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-    conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across process kills
-    return conn
 
 
 class SQLiteStore(Store):
@@ -127,7 +106,7 @@ class SQLiteStore(Store):
         # The default 2 MB page cache thrashes on random uuid look-ups in 100k documents.
         conn.execute("PRAGMA cache_size = -65536")
         conn.execute("PRAGMA mmap_size = 268435456")
-        conn.create_function("regexp", 2, _regexp, deterministic=True)
+        register_functions(conn)
         self._conn = conn
         with self._write():
             conn.execute(f'CREATE TABLE IF NOT EXISTS "{self.collection_name}" '
@@ -140,31 +119,17 @@ class SQLiteStore(Store):
             self._conn.close()
             self._conn = None
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A ``BEGIN IMMEDIATE`` transaction: takes the write lock up front, so two writers
-        never deadlock upgrading read locks; rolled back on any exception."""
-        conn = self._collection
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        return write_transaction(self._collection)
 
     # -- reads ------------------------------------------------------------------------------
-    def _where(self, criteria: dict | None) -> tuple[str, list]:
-        return self._compile(criteria)[:2]
-
-    def _compile(self, criteria: dict | None) -> tuple[str, list, bool]:
-        comp = _Compiler(self._indexed)
-        return comp.compile(criteria), comp.params, comp.uses_index
+    def _filter(self, criteria: dict | None) -> CompiledFilter:
+        return compile_filter(criteria, self._indexed)
 
     def count(self, criteria: dict | None = None, **kwargs) -> int:
-        where, params = self._where(criteria)
-        sql = f'SELECT COUNT(*) FROM "{self.collection_name}" WHERE {where}'
-        return self._collection.execute(sql, params).fetchone()[0]
+        where = self._filter(criteria)
+        sql = f'SELECT COUNT(*) FROM "{self.collection_name}" WHERE {where.sql}'
+        return self._collection.execute(sql, where.params).fetchone()[0]
 
     def query(self, criteria: dict | None = None, properties: dict | list | None = None,
               sort: dict[str, Sort | int] | None = None, skip: int = 0, limit: int = 0,
@@ -174,31 +139,31 @@ class SQLiteStore(Store):
             if any(not v for v in properties.values()):
                 raise UnsupportedQueryError(f"only inclusion projections are supported: {properties!r}")
             properties = list(properties)
-        where, params, filtered = self._compile(criteria)
+        where = self._filter(criteria)
         order = []
         for key, direction in (sort or {}).items():
             direction = direction.value if isinstance(direction, Sort) else int(direction)
             # With an indexed filter, sort the few hits: "+" stops sqlite from walking the
             # whole sort-key index instead (query_one({"uuid": u}, sort={"index": -1})).
-            order.append(f"{'+' if filtered else ''}{_extract(key)} {'DESC' if direction < 0 else 'ASC'}")
+            order.append(f"{'+' if where.uses_index else ''}{field_sql(key)} {'DESC' if direction < 0 else 'ASC'}")
         order.append("_id ASC")  # insertion order breaks ties, as in MongoDB
-        sql = (f'SELECT doc FROM "{self.collection_name}" WHERE {where} '
+        sql = (f'SELECT doc FROM "{self.collection_name}" WHERE {where.sql} '
                f"ORDER BY {', '.join(order)} LIMIT ? OFFSET ?")
-        cursor = self._collection.execute(sql, [*params, limit if limit else -1, skip])
+        cursor = self._collection.execute(sql, [*where.params, limit if limit else -1, skip])
         while rows := cursor.fetchmany(500):
             for (text,) in rows:
-                yield _project(_loads(text), properties)
+                yield project(load_json(text), properties)
 
     def distinct(self, field: str, criteria: dict | None = None, all_exist: bool = False) -> list:
         """Distinct values of ``field``; list values are unwound, as in MongoDB."""
         seen: dict[str, Any] = {}
         for doc in self.query(criteria, properties=[field]):
             try:
-                value = _get(doc, field)
+                value = get_field(doc, field)
             except KeyError:
                 continue
             for v in value if isinstance(value, list) else [value]:
-                seen.setdefault(json.dumps(v, sort_keys=True, default=_encode), v)
+                seen.setdefault(dump_json(v, sort_keys=True), v)
         return list(seen.values())
 
     def groupby(self, keys: list[str] | str, criteria: dict | None = None,
@@ -213,11 +178,11 @@ class SQLiteStore(Store):
             ident = {}
             for k in keys:
                 try:
-                    ident[k] = _get(doc, k)
+                    ident[k] = get_field(doc, k)
                 except KeyError:
                     ident[k] = None
-            tag = json.dumps(ident, sort_keys=True, default=_encode)
-            groups.setdefault(tag, (_project(ident, None), []))[1].append(doc)
+            tag = dump_json(ident, sort_keys=True)
+            groups.setdefault(tag, (ident, []))[1].append(doc)
         for ident, docs in groups.values():
             nested: dict = {}
             for k, v in ident.items():
@@ -247,23 +212,23 @@ class SQLiteStore(Store):
             missing = [k for k in keys if k not in d]
             if missing:
                 raise KeyError(f"document lacks the key field(s) {missing} needed for the upsert")
-            rows.append(({k: d[k] for k in keys}, json.dumps(d, default=_encode)))
+            rows.append(({k: d[k] for k in keys}, dump_json(d)))
         if not rows:
             return
         with self._write() as conn:
             for search, text in rows:
-                where, params = self._where(search)
-                hit = conn.execute(f'SELECT _id FROM "{table}" WHERE {where} LIMIT 1',
-                                   params).fetchone()
+                where = self._filter(search)
+                hit = conn.execute(f'SELECT _id FROM "{table}" WHERE {where.sql} LIMIT 1',
+                                   where.params).fetchone()
                 if hit is None:
                     conn.execute(f'INSERT INTO "{table}" (doc) VALUES (?)', (text,))
                 else:
                     conn.execute(f'UPDATE "{table}" SET doc = ? WHERE _id = ?', (text, hit[0]))
 
     def remove_docs(self, criteria: dict) -> None:
-        where, params = self._where(criteria)
+        where = self._filter(criteria)
         with self._write() as conn:
-            conn.execute(f'DELETE FROM "{self.collection_name}" WHERE {where}', params)
+            conn.execute(f'DELETE FROM "{self.collection_name}" WHERE {where.sql}', where.params)
 
     def ensure_index(self, key: str, unique: bool = False) -> bool:
         """Create an expression index on ``key`` (dotted allowed); True if it exists."""
@@ -274,7 +239,7 @@ class SQLiteStore(Store):
         try:
             with self._write() as conn:
                 conn.execute(f'CREATE {"UNIQUE " if unique else ""}INDEX IF NOT EXISTS "{name}" '
-                             f'ON "{self.collection_name}" ({_extract(key)})')
+                             f'ON "{self.collection_name}" ({field_sql(key)})')
         except sqlite3.DatabaseError as err:
             logger.warning("could not index %r in %s: %s", key, self.name, err)
             return False

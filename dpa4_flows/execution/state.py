@@ -10,7 +10,8 @@ One sqlite file per workdir (``<workdir>/state.sqlite``, WAL mode). Tables:
   while a replacement (``Response.replace`` re-uses the uuid at ``index + 1``) is not done.
 - ``deps(child, parent)``: child uuid waits for parent uuid. A detour or a replacement adds
   its new jobs as parents of every job that waited on the job that returned it.
-- ``meta(key, value)``: ``initialised``, the flow's job-name signature, ``stopped``.
+- ``meta(key, value)``: ``initialised``, ``fingerprint`` (the flow's ``flow_fingerprint``;
+  workdirs made before it have ``signature``, the sorted job names), ``stopped``.
 
 A job is claimed inside a ``BEGIN IMMEDIATE`` transaction (sqlite's write lock), so two
 workers never claim the same job. A claim holds a lease the worker renews; a claim whose
@@ -19,16 +20,15 @@ lease ran out, or whose process is gone (same host), is taken over.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sqlite3
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from dpa4_flows.execution.sqlite_store import open_sqlite
+from dpa4_flows.execution.sqlite_db import open_sqlite, write_transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -46,7 +46,6 @@ CREATE INDEX IF NOT EXISTS deps_parent ON deps (parent);
 #: uuid statuses that make dependants of that uuid skip (strict) or stop.
 FAILED = ("failed", "skipped")
 STOPPED = ("stopped", "stop_children")
-HOST = socket.gethostname()
 
 
 @dataclass
@@ -59,6 +58,12 @@ class Claim:
     name: str
     job: str
     worker: str
+
+
+def _held(pid: int | None, host: str | None, lease: float | None, now: float, here: str) -> bool:
+    """A running job's claim still stands: its lease is live and, on this host ``here``,
+    its worker process exists (a dead worker's job is taken over at once)."""
+    return (lease or 0) > now and not (host == here and not _pid_alive(pid))
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -87,16 +92,9 @@ class ResumeState:
     def close(self) -> None:
         self.conn.close()
 
-    @contextmanager
-    def tx(self):
+    def tx(self) -> AbstractContextManager[sqlite3.Connection]:
         """A write transaction holding sqlite's lock from the start (no lock upgrade races)."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+        return write_transaction(self.conn)
 
     # -- meta -------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
@@ -141,14 +139,13 @@ class ResumeState:
         Jobs whose parents failed (and which need their outputs) are marked ``skipped``, and
         children of a ``stop_children`` response ``stopped``, on the way.
         """
-        now = time.time()
+        now, here = time.time(), socket.gethostname()
         with self.tx() as c:
             changed = True
             while changed:  # a job marked skipped/stopped makes its children ready: look again
                 changed = False
                 for seq, uuid, idx, name, strict, state, pid, host, lease in self._ready(c):
-                    if state == "running" and lease is not None and lease > now and not (
-                            host == HOST and not _pid_alive(pid)):
+                    if state == "running" and _held(pid, host, lease, now, here):
                         continue  # a live worker holds it
                     parents = {r[0] for r in c.execute(
                         "SELECT u.status FROM deps d JOIN uuids u ON u.uuid = d.parent "
@@ -162,7 +159,7 @@ class ResumeState:
                         continue
                     c.execute("UPDATE jobs SET state = 'running', worker = ?, pid = ?, host = ?, "
                               "lease = ?, attempts = attempts + 1 WHERE seq = ?",
-                              (worker, os.getpid(), HOST, now + lease_s, seq))
+                              (worker, os.getpid(), here, now + lease_s, seq))
                     job = c.execute("SELECT job FROM jobs WHERE seq = ?", (seq,)).fetchone()[0]
                     return Claim(seq, uuid, idx, name, job, worker)
         return None
@@ -239,10 +236,9 @@ class ResumeState:
 
     def live_running(self) -> int:
         """Jobs held by a worker that still looks alive."""
-        now = time.time()
+        now, here = time.time(), socket.gethostname()
         rows = self.conn.execute("SELECT pid, host, lease FROM jobs WHERE state = 'running'")
-        return sum(1 for pid, host, lease in rows
-                   if (lease or 0) > now and not (host == HOST and not _pid_alive(pid)))
+        return sum(1 for pid, host, lease in rows if _held(pid, host, lease, now, here))
 
     def block_orphans(self) -> int:
         """Skip pending jobs that can never become ready; 0 if anything can still move.
@@ -270,7 +266,3 @@ class ResumeState:
 
     def done_keys(self) -> list[tuple[str, int]]:
         return self.conn.execute("SELECT uuid, idx FROM jobs WHERE state = 'done'").fetchall()
-
-    @staticmethod
-    def signature(jobs: list) -> str:
-        return json.dumps(sorted(j.name for j in jobs))

@@ -14,8 +14,9 @@ from dpa4_flows.flows.screening import ScreeningMaker
 from dpa4_flows.jobs.batch_relax import BatchRelaxMaker
 from dpa4_flows.execution.results import (UnknownCandidateError, UnknownFlowError, candidate_record,
                               flow_results, flow_uuid)
-from dpa4_flows.execution.runner import load_flow, run_resumable
+from dpa4_flows.execution.runner import run_resumable
 from dpa4_flows.execution.stores import embedded_store
+from dpa4_flows.execution.workdir import load_flow
 
 EMT = {"calculator_meta": "ase.calculators.emt.EMT", "calculator_kwargs": {}, "progress": False}
 FCC = [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]

@@ -2,8 +2,9 @@
 
 The flow (``_jobs.make_flow``) has references, a ``data``-store blob, a replace, a detour and
 an addition. Its reference result comes from jobflow's own ``run_locally``. Runs happen in
-forked worker processes that a test kills with SIGKILL at several points; every job appends to a log file each time
-it really runs, so the tests can count executions.
+worker processes (``spawn``ed, bodies in ``_workers``) that a test kills with SIGKILL while they hold a job: the
+test freezes a worker (SIGSTOP), reads the state file and kills only when the worker holds a claim, so every kill
+lands inside a job. Every job appends to a log file each time it really runs, so the tests can count executions.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 import collections
 import multiprocessing as mp
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,10 +23,11 @@ from jobflow import Flow, run_locally
 from monty.json import MontyDecoder
 
 from _jobs import add, describe, fail_if, make_flow, stop_here
-from dpa4_flows.execution.runner import (FlowFailedError, FlowMismatchError, StoreMismatchError,
-                               load_flow, run_resumable)
+from _workers import claim_of, resume_worker
+from dpa4_flows.execution.runner import FlowFailedError, FlowMismatchError, StoreMismatchError, run_resumable
 from dpa4_flows.execution.state import ResumeState
 from dpa4_flows.execution.stores import StoreConfigError, embedded_store, memory_store
+from dpa4_flows.execution.workdir import load_flow
 
 N_DOCS = 16  # job documents of make_flow(): 11 static jobs + replacement, detour, 3 adds + gather
 
@@ -35,21 +40,26 @@ def reference() -> dict:
     return {"final": store.get_output(flow.output.uuid), "n_docs": store.count()}
 
 
-def _worker(db: str, work: str, log: str, sleep: float, barrier: str | None) -> None:
-    """Body of a worker process (forked: no re-import, so it starts at once)."""
-    os.environ.update(DPA4_TEST_JOB_LOG=log, DPA4_TEST_JOB_SLEEP=str(sleep))
-    if barrier:  # say ready, wait for "go", so that all workers compete from the start
-        Path(barrier, str(os.getpid())).touch()
-        while not Path(barrier, "go").exists():
-            time.sleep(0.01)
-    run_resumable(make_flow(), embedded_store(db), work, progress=False, include_outputs=False)
-
-
 def _start(db: Path, work: Path, log: Path, sleep: float, barrier: Path | None = None):
-    proc = mp.get_context("fork").Process(
-        target=_worker, args=(str(db), str(work), str(log), sleep, barrier and str(barrier)))
+    proc = mp.get_context("spawn").Process(
+        target=resume_worker, args=(str(db), str(work), str(log), sleep, barrier and str(barrier)))
     proc.start()
     return proc
+
+
+def _freeze_in_job(proc, state_file: Path, min_done: int = 0, timeout: float = 120) -> int:
+    """Stop ``proc`` (SIGSTOP) at a moment it holds a job and ``min_done`` jobs are done;
+    returns that job's row id. The frozen worker cannot finish the job before it is killed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.is_alive(), f"worker ended early with exit code {proc.exitcode}"
+        os.kill(proc.pid, signal.SIGSTOP)
+        held = claim_of(state_file, proc.pid)
+        if held is not None and held[1] >= min_done:
+            return held[0]
+        os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(0.01)
+    raise AssertionError(f"worker {proc.pid} held no job with {min_done} done within {timeout} s")
 
 
 def _lines(log: Path) -> list[str]:
@@ -91,11 +101,7 @@ def test_sigkill_at_several_points_then_resume(tmp_path, reference, monkeypatch)
     kills = 0
     for kill_after in (1, 4, 7, 10, 13):
         proc = _start(db, work, log, sleep=0.15)
-        deadline = time.time() + 60
-        while len(_lines(log)) < kill_after and proc.is_alive() and time.time() < deadline:
-            time.sleep(0.01)
-        assert proc.is_alive(), f"worker ended early with exit code {proc.exitcode}"
-        time.sleep(0.05)  # land inside the next job
+        _freeze_in_job(proc, work / "state.sqlite", min_done=kill_after)
         proc.kill()  # SIGKILL: no cleanup, no atexit, open transactions abandoned
         proc.join()
         assert proc.exitcode == -9
@@ -144,16 +150,20 @@ def test_killed_worker_job_taken_over_at_once(tmp_path, reference):
     barrier = tmp_path / "barrier"
     barrier.mkdir()
     victim, survivor = (_start(db, work, log, sleep=0.2, barrier=barrier) for _ in range(2))
-    while len(list(barrier.iterdir())) < 2:
+    deadline = time.monotonic() + 120
+    while len(list(barrier.iterdir())) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     (barrier / "go").touch()
     t0 = time.time()
-    while len(_lines(log)) < 3 and victim.is_alive():
-        time.sleep(0.01)
+    seq = _freeze_in_job(victim, work / "state.sqlite", min_done=2)
     victim.kill()
     victim.join()
     survivor.join(100)
     assert survivor.exitcode == 0 and time.time() - t0 < 100
+    # The survivor ran the dead worker's job a second time, instead of waiting out its lease.
+    state = ResumeState(work / "state.sqlite")
+    row = state.conn.execute("SELECT state, attempts, pid FROM jobs WHERE seq = ?", (seq,)).fetchone()
+    assert row == ("done", 2, survivor.pid)
     store = embedded_store(db)
     _assert_stored_once(store)
     assert _final(store, work) == reference["final"]
@@ -166,9 +176,8 @@ def test_crash_between_storing_and_recording_reruns_that_job_once(tmp_path, refe
     run_resumable(make_flow(), store, work, progress=False, max_jobs=0)  # persist only
     state = ResumeState(work / "state.sqlite")
     claim = state.claim("doomed-worker", lease_s=600)
-    dead = mp.get_context("fork").Process(target=int)
-    dead.start()
-    dead.join()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])  # a pid that no longer runs
+    dead.wait()
     state.conn.execute("UPDATE jobs SET pid = ? WHERE seq = ?", (dead.pid, claim.seq))
     store.connect()
     MontyDecoder().decode(claim.job).run(store)  # output stored ... then the "kill"

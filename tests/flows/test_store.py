@@ -20,6 +20,7 @@ from maggma.stores import MemoryStore
 from monty.json import MontyDecoder
 
 from _jobs import add, square_all
+from _workers import store_writer
 from dpa4_flows.execution.sqlite_store import InvalidStoreNameError, SQLiteStore, UnsupportedQueryError
 from dpa4_flows.execution.stores import (StoreConfigError, check_persistent, embedded_store, memory_store,
                               mongo_store, monty_store)
@@ -124,18 +125,11 @@ def test_datetimes_round_trip(tmp_path):
     assert s.count({"last_updated": {"$gt": datetime(2026, 3, 1)}}) == 1
 
 
-def _writer(path: str, worker: int, n: int) -> None:
-    s = SQLiteStore(path, "outputs", key="uuid", timeout=60)
-    s.connect()
-    for i in range(n):
-        # Half the keys are shared by all workers (upserts race), half are private.
-        s.update({"uuid": f"shared-{i}" if i % 2 else f"w{worker}-{i}", "index": 1, "by": worker})
-
-
 def test_concurrent_writer_processes_lose_nothing(tmp_path):
     path, n, n_workers = str(tmp_path / "c.sqlite"), 200, 4
-    ctx = mp.get_context("fork")  # no re-import: the writers start at once and race
-    procs = [ctx.Process(target=_writer, args=(path, w, n)) for w in range(n_workers)]
+    ctx = mp.get_context("spawn")  # not fork: torch is imported here
+    ready = ctx.Barrier(n_workers)  # released once every writer has connected: then they race
+    procs = [ctx.Process(target=store_writer, args=(path, w, n, ready)) for w in range(n_workers)]
     for p in procs:
         p.start()
     for p in procs:
