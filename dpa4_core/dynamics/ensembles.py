@@ -1,14 +1,10 @@
 """MD ensemble names, defined once for the three MD entry points, and their ASE and atomate2 spellings.
 
-=====================  ======================================  ===============================  ==========
-name                   ASE integrator (``run_md``)             atomate2 ``(ensemble, dynamics)``  ``md_batch``
-=====================  ======================================  ===============================  ==========
-``nve``                ``VelocityVerlet``                      ``("nve", "velocityverlet")``      yes
-``nvt_langevin``       ``Langevin``                            ``("nvt", "langevin")``            yes
-``nvt_nose_hoover``    ``NoseHooverChainNVT``                  ``("nvt", NoseHooverChainNVT)``    no
-``npt``                ``MTKNPT`` (full cell)                  ``("npt", "nose-hoover-chain")``   no
-``npt_isotropic``      ``IsotropicMTKNPT`` (volume only)       ``("npt", IsotropicMTKNPT)``       no
-=====================  ======================================  ===============================  ==========
+- ``nve``: ASE ``VelocityVerlet``; atomate2 ``("nve", "velocityverlet")``; ``md_batch`` yes.
+- ``nvt_langevin``: ``Langevin``; atomate2 ``("nvt", "langevin")``; ``md_batch`` yes.
+- ``nvt_nose_hoover``: ``NoseHooverChainNVT``; atomate2 ``("nvt", NoseHooverChainNVT)``; ``md_batch`` no.
+- ``npt``: ``MTKNPT`` (full cell); atomate2 ``("npt", "nose-hoover-chain")``; ``md_batch`` no.
+- ``npt_isotropic``: ``IsotropicMTKNPT`` (volume only); atomate2 ``("npt", IsotropicMTKNPT)``; ``md_batch`` no.
 
 ``"nvt"`` (atomate2's name, whose default thermostat is Langevin) is accepted as ``nvt_langevin``; so are
 atomate2's ``MDEnsemble`` members. Where atomate2 has no preset for an integrator, its dynamics is the ASE class.
