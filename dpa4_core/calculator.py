@@ -7,11 +7,9 @@ envelope that is zero there), so a reused list gives the same numbers as a fresh
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
-from dataclasses import replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,42 +18,46 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from dpa4_core.data.batch import MIN_DISTANCE, AtomsBatch, InvalidStructureError, resolve_dtype
+from dpa4_core.data.batch import MIN_DISTANCE, AtomsBatch, InvalidStructureError, resolve_dtype, skin_list_valid
+from dpa4_core.io.checkpoint import load_for_inference
+from dpa4_core.pretrained import starter_checkpoint
 
 if TYPE_CHECKING:
     from dpa4_core.model.energy import DPA4
 
 logger = logging.getLogger(__name__)
 
-STARTER_CHECKPOINT = Path(__file__).resolve().parent / "pretrained" / "dpa4-starter.pt"
-
 
 class CalculatorSetupError(ValueError):
     """The calculator was given a bad model, checkpoint, dtype or skin."""
 
 
-def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    return resolve_dtype(dtype, CalculatorSetupError)
-
-
-def _resolve_model(model: DPA4 | str | os.PathLike | None, checkpoint: str | os.PathLike | None) -> DPA4:
-    from dpa4_core.io.checkpoint import load_checkpoint
-
+def _model_source(
+    model: DPA4 | str | os.PathLike | None, checkpoint: str | os.PathLike | None
+) -> DPA4 | str | os.PathLike:
+    """The model or checkpoint path to load: ``model``, else ``checkpoint``, else the starter checkpoint."""
     if model is not None and checkpoint is not None:
         raise CalculatorSetupError("give either model or checkpoint, not both")
     source = model if model is not None else checkpoint
-    if source is None:
-        if not STARTER_CHECKPOINT.is_file():
-            raise CalculatorSetupError(
-                f"no model given and the starter checkpoint {STARTER_CHECKPOINT} does not exist; "
-                "pass model=<DPA4> or checkpoint=<path to a .pt file>"
-            )
-        source = STARTER_CHECKPOINT
-    if isinstance(source, str | os.PathLike):
-        return load_checkpoint(source, map_location="cpu")
-    if not isinstance(source, torch.nn.Module):
-        raise CalculatorSetupError(f"model must be a DPA4 or a checkpoint path, got {type(source).__name__}")
-    return source
+    if source is not None:
+        return source
+    try:
+        return starter_checkpoint()
+    except FileNotFoundError as exc:
+        raise CalculatorSetupError(
+            f"no model given and {exc}; pass model=<DPA4> or checkpoint=<path to a .pt file>"
+        ) from None
+
+
+@dataclass(frozen=True)
+class _ListReference:
+    """The geometry a cached neighbour list was built at: ``numbers [N]``, ``pbc [3]``, ``positions [N, 3]`` (A),
+    ``cell [3, 3]`` (rows, A)."""
+
+    numbers: np.ndarray
+    pbc: np.ndarray
+    positions: np.ndarray
+    cell: np.ndarray
 
 
 class DPA4Calculator(Calculator):
@@ -88,18 +90,15 @@ class DPA4Calculator(Calculator):
         if not (np.isfinite(skin) and skin >= 0):
             raise CalculatorSetupError(f"skin must be a finite number >= 0 A, got {skin!r}")
         self.device = torch.device(device)
-        self.dtype = _resolve_dtype(dtype)
-        source = _resolve_model(model, checkpoint)
+        self.dtype = resolve_dtype(dtype, CalculatorSetupError)
         # A private cast copy: never change the caller's model or torch's global default dtype.
-        self.model = copy.deepcopy(source).to(device=self.device, dtype=self.dtype).eval()
-        for parameter in self.model.parameters():
-            parameter.requires_grad_(False)
+        self.model = load_for_inference(_model_source(model, checkpoint), self.dtype, self.device, CalculatorSetupError)
         self.cutoff = float(self.model.config.cutoff)
         self.skin = float(skin)
         # The cached list survives reset(): some ase versions reset the calculator whenever the atoms
         # move, and _list_still_valid decides on the geometry alone.
         self._batch: AtomsBatch | None = None
-        self._reference: dict[str, np.ndarray] | None = None
+        self._reference: _ListReference | None = None
         self.neighbor_list_builds = 0  # how many lists were built (for tests and diagnostics)
 
     @classmethod
@@ -111,33 +110,32 @@ class DPA4Calculator(Calculator):
         return cls(checkpoint=path, device=device, dtype=dtype, **kwargs)
 
     def _list_still_valid(self, atoms: Atoms) -> bool:
-        """True if no pair can be inside ``cutoff`` now without having been inside ``cutoff + skin`` at build.
-
-        With fractional coordinates ``f`` and cell ``C`` (rows), a pair vector is ``r = x C`` with
-        ``x = f_j - f_i + shift``. Then ``|r_old| <= |r_new| * ||C_new^-1 C_old|| + |dx C_old|``, and
-        ``|dx C_old| <= 2 max_k |(f_k,new - f_k,old) C_old|``. For a fixed cell this is the usual
-        "every atom moved less than skin/2".
-        """
+        """True if no pair can be inside ``cutoff`` now without having been inside ``cutoff + skin`` at the build
+        (the bound of :func:`dpa4_core.data.batch.skin_list_valid`; for a fixed cell: every atom moved less than
+        ``skin / 2``)."""
         ref = self._reference
-        if ref is None or len(atoms) != len(ref["numbers"]):
+        if ref is None or len(atoms) != len(ref.numbers):
             return False
-        if not (np.array_equal(atoms.numbers, ref["numbers"]) and np.array_equal(atoms.pbc, ref["pbc"])):
+        if not (np.array_equal(atoms.numbers, ref.numbers) and np.array_equal(atoms.pbc, ref.pbc)):
             return False
         positions = atoms.positions
         if not np.isfinite(positions).all():
             return False  # let the full validation name the problem
-        if atoms.pbc.all():
-            cell = atoms.cell.array
-            if not np.isfinite(cell).all() or abs(np.linalg.det(cell)) < 1e-6:
-                return False
-            old_cell = ref["cell"]
-            stretch = np.linalg.norm(np.linalg.solve(cell, old_cell), ord=2)  # ||C_new^-1 C_old||
-            moved = (np.linalg.solve(cell.T, positions.T).T - ref["scaled"]) @ old_cell
-        else:
-            stretch = 1.0
-            moved = positions - ref["positions"]
-        worst = self.cutoff * stretch + 2 * np.sqrt((moved**2).sum(axis=1).max())
-        return bool(worst < self.cutoff + self.skin)
+        periodic = bool(atoms.pbc.all())
+        cell = atoms.cell.array
+        if periodic and (not np.isfinite(cell).all() or abs(np.linalg.det(cell)) < 1e-6):
+            return False
+        valid = skin_list_valid(
+            torch.as_tensor(positions, dtype=torch.float64),
+            torch.as_tensor(cell[None], dtype=torch.float64),
+            torch.as_tensor(ref.positions, dtype=torch.float64),
+            torch.as_tensor(ref.cell[None], dtype=torch.float64),
+            torch.tensor([periodic]),
+            torch.zeros(len(atoms), dtype=torch.long),
+            self.cutoff,
+            self.skin,
+        )
+        return bool(valid[0])
 
     def _build_batch(self, atoms: Atoms) -> AtomsBatch:
         if self._batch is not None and self._list_still_valid(atoms):
@@ -156,14 +154,12 @@ class DPA4Calculator(Calculator):
         batch = AtomsBatch.from_atoms([atoms], cutoff=self.cutoff + self.skin, dtype=self.dtype, device=self.device)
         self.neighbor_list_builds += 1
         self._batch = batch
-        cell = atoms.cell.array.copy()
-        self._reference = {
-            "numbers": atoms.numbers.copy(),
-            "pbc": np.asarray(atoms.pbc, dtype=bool).copy(),
-            "positions": atoms.positions.copy(),
-            "cell": cell,
-            "scaled": np.linalg.solve(cell.T, atoms.positions.T).T if atoms.pbc.all() else None,
-        }
+        self._reference = _ListReference(
+            numbers=atoms.numbers.copy(),
+            pbc=np.asarray(atoms.pbc, dtype=bool).copy(),
+            positions=atoms.positions.copy(),
+            cell=atoms.cell.array.copy(),
+        )
         return batch
 
     def calculate(

@@ -36,6 +36,41 @@ def resolve_dtype(dtype: str | torch.dtype, error: type[ValueError] = ValueError
     return DTYPES[name]
 
 
+def skin_list_valid(
+    positions: torch.Tensor,
+    cell: torch.Tensor,
+    ref_positions: torch.Tensor,
+    ref_cell: torch.Tensor,
+    periodic: torch.Tensor,
+    frame: torch.Tensor,
+    cutoff: float,
+    skin: float,
+) -> torch.Tensor:
+    """Per system ``[F]`` (bool): can a neighbour list built with ``cutoff + skin`` at the reference geometry
+    still be used now, i.e. no pair can be inside ``cutoff`` that was not inside ``cutoff + skin`` at the build?
+
+    Args: ``positions``, ``ref_positions`` ``[N, 3]`` (A, now and at the build); ``cell``, ``ref_cell``
+    ``[F, 3, 3]`` (rows = lattice vectors); ``periodic`` ``[F]`` (bool); ``frame`` ``[N]`` system of each atom.
+
+    With cell rows ``C`` and a pair vector ``r = d C`` (``d`` fractional), ``|r_old| <= |r_new| ||C_new^-1 C_old||
+    + |dd C_old|`` and ``|dd C_old| <= 2 max_k |(f_k,new - f_k,old) C_old|``. A pair missing from the list had
+    ``|r_old| > cutoff + skin``, so none can be inside ``cutoff`` now while
+    ``cutoff ||C_new^-1 C_old|| + 2 max_k |moved_k| < cutoff + skin``. For a fixed cell: every atom moved less
+    than ``skin / 2``. Non-periodic systems use the plain displacement.
+    """
+    eye = torch.eye(3, dtype=cell.dtype, device=cell.device).expand_as(cell)
+    safe_cell = torch.where(periodic[:, None, None], cell, eye)
+    safe_old = torch.where(periodic[:, None, None], ref_cell, eye)
+    # map = C_new^-1 C_old; positions in the old cell's frame: r_new @ C_new^-1 @ C_old
+    mapping = torch.linalg.solve(safe_cell, safe_old)
+    stretch = torch.linalg.matrix_norm(mapping, ord=2)
+    moved = torch.einsum("ni,nij->nj", positions, mapping[frame]) - ref_positions
+    moved2 = (moved * moved).sum(dim=1)
+    worst = torch.zeros(cell.shape[0], dtype=moved2.dtype, device=moved2.device)
+    worst = worst.scatter_reduce(0, frame, moved2, reduce="amax", include_self=True).sqrt()
+    return cutoff * stretch + 2 * worst < cutoff + skin
+
+
 def to_atoms(structure) -> Atoms:
     """ASE Atoms from an ASE Atoms or a pymatgen Structure/Molecule (copied, never modified in place)."""
     if isinstance(structure, Atoms):

@@ -1,14 +1,16 @@
 """Molecular dynamics of one system through ASE's integrators with :class:`~dpa4_core.calculator.DPA4Calculator`.
 
-Ensembles (all ASE integrators; time in fs, temperature in K, pressure in GPa at this interface):
+Ensembles: every name of :mod:`dpa4_core.dynamics.ensembles` (time in fs, temperature in K, pressure in GPa at
+this interface):
 
 - ``"nve"``: velocity Verlet.
-- ``"nvt_langevin"``: ``ase.md.langevin.Langevin`` (friction in 1/fs).
+- ``"nvt_langevin"`` (alias ``"nvt"``): ``ase.md.langevin.Langevin`` (friction in 1/fs).
 - ``"nvt_nose_hoover"``: ``ase.md.nose_hoover_chain.NoseHooverChainNVT`` (thermostat time ``tdamp``).
 - ``"npt"``: ``ase.md.nose_hoover_chain.MTKNPT`` (Martyna-Tobias-Klein, full cell; ``tdamp``, ``pdamp``).
 - ``"npt_isotropic"``: ``IsotropicMTKNPT`` (volume only).
 
-For many candidates at once (a quick stability check) use :func:`dpa4_core.dynamics.md_batch` instead.
+For many candidates at once (a quick stability check) use :func:`dpa4_core.dynamics.md_batch` instead; the
+atomate2 job is ``dpa4_flows.jobs.md.DPA4MDMaker``.
 """
 
 from __future__ import annotations
@@ -19,22 +21,20 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms, units
-from ase.md.langevin import Langevin
-from ase.md.nose_hoover_chain import IsotropicMTKNPT, MTKNPT, NoseHooverChainNVT
 from ase.md.velocitydistribution import Stationary
 
 try:  # ASE >= 3.29 (MaxwellBoltzmannDistribution is deprecated there)
     from ase.md.velocitydistribution import thermalize_momenta as _thermalize
 except ImportError:  # pragma: no cover - older ASE
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as _thermalize
-from ase.md.verlet import VelocityVerlet
 from tqdm.auto import tqdm
 
 from dpa4_core.data.batch import to_atoms
+from dpa4_core.dynamics.ensembles import ASE_INTEGRATORS, ENSEMBLES, Ensemble, parse_ensemble
 
 logger = logging.getLogger(__name__)
 
-ENSEMBLES = ("nve", "nvt_langevin", "nvt_nose_hoover", "npt", "npt_isotropic")
+__all__ = ["ENSEMBLES", "MDLog", "MDSetupError", "make_dynamics", "run_md"]
 
 
 class MDSetupError(ValueError):
@@ -72,7 +72,7 @@ def _calculator(calculator: Any, dtype: str, device: str):
 
 def make_dynamics(
     atoms: Atoms,
-    ensemble: str = "nvt_langevin",
+    ensemble: str | Ensemble = "nvt_langevin",
     *,
     timestep: float = 1.0,
     temperature: float = 300.0,
@@ -91,33 +91,32 @@ def make_dynamics(
             times, fs. pressure: external pressure, GPa. seed: Langevin random seed.
         trajectory: optional ASE trajectory file written every ``loginterval`` steps.
     """
-    if ensemble not in ENSEMBLES:
-        raise MDSetupError(f"unknown ensemble {ensemble!r}; use one of {ENSEMBLES}")
+    chosen = parse_ensemble(ensemble, MDSetupError)
     if not (timestep > 0 and temperature >= 0 and friction >= 0 and tdamp > 0 and pdamp > 0):
         raise MDSetupError(
             f"need timestep > 0, temperature >= 0, friction >= 0, tdamp > 0, pdamp > 0; got {timestep}, "
             f"{temperature}, {friction}, {tdamp}, {pdamp}"
         )
-    if ensemble.startswith("npt") and not atoms.pbc.all():
-        raise MDSetupError(f"ensemble {ensemble!r} needs a periodic structure, got pbc={atoms.pbc.tolist()}")
+    if chosen.has_barostat and not atoms.pbc.all():
+        raise MDSetupError(f"ensemble {chosen.value!r} needs a periodic structure, got pbc={atoms.pbc.tolist()}")
     dt = timestep * units.fs
     common = {"trajectory": trajectory, "loginterval": loginterval}
-    if ensemble == "nve":
-        return VelocityVerlet(atoms, timestep=dt, **common)
-    if ensemble == "nvt_langevin":
-        return Langevin(atoms, timestep=dt, temperature_K=temperature, friction=friction / units.fs, fixcm=False,
-                        rng=np.random.default_rng(seed), **common)
-    if ensemble == "nvt_nose_hoover":
-        return NoseHooverChainNVT(atoms, timestep=dt, temperature_K=temperature, tdamp=tdamp * units.fs, **common)
-    barostat = IsotropicMTKNPT if ensemble == "npt_isotropic" else MTKNPT
-    return barostat(atoms, timestep=dt, temperature_K=temperature, pressure_au=pressure * units.GPa,
-                    tdamp=tdamp * units.fs, pdamp=pdamp * units.fs, **common)
+    integrator = ASE_INTEGRATORS[chosen]
+    if chosen is Ensemble.NVE:
+        return integrator(atoms, timestep=dt, **common)
+    if chosen is Ensemble.NVT_LANGEVIN:
+        return integrator(atoms, timestep=dt, temperature_K=temperature, friction=friction / units.fs, fixcm=False,
+                          rng=np.random.default_rng(seed), **common)
+    if chosen is Ensemble.NVT_NOSE_HOOVER:
+        return integrator(atoms, timestep=dt, temperature_K=temperature, tdamp=tdamp * units.fs, **common)
+    return integrator(atoms, timestep=dt, temperature_K=temperature, pressure_au=pressure * units.GPa,
+                      tdamp=tdamp * units.fs, pdamp=pdamp * units.fs, **common)
 
 
 def run_md(
     structure: Any,
     calculator: Any,
-    ensemble: str = "nvt_langevin",
+    ensemble: str | Ensemble = "nvt_langevin",
     steps: int = 1000,
     *,
     timestep: float = 1.0,
@@ -136,13 +135,14 @@ def run_md(
     Args:
         structure: ASE Atoms or pymatgen structure (copied; the input is not changed).
         calculator: an ASE calculator (e.g. ``DPA4Calculator``), a DPA4 model or a checkpoint path.
-        ensemble: one of :data:`ENSEMBLES`.
+        ensemble: one of :data:`ENSEMBLES` (or ``"nvt"``, an alias of ``"nvt_langevin"``).
         init_temperature: Maxwell-Boltzmann velocities at this temperature (K, zero total momentum) unless the
             structure already has momenta; default ``temperature``.
         seed: seeds the initial velocities and the Langevin noise.
         ensemble_kwargs: ``friction``, ``tdamp``, ``pressure``, ``pdamp`` (see :func:`make_dynamics`).
         progress: tqdm bar over steps; None = only on a terminal.
     """
+    chosen = parse_ensemble(ensemble, MDSetupError)
     if int(steps) < 0:
         raise MDSetupError(f"steps must be >= 0, got {steps!r}")
     atoms = to_atoms(structure)
@@ -151,10 +151,11 @@ def run_md(
         t0 = temperature if init_temperature is None else init_temperature
         _thermalize(atoms, temperature_K=t0, rng=np.random.default_rng(seed))
         Stationary(atoms)
-    dynamics = make_dynamics(atoms, ensemble, timestep=timestep, temperature=temperature, seed=seed,
+    dynamics = make_dynamics(atoms, chosen, timestep=timestep, temperature=temperature, seed=seed,
                              trajectory=trajectory, loginterval=loginterval, **ensemble_kwargs)
     log = MDLog()
-    bar = tqdm(total=int(steps), desc=f"md {ensemble}", unit="step", disable=None if progress is None else not progress)
+    quiet = None if progress is None else not progress
+    bar = tqdm(total=int(steps), desc=f"md {chosen.value}", unit="step", disable=quiet)
 
     def record() -> None:
         epot, ekin = atoms.get_potential_energy(), atoms.get_kinetic_energy()

@@ -1,4 +1,9 @@
-"""Batched Langevin NVT for quick stability checks of many candidates at once.
+"""Batched MD (Langevin NVT, or NVE) for quick stability checks of many candidates at once.
+
+The many-system member of the MD family: one system at a time through ASE's integrators is
+:func:`dpa4_core.dynamics.ase_md.run_md`, the atomate2 job is ``dpa4_flows.jobs.md.DPA4MDMaker``; all three take
+the ensemble names of :mod:`dpa4_core.dynamics.ensembles`. This engine runs ``nvt_langevin`` and ``nve`` (the
+same integrator with zero friction, which is velocity Verlet).
 
 Integrator: BAOAB Langevin (Leimkuhler and Matthews, 2013): half kick, half drift, exact Ornstein-Uhlenbeck
 velocity update ``v <- c1 v + sqrt((1 - c1^2) kT / m) xi`` with ``c1 = exp(-friction dt)``, half drift, force call,
@@ -20,13 +25,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from ase import units
+from ase import Atoms, units
 from tqdm.auto import tqdm
 
-from dpa4_core.dynamics.relax import _output_like, _snapshot
-from dpa4_core.dynamics.runner import BatchSetupError, ModelRunner
-from dpa4_core.dynamics.state import Packed, build_edges, make_batch, refresh_neighbors
 from dpa4_core.data.batch import to_atoms, validate_atoms
+from dpa4_core.dynamics.ensembles import BATCHED, Ensemble, parse_ensemble
+from dpa4_core.dynamics.runner import BatchSetupError, ModelRunner
+from dpa4_core.dynamics.snapshot import as_input_type, snapshot
+from dpa4_core.dynamics.state import Packed, build_edges, make_batch, refresh_neighbors
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +61,40 @@ class MDResult:
     min_distance: float
     intact: bool
     trajectory: list | None = None
+
+
+@dataclass(frozen=True)
+class MDSettings:
+    """The run parameters of :func:`md_batch`, checked (units: K, fs, 1/fs, A)."""
+
+    temperature: float
+    steps: int
+    timestep: float
+    friction: float
+    skin: float
+    max_displacement: float
+    min_distance_ratio: float
+    trajectory_interval: int
+
+
+@dataclass
+class MDState:
+    """BAOAB state of the systems of one chunk (float64; ``N`` atoms, ``F`` systems).
+
+    Attributes:
+        x: ``[N, 3]`` positions (A, unwrapped). v: ``[N, 3]`` velocities (A per ASE time unit).
+        start: ``[N, 3]`` positions at the start. mass: ``[N, 1]`` (amu).
+        alive: ``[F]`` everything finite so far (a system that blew up is frozen where it last was finite).
+        min_initial, min_seen: ``[F]`` closest pair at the start and over the run (A).
+    """
+
+    x: torch.Tensor
+    v: torch.Tensor
+    start: torch.Tensor
+    mass: torch.Tensor
+    alive: torch.Tensor
+    min_initial: torch.Tensor
+    min_seen: torch.Tensor
 
 
 def _min_distance(batch, n_systems: int) -> torch.Tensor:
@@ -87,6 +127,7 @@ def md_batch(
     structures: Sequence,
     model: Any,
     *,
+    ensemble: str | Ensemble = "nvt_langevin",
     temperature: float = 300.0,
     steps: int = 1000,
     timestep: float = 2.0,
@@ -102,11 +143,13 @@ def md_batch(
     trajectory_interval: int = 0,
     progress: bool | None = None,
 ) -> list[MDResult]:
-    """Langevin NVT of many structures in one batched force call per step (fixed cells).
+    """MD of many structures in one batched force call per step (fixed cells).
 
     Args:
         structures: ASE Atoms and/or pymatgen structures (never modified).
         model: a DPA4 model or a checkpoint path.
+        ensemble: ``"nvt_langevin"`` (default, alias ``"nvt"``) or ``"nve"`` (``friction`` is then 0); the other
+            names of :mod:`dpa4_core.dynamics.ensembles` need :func:`dpa4_core.dynamics.run_md`.
         temperature: target temperature (K). Initial velocities: the structure's own momenta if it has any
             (ASE Atoms), else Maxwell-Boltzmann at this temperature with zero total momentum.
         steps: MD steps; timestep: fs; friction: Langevin friction (1/fs).
@@ -121,6 +164,12 @@ def md_batch(
     Returns:
         One :class:`MDResult` per input, in input order.
     """
+    chosen = parse_ensemble(ensemble, BatchSetupError)
+    if chosen not in BATCHED:
+        raise BatchSetupError(
+            f"md_batch runs the ensembles {', '.join(e.value for e in BATCHED)}, not {chosen.value!r}; "
+            "use dpa4_core.dynamics.run_md for it"
+        )
     if not structures:
         return []
     if not (temperature >= 0 and timestep > 0 and friction >= 0 and int(steps) >= 1):
@@ -128,6 +177,12 @@ def md_batch(
             f"need temperature >= 0 K, timestep > 0 fs, friction >= 0 1/fs and steps >= 1; got "
             f"{temperature!r}, {timestep!r}, {friction!r}, {steps!r}"
         )
+    settings = MDSettings(
+        temperature=float(temperature), steps=int(steps), timestep=float(timestep),
+        friction=0.0 if chosen is Ensemble.NVE else float(friction), skin=float(skin),
+        max_displacement=float(max_displacement), min_distance_ratio=float(min_distance_ratio),
+        trajectory_interval=int(trajectory_interval),
+    )
     if isinstance(model, ModelRunner):
         runner = model
     else:
@@ -138,129 +193,134 @@ def md_batch(
     generator = torch.Generator(device=runner.device).manual_seed(int(seed))
     results: list[MDResult | None] = [None] * len(atoms_list)
     quiet = None if progress is None else not progress
-    bar = tqdm(total=int(steps) * len(atoms_list), desc="md", unit="structure-step", disable=quiet)
+    bar = tqdm(total=settings.steps * len(atoms_list), desc="md", unit="structure-step", disable=quiet)
     for chunk in _chunks([len(a) for a in atoms_list], int(max_atoms)):
-        out = _run_chunk([atoms_list[i] for i in chunk], runner, generator, float(temperature), int(steps),
-                         float(timestep), float(friction), float(skin), int(trajectory_interval), bar)
+        out = _run_chunk([atoms_list[i] for i in chunk], runner, generator, settings, bar)
         for local, index in enumerate(chunk):
-            summary = out[local]
-            finite, closest0 = summary.pop("finite"), summary.pop("min_distance_initial")
-            summary["intact"] = bool(
-                finite
-                and summary["max_displacement"] < max_displacement
-                and summary["min_distance"] >= min_distance_ratio * closest0
-            )
-            summary["structure"] = _output_like(structures[index], summary["structure"])
-            if summary["trajectory"] is not None:
-                summary["trajectory"] = [_output_like(structures[index], a) for a in summary["trajectory"]]
-            results[index] = MDResult(**summary)
+            result = out[local]
+            result.structure = as_input_type(structures[index], result.structure)
+            if result.trajectory is not None:
+                result.trajectory = [as_input_type(structures[index], a) for a in result.trajectory]
+            results[index] = result
     bar.close()
     return results
 
 
-def _run_chunk(atoms_list, runner: ModelRunner, generator, temperature, steps, timestep, friction, skin, interval, bar):
+def _pack(atoms_list: list[Atoms], runner: ModelRunner, skin: float) -> Packed:
     device, f64 = runner.device, dict(dtype=torch.float64, device=runner.device)
     packs = []
     for atoms in atoms_list:
-        periodic = bool(np.asarray(atoms.pbc).all())
-        cell = atoms.cell.array if periodic else np.zeros((3, 3))
-        pos = torch.as_tensor(atoms.positions, **f64)
+        pbc = np.asarray(atoms.pbc, bool)
+        cell = atoms.cell.array if pbc.all() else np.zeros((3, 3))
         packs.append(Packed(
-            atom={"numbers": torch.as_tensor(atoms.numbers, dtype=torch.long, device=device), "ref_pos": pos.clone(),
-                  "mass": torch.as_tensor(atoms.get_masses(), **f64)},
-            system={"n_atoms": torch.tensor([len(atoms)], device=device),
-                    "pbc": torch.as_tensor(np.asarray(atoms.pbc, bool)[None], device=device),
-                    "ref_cell": torch.as_tensor(cell[None], **f64)},
-            edges=[build_edges(atoms.positions, cell, np.asarray(atoms.pbc, bool), runner.cutoff + skin)],
+            numbers=torch.as_tensor(atoms.numbers, dtype=torch.long, device=device),
+            ref_pos=torch.as_tensor(atoms.positions, **f64),
+            n_atoms=torch.tensor([len(atoms)], device=device),
+            pbc=torch.as_tensor(pbc[None], device=device),
+            ref_cell=torch.as_tensor(cell[None], **f64),
+            edges=[build_edges(atoms.positions, cell, pbc, runner.cutoff + skin)],
         ))
-    pack = Packed.concat(packs)
-    frame, n_sys = pack.frame, pack.n_systems
-    cell = pack.system["ref_cell"].clone()
-    mass = pack.atom["mass"][:, None]
-    counts = pack.system["n_atoms"].to(torch.float64)
-    x = pack.atom["ref_pos"].clone()
-    start = x.clone()
-    kt = units.kB * temperature
-    # Maxwell-Boltzmann velocities, zero momentum per system (A / ASE time unit).
-    v = torch.randn(x.shape, generator=generator, **f64) * torch.sqrt(kt / mass)
+    return Packed.concat(packs)
+
+
+def _initial_velocities(atoms_list, pack: Packed, mass, kt: float, generator) -> torch.Tensor:
+    """Maxwell-Boltzmann velocities with zero momentum per system, or a structure's own (A / ASE time unit)."""
+    frame, n_sys, f64 = pack.frame, pack.n_systems, dict(dtype=torch.float64, device=mass.device)
+    v = torch.randn(mass.shape[0], 3, generator=generator, **f64) * torch.sqrt(kt / mass)
     momentum = torch.zeros(n_sys, 3, **f64).index_add(0, frame, mass * v)
     v = v - (momentum / torch.zeros(n_sys, **f64).index_add(0, frame, mass[:, 0])[:, None])[frame]
     given = [atoms.get_momenta() / atoms.get_masses()[:, None] for atoms in atoms_list]
-    has_own = torch.as_tensor([bool(g.any()) for g in given], device=device)
-    v = torch.where(has_own[frame, None], torch.as_tensor(np.concatenate(given), **f64), v)
-    dt = timestep * units.fs
-    c1 = float(np.exp(-friction * timestep))
+    has_own = torch.as_tensor([bool(g.any()) for g in given], device=mass.device)
+    return torch.where(has_own[frame, None], torch.as_tensor(np.concatenate(given), **f64), v)
+
+
+def _run_chunk(atoms_list, runner: ModelRunner, generator, cfg: MDSettings, bar) -> list[MDResult]:
+    f64 = dict(dtype=torch.float64, device=runner.device)
+    pack = _pack(atoms_list, runner, cfg.skin)
+    frame, n_sys = pack.frame, pack.n_systems
+    cell = pack.ref_cell.clone()
+    mass = torch.as_tensor(np.concatenate([a.get_masses() for a in atoms_list]), **f64)[:, None]
+    counts = pack.n_atoms.to(torch.float64)
+    kt = units.kB * cfg.temperature
+    x = pack.ref_pos.clone()
+    v = _initial_velocities(atoms_list, pack, mass, kt, generator)
+    dt = cfg.timestep * units.fs
+    c1 = float(np.exp(-cfg.friction * cfg.timestep))
     noise = torch.sqrt((1 - c1 * c1) * kt / mass)
 
     def forces_at(positions):
-        refresh_neighbors(pack, positions, cell, runner.cutoff, skin)
-        batch = make_batch(pack, positions, cell, runner.cutoff, skin, runner.dtype, prune=True)
+        refresh_neighbors(pack, positions, cell, runner.cutoff, cfg.skin)
+        batch = make_batch(pack, positions, cell, runner.cutoff, cfg.skin, runner.dtype, prune=True)
         return runner(batch, compute_stress=False), _min_distance(batch, n_sys)
 
     out, closest = forces_at(x)
-    min_initial, min_seen = closest.clone(), closest.clone()
-    finite = torch.isfinite(out["energy"])
-    epot = [out["energy"] / counts]
-    kinetic = []
-    snapshots = [[] for _ in range(n_sys)] if interval else None
-    alive = finite.clone()
-    for step in range(1, steps + 1):
-        x_old = x
-        v = v + 0.5 * dt * out["forces"] / mass
-        x = x + 0.5 * dt * v
+    st = MDState(x=x, v=v, start=x.clone(), mass=mass, alive=torch.isfinite(out["energy"]),
+                 min_initial=closest.clone(), min_seen=closest.clone())
+    epot, kinetic = [out["energy"] / counts], []
+    snapshots = [[] for _ in range(n_sys)] if cfg.trajectory_interval else None
+    for step in range(1, cfg.steps + 1):
+        x_old = st.x
+        v = st.v + 0.5 * dt * out["forces"] / mass
+        x = st.x + 0.5 * dt * v
         v = c1 * v + noise * torch.randn(x.shape, generator=generator, **f64)
         x = x + 0.5 * dt * v
         # A system that blew up (non-finite positions) is frozen where it last was finite and reported broken.
-        alive &= _all_atoms(torch.isfinite(x).all(dim=1), frame, n_sys)
-        x = torch.where(alive[frame, None], x, x_old)
-        v = torch.where(alive[frame, None], v, torch.zeros_like(v))
-        out, closest = forces_at(x)
-        alive &= torch.isfinite(out["energy"]) & _all_atoms(torch.isfinite(out["forces"]).all(dim=1), frame, n_sys)
-        out["forces"] = torch.where(alive[frame, None], out["forces"], torch.zeros_like(out["forces"]))
-        v = v + 0.5 * dt * out["forces"] / mass
-        min_seen = torch.minimum(min_seen, closest)
-        finite &= alive
+        st.alive &= _all_atoms(torch.isfinite(x).all(dim=1), frame, n_sys)
+        st.x = torch.where(st.alive[frame, None], x, x_old)
+        v = torch.where(st.alive[frame, None], v, torch.zeros_like(v))
+        out, closest = forces_at(st.x)
+        st.alive &= torch.isfinite(out["energy"]) & _all_atoms(torch.isfinite(out["forces"]).all(dim=1), frame, n_sys)
+        out["forces"] = torch.where(st.alive[frame, None], out["forces"], torch.zeros_like(out["forces"]))
+        st.v = v + 0.5 * dt * out["forces"] / mass
+        st.min_seen = torch.minimum(st.min_seen, closest)
         epot.append(out["energy"] / counts)
-        ke = torch.zeros(n_sys, **f64).index_add(0, frame, 0.5 * (mass * v * v).sum(dim=1))
-        kinetic.append(ke)
-        if interval and step % interval == 0:
-            _append_snapshots(snapshots, atoms_list, pack, x, cell)
+        kinetic.append(torch.zeros(n_sys, **f64).index_add(0, frame, 0.5 * (mass * st.v * st.v).sum(dim=1)))
+        if snapshots is not None and step % cfg.trajectory_interval == 0:
+            _append_snapshots(snapshots, atoms_list, pack, st.x, cell)
         bar.update(n_sys)
-    epot_t = torch.stack(epot).cpu().numpy()  # [steps + 1, F]
-    ke_t = torch.stack(kinetic).cpu().numpy()
-    disp = ((x - start) ** 2).sum(dim=1).sqrt()
-    disp_max = torch.zeros(n_sys, **f64).scatter_reduce(0, frame, disp, reduce="amax", include_self=True).cpu().numpy()
-    finite_np = finite.cpu().numpy() & np.isfinite(disp_max)
-    half = steps // 2
-    times_ps = np.arange(half, steps + 1) * timestep / 1000.0
-    summaries = []
-    starts = np.concatenate([[0], np.cumsum(pack.system["n_atoms"].tolist())]).astype(np.int64)
-    x_np, cell_np = x.cpu().numpy(), cell.cpu().numpy()
+    return _summaries(atoms_list, pack, st, cell, torch.stack(epot).cpu().numpy(),
+                      torch.stack(kinetic).cpu().numpy(), snapshots, cfg)
+
+
+def _summaries(atoms_list, pack: Packed, st: MDState, cell, epot_t, ke_t, snapshots, cfg: MDSettings):
+    """One :class:`MDResult` (structure as ASE Atoms) per system; ``epot_t [steps + 1, F]``, ``ke_t [steps, F]``."""
+    frame, n_sys = pack.frame, pack.n_systems
+    disp = ((st.x - st.start) ** 2).sum(dim=1).sqrt()
+    disp_max = torch.zeros(n_sys, dtype=torch.float64, device=disp.device)
+    disp_max = disp_max.scatter_reduce(0, frame, disp, reduce="amax", include_self=True).cpu().numpy()
+    finite_np = st.alive.cpu().numpy() & np.isfinite(disp_max)
+    half = cfg.steps // 2
+    times_ps = np.arange(half, cfg.steps + 1) * cfg.timestep / 1000.0
+    starts = pack.starts()
+    x_np, cell_np = st.x.cpu().numpy(), cell.cpu().numpy()
+    results = []
     for s, atoms in enumerate(atoms_list):
         series = epot_t[half:, s]
         usable = len(series) > 1 and np.isfinite(series).all()
         slope = float(np.polyfit(times_ps, series, 1)[0]) if usable else float("nan")
         dof = max(3 * len(atoms) - 3, 1)
-        final = _snapshot(atoms, x_np[starts[s]:starts[s + 1]], cell_np[s])
+        final = snapshot(atoms, x_np[starts[s]:starts[s + 1]], cell_np[s])
         if atoms.pbc.all():
             final.wrap()
-        summaries.append({
-            "structure": final,
-            "max_displacement": float(disp_max[s]),
-            "epot_initial": float(epot_t[0, s]),
-            "epot_final": float(epot_t[-1, s]),
-            "epot_drift": slope,
-            "temperature": float(2 * ke_t[max(half - 1, 0):, s].mean() / (dof * units.kB)),
-            "min_distance": float(min_seen[s]),
-            "min_distance_initial": float(min_initial[s]),
-            "finite": bool(finite_np[s] and np.isfinite(epot_t[:, s]).all()),
-            "trajectory": snapshots[s] if snapshots is not None else None,
-        })
-    return summaries
+        finite = bool(finite_np[s] and np.isfinite(epot_t[:, s]).all())
+        min_distance = float(st.min_seen[s])
+        results.append(MDResult(
+            structure=final,
+            max_displacement=float(disp_max[s]),
+            epot_initial=float(epot_t[0, s]),
+            epot_final=float(epot_t[-1, s]),
+            epot_drift=slope,
+            temperature=float(2 * ke_t[max(half - 1, 0):, s].mean() / (dof * units.kB)),
+            min_distance=min_distance,
+            intact=bool(finite and float(disp_max[s]) < cfg.max_displacement
+                        and min_distance >= cfg.min_distance_ratio * float(st.min_initial[s])),
+            trajectory=snapshots[s] if snapshots is not None else None,
+        ))
+    return results
 
 
-def _append_snapshots(snapshots, atoms_list, pack, x, cell) -> None:
-    starts = np.concatenate([[0], np.cumsum(pack.system["n_atoms"].tolist())]).astype(np.int64)
+def _append_snapshots(snapshots, atoms_list, pack: Packed, x, cell) -> None:
+    starts = pack.starts()
     x_np, cell_np = x.cpu().numpy(), cell.cpu().numpy()
     for s, atoms in enumerate(atoms_list):
-        snapshots[s].append(_snapshot(atoms, x_np[starts[s]:starts[s + 1]], cell_np[s]))
+        snapshots[s].append(snapshot(atoms, x_np[starts[s]:starts[s + 1]], cell_np[s]))

@@ -1,9 +1,10 @@
 """Batched optimisers over the filter's degrees of freedom, each matching its ASE counterpart step by step.
 
-Every system has atom degrees of freedom ``x [n_atoms, 3]`` (rows of ``Packed.atom["x"]``) and cell degrees of
-freedom ``c [F, 3, 3]`` (``Packed.system["c"]``); the generalised forces come from
-:mod:`dpa4_core.dynamics.cellfilter`. All scalar bookkeeping (time step, mixing, histories) is per system, so a
-system's trajectory does not depend on which other systems share the batch.
+Every system has atom degrees of freedom ``x [n_atoms, 3]`` and cell degrees of freedom ``c [F, 3, 3]``
+(``RelaxState.x`` and ``RelaxState.c`` in :mod:`dpa4_core.dynamics.relax`); each optimiser keeps its own typed
+state (:class:`FIREState`, :class:`LBFGSState`) and its ``step`` returns the new ``(x, c)``. The generalised forces
+come from :mod:`dpa4_core.dynamics.cellfilter`. All scalar bookkeeping (time step, mixing, histories) is per
+system, so a system's trajectory does not depend on which other systems share the batch.
 
 - :class:`FIRE`: ``ase.optimize.FIRE`` (dt 0.1, maxstep 0.2 A, dtmax 1.0, Nmin 5, finc 1.1, fdec 0.5,
   astart 0.1, fa 0.99); the step length is capped on the norm of the whole system's step, as in ASE.
@@ -20,24 +21,55 @@ from dataclasses import dataclass
 
 import torch
 
-from dpa4_core.dynamics.state import Packed
+from dpa4_core.dynamics.state import Rows, rows
 
 
 class OptimizerConfigError(ValueError):
     """An optimiser was given an unknown name or a bad parameter."""
 
 
-def system_dot(pack: Packed, a: tuple, b: tuple) -> torch.Tensor:
+def system_dot(frame: torch.Tensor, a: tuple, b: tuple) -> torch.Tensor:
     """Per-system dot product of two (atom ``[N, ...]``, cell ``[F, ...]``) vectors, shape ``[F]``."""
     atom = (a[0] * b[0]).flatten(1).sum(dim=1)
     cell = (a[1] * b[1]).flatten(1).sum(dim=1)
-    return cell.index_add(0, pack.frame, atom)
+    return cell.index_add(0, frame, atom)
 
 
-def system_max_row(pack: Packed, atom: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+def system_max_row(frame: torch.Tensor, atom: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
     """Largest row norm per system of (atom ``[N, 3]``, cell ``[F, 3, 3]``), shape ``[F]``."""
     out = cell.norm(dim=2).amax(dim=1)
-    return out.scatter_reduce(0, pack.frame, atom.norm(dim=1), reduce="amax", include_self=True)
+    return out.scatter_reduce(0, frame, atom.norm(dim=1), reduce="amax", include_self=True)
+
+
+@dataclass
+class FIREState(Rows):
+    """FIRE's per-system state: velocities of the atom ``v [N, 3]`` and cell ``vc [F, 3, 3]`` degrees of freedom,
+    time step ``dt [F]``, mixing ``a [F]``, downhill steps ``n [F]`` (long), ``started [F]`` (bool)."""
+
+    v: torch.Tensor = rows("atom")
+    vc: torch.Tensor = rows("system")
+    dt: torch.Tensor = rows("system")
+    a: torch.Tensor = rows("system")
+    n: torch.Tensor = rows("system")
+    started: torch.Tensor = rows("system")
+
+
+@dataclass
+class LBFGSState(Rows):
+    """L-BFGS's per-system history, newest first (slot 0), ``m = memory``: steps ``s [N, m, 3]``,
+    ``sc [F, m, 3, 3]``, gradient changes ``y``, ``yc`` (same shapes), ``rho [F, m]`` (0 = empty slot), the previous
+    point ``x0 [N, 3]``, ``c0 [F, 3, 3]`` and its gradient ``g0``, ``gc0``, and ``iteration [F]`` (long)."""
+
+    s: torch.Tensor = rows("atom")
+    y: torch.Tensor = rows("atom")
+    x0: torch.Tensor = rows("atom")
+    g0: torch.Tensor = rows("atom")
+    sc: torch.Tensor = rows("system")
+    yc: torch.Tensor = rows("system")
+    rho: torch.Tensor = rows("system")
+    c0: torch.Tensor = rows("system")
+    gc0: torch.Tensor = rows("system")
+    iteration: torch.Tensor = rows("system")
 
 
 @dataclass(frozen=True)
@@ -60,27 +92,27 @@ class FIRE:
                 f"FIRE needs dt, maxstep, dtmax > 0, got {self.dt}, {self.maxstep}, {self.dtmax}"
             )
 
-    def new_state(self, n_atoms: int, dtype: torch.dtype, device) -> tuple[dict, dict]:
-        """Per-atom and per-system fields of one new system."""
+    def new_state(self, n_atoms: int, dtype: torch.dtype, device) -> FIREState:
+        """The state of one new system of ``n_atoms`` atoms."""
         zeros = dict(dtype=dtype, device=device)
-        atom = {"v": torch.zeros(n_atoms, 3, **zeros)}
-        system = {
-            "vc": torch.zeros(1, 3, 3, **zeros),
-            "fire_dt": torch.full((1,), self.dt, **zeros),
-            "fire_a": torch.full((1,), self.a, **zeros),
-            "fire_n": torch.zeros(1, dtype=torch.long, device=device),
-            "fire_started": torch.zeros(1, dtype=torch.bool, device=device),
-        }
-        return atom, system
+        return FIREState(
+            v=torch.zeros(n_atoms, 3, **zeros),
+            vc=torch.zeros(1, 3, 3, **zeros),
+            dt=torch.full((1,), self.dt, **zeros),
+            a=torch.full((1,), self.a, **zeros),
+            n=torch.zeros(1, dtype=torch.long, device=device),
+            started=torch.zeros(1, dtype=torch.bool, device=device),
+        )
 
-    def step(self, pack: Packed, f_atom: torch.Tensor, f_cell: torch.Tensor) -> None:
-        """One FIRE step for every system (``f_*`` are the generalised forces); updates ``x`` and ``c`` in place."""
-        at, sy, frame = pack.atom, pack.system, pack.frame
-        v, vc = at["v"], sy["vc"]
-        dt, a, n, started = sy["fire_dt"], sy["fire_a"], sy["fire_n"], sy["fire_started"]
-        vf = system_dot(pack, (f_atom, f_cell), (v, vc))
-        f2 = system_dot(pack, (f_atom, f_cell), (f_atom, f_cell))
-        v2 = system_dot(pack, (v, vc), (v, vc))
+    def step(self, st: FIREState, frame: torch.Tensor, x: torch.Tensor, c: torch.Tensor, f_atom: torch.Tensor,
+             f_cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One FIRE step for every system from ``x [N, 3]``, ``c [F, 3, 3]`` with the generalised forces ``f_*``;
+        updates ``st`` in place and returns the new ``(x, c)``."""
+        v, vc = st.v, st.vc
+        dt, a, n, started = st.dt, st.a, st.n, st.started
+        vf = system_dot(frame, (f_atom, f_cell), (v, vc))
+        f2 = system_dot(frame, (f_atom, f_cell), (f_atom, f_cell))
+        v2 = system_dot(frame, (v, vc), (v, vc))
         downhill = started & (vf > 0.0)
         uphill = started & ~(vf > 0.0)
         # Mixing (downhill): v <- (1 - a) v + a |v| f / |f|
@@ -99,13 +131,12 @@ class FIRE:
         v = v + dt[frame, None] * f_atom
         vc = vc + dt[:, None, None] * f_cell
         dr, dc = dt[frame, None] * v, dt[:, None, None] * vc
-        norm = torch.sqrt(system_dot(pack, (dr, dc), (dr, dc)))
+        norm = torch.sqrt(system_dot(frame, (dr, dc), (dr, dc)))
         cap = torch.where(norm > self.maxstep, self.maxstep / torch.clamp(norm, min=1e-300), 1.0)
-        at["x"] = at["x"] + cap[frame, None] * dr
-        sy["c"] = sy["c"] + cap[:, None, None] * dc
-        at["v"], sy["vc"] = v, vc
-        sy["fire_dt"], sy["fire_a"], sy["fire_n"] = dt, a, n
-        sy["fire_started"] = torch.ones_like(started)
+        st.v, st.vc = v, vc
+        st.dt, st.a, st.n = dt, a, n
+        st.started = torch.ones_like(started)
+        return x + cap[frame, None] * dr, c + cap[:, None, None] * dc
 
 
 @dataclass(frozen=True)
@@ -123,40 +154,37 @@ class LBFGS:
         if self.memory < 1 or self.alpha <= 0:
             raise OptimizerConfigError(f"LBFGS needs memory >= 1 and alpha > 0, got {self.memory}, {self.alpha}")
 
-    def new_state(self, n_atoms: int, dtype: torch.dtype, device) -> tuple[dict, dict]:
+    def new_state(self, n_atoms: int, dtype: torch.dtype, device) -> LBFGSState:
+        """The (empty) history of one new system of ``n_atoms`` atoms."""
         z = dict(dtype=dtype, device=device)
         m = self.memory
-        atom = {
-            "lb_s": torch.zeros(n_atoms, m, 3, **z),
-            "lb_y": torch.zeros(n_atoms, m, 3, **z),
-            "lb_x0": torch.zeros(n_atoms, 3, **z),
-            "lb_g0": torch.zeros(n_atoms, 3, **z),
-        }
-        system = {
-            "lb_sc": torch.zeros(1, m, 3, 3, **z),
-            "lb_yc": torch.zeros(1, m, 3, 3, **z),
-            "lb_rho": torch.zeros(1, m, **z),
-            "lb_c0": torch.zeros(1, 3, 3, **z),
-            "lb_gc0": torch.zeros(1, 3, 3, **z),
-            "lb_iter": torch.zeros(1, dtype=torch.long, device=device),
-        }
-        return atom, system
+        return LBFGSState(
+            s=torch.zeros(n_atoms, m, 3, **z),
+            y=torch.zeros(n_atoms, m, 3, **z),
+            x0=torch.zeros(n_atoms, 3, **z),
+            g0=torch.zeros(n_atoms, 3, **z),
+            sc=torch.zeros(1, m, 3, 3, **z),
+            yc=torch.zeros(1, m, 3, 3, **z),
+            rho=torch.zeros(1, m, **z),
+            c0=torch.zeros(1, 3, 3, **z),
+            gc0=torch.zeros(1, 3, 3, **z),
+            iteration=torch.zeros(1, dtype=torch.long, device=device),
+        )
 
-    def step(self, pack: Packed, f_atom: torch.Tensor, f_cell: torch.Tensor) -> None:
-        """One L-BFGS step for every system; updates ``x`` and ``c`` in place.
+    def step(self, st: LBFGSState, frame: torch.Tensor, x: torch.Tensor, c: torch.Tensor, f_atom: torch.Tensor,
+             f_cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One L-BFGS step for every system; updates ``st`` in place and returns the new ``(x, c)``.
 
         The history is a per-system buffer, newest first (slot 0). Empty slots have ``rho = 0`` and so drop out
         of both loops of the two-loop recursion, which lets systems with different history lengths share a batch.
         """
-        at, sy, frame = pack.atom, pack.system, pack.frame
-        x, c = at["x"], sy["c"]
         g, gc = -f_atom, -f_cell
-        it = sy["lb_iter"]
+        it = st.iteration
         started = it > 0
         # History update (ASE: only once a previous point exists).
-        s, sc = x - at["lb_x0"], c - sy["lb_c0"]
-        y, yc = g - at["lb_g0"], gc - sy["lb_gc0"]
-        ys = system_dot(pack, (y, yc), (s, sc))
+        s, sc = x - st.x0, c - st.c0
+        y, yc = g - st.g0, gc - st.gc0
+        ys = system_dot(frame, (y, yc), (s, sc))
         rho_new = torch.where(started & (ys != 0), 1.0 / torch.where(ys != 0, ys, 1.0), 0.0)
         push_atom = started[frame]
 
@@ -165,34 +193,33 @@ class LBFGS:
             shape = (-1,) + (1,) * (buffer.dim() - 1)
             return torch.where(mask.view(shape), rolled, buffer)
 
-        at["lb_s"] = push(at["lb_s"], s, push_atom)
-        at["lb_y"] = push(at["lb_y"], y, push_atom)
-        sy["lb_sc"] = push(sy["lb_sc"], sc, started)
-        sy["lb_yc"] = push(sy["lb_yc"], yc, started)
-        sy["lb_rho"] = push(sy["lb_rho"], rho_new, started)
-        hs, hy, hsc, hyc, rho = at["lb_s"], at["lb_y"], sy["lb_sc"], sy["lb_yc"], sy["lb_rho"]
+        st.s = push(st.s, s, push_atom)
+        st.y = push(st.y, y, push_atom)
+        st.sc = push(st.sc, sc, started)
+        st.yc = push(st.yc, yc, started)
+        st.rho = push(st.rho, rho_new, started)
+        hs, hy, hsc, hyc, rho = st.s, st.y, st.sc, st.yc, st.rho
         depth = int(min(self.memory, int(it.max()) if it.numel() else 0))
         # Two-loop recursion: newest -> oldest, H0 = 1/alpha, oldest -> newest.
         q, qc = g.clone(), gc.clone()
         alphas = []
         for k in range(depth):
-            ak = rho[:, k] * system_dot(pack, (hs[:, k], hsc[:, k]), (q, qc))
+            ak = rho[:, k] * system_dot(frame, (hs[:, k], hsc[:, k]), (q, qc))
             q = q - ak[frame, None] * hy[:, k]
             qc = qc - ak[:, None, None] * hyc[:, k]
             alphas.append(ak)
         z, zc = q / self.alpha, qc / self.alpha
         for k in reversed(range(depth)):
-            bk = rho[:, k] * system_dot(pack, (hy[:, k], hyc[:, k]), (z, zc))
+            bk = rho[:, k] * system_dot(frame, (hy[:, k], hyc[:, k]), (z, zc))
             coef = alphas[k] - bk
             z = z + coef[frame, None] * hs[:, k]
             zc = zc + coef[:, None, None] * hsc[:, k]
         dr, dc = -z, -zc
-        longest = system_max_row(pack, dr, dc)
+        longest = system_max_row(frame, dr, dc)
         cap = torch.where(longest >= self.maxstep, self.maxstep / torch.clamp(longest, min=1e-300), 1.0) * self.damping
-        at["lb_x0"], sy["lb_c0"], at["lb_g0"], sy["lb_gc0"] = x, c, g, gc
-        at["x"] = x + cap[frame, None] * dr
-        sy["c"] = c + cap[:, None, None] * dc
-        sy["lb_iter"] = it + 1
+        st.x0, st.c0, st.g0, st.gc0 = x, c, g, gc
+        st.iteration = it + 1
+        return x + cap[frame, None] * dr, c + cap[:, None, None] * dc
 
 
 def make_optimizer(name: str | FIRE | LBFGS, **kwargs) -> FIRE | LBFGS:

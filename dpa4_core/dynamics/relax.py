@@ -16,16 +16,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from ase import Atoms
-from ase.calculators.singlepoint import SinglePointCalculator
-from ase.stress import full_3x3_to_voigt_6_stress
 from tqdm.auto import tqdm
 
-from dpa4_core.dynamics import cellfilter
-from dpa4_core.dynamics.optimizers import make_optimizer
-from dpa4_core.dynamics.runner import BatchSetupError, ModelRunner
-from dpa4_core.dynamics.state import Packed, build_edges, make_batch, refresh_neighbors
 from dpa4_core.data.batch import to_atoms, validate_atoms
+from dpa4_core.dynamics import cellfilter
+from dpa4_core.dynamics.optimizers import FIREState, LBFGSState, make_optimizer
+from dpa4_core.dynamics.runner import BatchSetupError, ModelRunner
+from dpa4_core.dynamics.snapshot import as_input_type, snapshot
+from dpa4_core.dynamics.state import Packed, Rows, build_edges, make_batch, refresh_neighbors, rows
 
 logger = logging.getLogger(__name__)
 
@@ -58,32 +56,29 @@ class RelaxResult:
     error: str | None = None
 
 
-def _output_like(template: Any, atoms: Atoms) -> Any:
-    """``atoms`` as the type of ``template`` (pymatgen in, pymatgen out)."""
-    if isinstance(template, Atoms):
-        return atoms
-    from pymatgen.core import Molecule
-    from pymatgen.io.ase import AseAtomsAdaptor
+@dataclass
+class RelaxState(Rows):
+    """Per-system state of a relaxation (FrechetCellFilter degrees of freedom, see :mod:`cellfilter`).
 
-    if isinstance(template, Molecule):
-        return AseAtomsAdaptor.get_molecule(atoms)
-    return AseAtomsAdaptor.get_structure(atoms)
+    Attributes:
+        x: ``[N, 3]`` positions in the undeformed cell (A).
+        index: ``[F]`` position of the system in the caller's input list (long).
+        h0: ``[F, 3, 3]`` cell at the start (rows, A; zeros for molecules).
+        c: ``[F, 3, 3]`` cell degrees of freedom, ``exp_cell_factor * log(F)``.
+        exp_cell_factor: ``[F]``.
+        cell_mask: ``[F]`` 1.0 where the cell relaxes, else 0.0.
+        steps: ``[F]`` optimiser steps taken (long).
+        optimizer: the optimiser's own state.
+    """
 
-
-def _snapshot(
-    template_atoms: Atoms, positions: np.ndarray, cell: np.ndarray, energy=None, forces=None, stress=None
-) -> Atoms:
-    """A copy of ``template_atoms`` at this geometry, with a SinglePointCalculator if results are given."""
-    atoms = template_atoms.copy()
-    if atoms.pbc.all():
-        atoms.set_cell(cell, scale_atoms=False)
-    atoms.set_positions(positions)
-    if energy is not None:
-        results = {"energy": energy, "free_energy": energy, "forces": forces}
-        if atoms.pbc.all():
-            results["stress"] = full_3x3_to_voigt_6_stress(stress)
-        atoms.calc = SinglePointCalculator(atoms, **results)
-    return atoms
+    x: torch.Tensor = rows("atom")
+    index: torch.Tensor = rows("system")
+    h0: torch.Tensor = rows("system")
+    c: torch.Tensor = rows("system")
+    exp_cell_factor: torch.Tensor = rows("system")
+    cell_mask: torch.Tensor = rows("system")
+    steps: torch.Tensor = rows("system")
+    optimizer: FIREState | LBFGSState
 
 
 class _Relaxer:
@@ -114,30 +109,28 @@ class _Relaxer:
         f64 = dict(dtype=torch.float64, device=self.device)
         positions = torch.as_tensor(atoms.positions, **f64)
         factor = float(n) if self.exp_cell_factor is None else float(self.exp_cell_factor)
-        atom = {
-            "numbers": torch.as_tensor(atoms.numbers, dtype=torch.long, device=self.device),
-            "x": positions.clone(),
-            "ref_pos": positions.clone(),
-        }
-        system = {
-            "n_atoms": torch.tensor([n], dtype=torch.long, device=self.device),
-            "index": torch.tensor([index], dtype=torch.long, device=self.device),
-            "pbc": torch.as_tensor(pbc[None], dtype=torch.bool, device=self.device),
-            "h0": torch.as_tensor(cell[None], **f64),
-            "ref_cell": torch.as_tensor(cell[None], **f64),
-            "c": torch.zeros(1, 3, 3, **f64),
-            "ecf": torch.tensor([factor], **f64),
-            "cell_mask": torch.tensor([1.0 if (self.relax_cell and periodic) else 0.0], **f64),
-            "steps": torch.zeros(1, dtype=torch.long, device=self.device),
-        }
-        opt_atom, opt_system = self.optimizer.new_state(n, torch.float64, self.device)
-        atom.update(opt_atom)
-        system.update(opt_system)
-        edges = build_edges(atoms.positions, cell, pbc, self.cutoff + self.skin)
-        return Packed(atom=atom, system=system, edges=[edges])
+        state = RelaxState(
+            x=positions.clone(),
+            index=torch.tensor([index], dtype=torch.long, device=self.device),
+            h0=torch.as_tensor(cell[None], **f64),
+            c=torch.zeros(1, 3, 3, **f64),
+            exp_cell_factor=torch.tensor([factor], **f64),
+            cell_mask=torch.tensor([1.0 if (self.relax_cell and periodic) else 0.0], **f64),
+            steps=torch.zeros(1, dtype=torch.long, device=self.device),
+            optimizer=self.optimizer.new_state(n, torch.float64, self.device),
+        )
+        return Packed(
+            numbers=torch.as_tensor(atoms.numbers, dtype=torch.long, device=self.device),
+            ref_pos=positions.clone(),
+            n_atoms=torch.tensor([n], dtype=torch.long, device=self.device),
+            pbc=torch.as_tensor(pbc[None], dtype=torch.bool, device=self.device),
+            ref_cell=torch.as_tensor(cell[None], **f64),
+            edges=[build_edges(atoms.positions, cell, pbc, self.cutoff + self.skin)],
+            state=state,
+        )
 
     def _admit(self, pack: Packed | None, pending: deque) -> Packed | None:
-        n_atoms = pack.n_atoms if pack is not None else 0
+        n_atoms = pack.n_atoms_total if pack is not None else 0
         n_edges = int(pack.n_edges().sum()) if pack is not None else 0
         new = []
         while pending:
@@ -157,8 +150,9 @@ class _Relaxer:
         return Packed.concat([pack] + new if pack is not None else new)
 
     def _geometry(self, pack: Packed):
-        log_f, deform = cellfilter.deformation(pack.system["c"], pack.system["ecf"])
-        positions, cell = cellfilter.apply_deformation(pack.atom["x"], pack.system["h0"], deform, pack.frame)
+        st = pack.state
+        log_f, deform = cellfilter.deformation(st.c, st.exp_cell_factor)
+        positions, cell = cellfilter.apply_deformation(st.x, st.h0, deform, pack.frame)
         return log_f, deform, positions, cell
 
     def run(self, progress: bool | None) -> list[RelaxResult]:
@@ -171,16 +165,16 @@ class _Relaxer:
             log_f, deform, positions, cell = self._geometry(pack)
             refresh_neighbors(pack, positions, cell, self.cutoff, self.skin)
             batch = make_batch(pack, positions, cell, self.cutoff, self.skin, self.runner.dtype, self.prune)
-            need_stress = bool(pack.system["cell_mask"].any()) or self.want_trajectory
+            st = pack.state
+            need_stress = bool(st.cell_mask.any()) or self.want_trajectory
             out = self.runner(batch, compute_stress=need_stress)
             volume = torch.linalg.det(cell).abs()
-            sy = pack.system
             f_atom, f_cell = cellfilter.filter_forces(
-                out["forces"], out["stress"], volume, log_f, deform, sy["ecf"], sy["cell_mask"], pack.frame
+                out["forces"], out["stress"], volume, log_f, deform, st.exp_cell_factor, st.cell_mask, pack.frame
             )
             fmax = cellfilter.max_force(f_atom, f_cell, pack.frame)
             finite = torch.isfinite(out["energy"]) & torch.isfinite(fmax)
-            done = (fmax < self.fmax) | (pack.system["steps"] >= self.max_steps) | ~finite
+            done = (fmax < self.fmax) | (st.steps >= self.max_steps) | ~finite
             if self.want_trajectory:
                 self._record(pack, positions, cell, out)
             if bool(done.any()):
@@ -191,18 +185,18 @@ class _Relaxer:
                 pack = pack.select(keep)
             if pack.n_systems == 0:
                 continue
-            self.optimizer.step(pack, f_atom, f_cell)
-            pack.system["steps"] = pack.system["steps"] + 1
+            st = pack.state
+            st.x, st.c = self.optimizer.step(st.optimizer, pack.frame, st.x, st.c, f_atom, f_cell)
+            st.steps = st.steps + 1
         bar.close()
         return self.results
 
     def _split(self, pack: Packed, positions: torch.Tensor, cell: torch.Tensor, out: dict, systems: list[int]):
         """Per-system numpy views of the current geometry and results."""
-        counts = pack.system["n_atoms"].tolist()
-        starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        starts = pack.starts()
         pos, cel = positions.cpu().numpy(), cell.cpu().numpy()
         forces, energy, stress = out["forces"].cpu().numpy(), out["energy"].cpu().numpy(), out["stress"].cpu().numpy()
-        index = pack.system["index"].tolist()
+        index = pack.state.index.tolist()
         for s in systems:
             a, b = starts[s], starts[s + 1]
             yield s, index[s], pos[a:b], cel[s], float(energy[s]), forces[a:b].copy(), stress[s].copy()
@@ -210,21 +204,21 @@ class _Relaxer:
     def _record(self, pack: Packed, positions, cell, out) -> None:
         rows = self._split(pack, positions, cell, out, range(pack.n_systems))
         for _, index, pos, cel, energy, forces, stress in rows:
-            frame = _snapshot(self.atoms[index], pos, cel, energy, forces, stress)
-            self.trajectories.setdefault(index, []).append(_output_like(self.inputs[index], frame))
+            frame = snapshot(self.atoms[index], pos, cel, energy, forces, stress)
+            self.trajectories.setdefault(index, []).append(as_input_type(self.inputs[index], frame))
 
     def _finish(self, pack: Packed, done, positions, cell, out, fmax, finite) -> None:
         systems = torch.nonzero(done).flatten().tolist()
         fmax_np, finite_np = fmax.cpu().numpy(), finite.cpu().numpy()
-        steps, converged_np = pack.system["steps"].tolist(), (fmax < self.fmax).cpu().numpy()
+        steps, converged_np = pack.state.steps.tolist(), (fmax < self.fmax).cpu().numpy()
         for s, index, pos, cel, energy, forces, stress in self._split(pack, positions, cell, out, systems):
-            final = _snapshot(self.atoms[index], pos, cel, energy, forces, stress)
+            final = snapshot(self.atoms[index], pos, cel, energy, forces, stress)
             error = None
             if not finite_np[s]:
                 error = f"non-finite energy or forces after {steps[s]} steps"
                 logger.warning("structure %d (%s): %s", index, final.get_chemical_formula(), error)
             self.results[index] = RelaxResult(
-                structure=_output_like(self.inputs[index], final),
+                structure=as_input_type(self.inputs[index], final),
                 energy=energy,
                 forces=forces,
                 stress=stress,

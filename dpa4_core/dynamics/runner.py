@@ -1,4 +1,4 @@
-"""The model side of batched inference: load or copy the model, cast it, optionally compile its call.
+"""The model side of batched inference: a private cast, frozen copy of the model, optionally compiled.
 
 A model is anything with DPA4's interface (DEVELOPING.md): ``model.config.cutoff`` and
 ``model(batch, compute_forces=True, compute_stress=True) -> {"energy" [F], "forces" [N, 3], "stress" [F, 3, 3]}``.
@@ -6,45 +6,20 @@ A model is anything with DPA4's interface (DEVELOPING.md): ``model.config.cutoff
 
 from __future__ import annotations
 
-import copy
 import logging
-import os
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from dpa4_core.data.batch import AtomsBatch
-from dpa4_core.data.batch import resolve_dtype as parse_dtype
+from dpa4_core.data.batch import AtomsBatch, resolve_dtype
+from dpa4_core.io.checkpoint import load_for_inference
 
 logger = logging.getLogger(__name__)
 
 
-
 class BatchSetupError(ValueError):
     """Bad arguments to the batched engine (model, dtype, budgets, skin, ...)."""
-
-
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """``"float32"``/``"float64"`` or the torch dtypes; anything else raises :class:`BatchSetupError`."""
-    return parse_dtype(dtype, BatchSetupError)
-
-
-def load_model(model_or_checkpoint: Any) -> torch.nn.Module:
-    """A model instance from a model or a checkpoint path (``dpa4_core.io.checkpoint``)."""
-    if isinstance(model_or_checkpoint, str | os.PathLike):
-        path = Path(model_or_checkpoint)
-        from dpa4_core.io.checkpoint import load_checkpoint
-
-        return load_checkpoint(path, map_location="cpu")
-    if not isinstance(model_or_checkpoint, torch.nn.Module):
-        raise BatchSetupError(
-            f"model must be a DPA4 (torch.nn.Module) or a checkpoint path, got {type(model_or_checkpoint).__name__}"
-        )
-    if not hasattr(model_or_checkpoint, "config") or not hasattr(model_or_checkpoint.config, "cutoff"):
-        raise BatchSetupError(f"model {type(model_or_checkpoint).__name__} has no config.cutoff (DPA4 interface)")
-    return model_or_checkpoint
 
 
 class ModelRunner:
@@ -60,11 +35,8 @@ class ModelRunner:
 
     def __init__(self, model_or_checkpoint: Any, device="cpu", dtype="float32", compile: bool = False):
         self.device = torch.device(device)
-        self.dtype = resolve_dtype(dtype)
-        source = load_model(model_or_checkpoint)
-        self.model = copy.deepcopy(source).to(device=self.device, dtype=self.dtype).eval()
-        for parameter in self.model.parameters():
-            parameter.requires_grad_(False)
+        self.dtype = resolve_dtype(dtype, BatchSetupError)
+        self.model = load_for_inference(model_or_checkpoint, self.dtype, self.device, BatchSetupError)
         self.cutoff = float(self.model.config.cutoff)
         self._compiled = None
         if compile:

@@ -14,6 +14,7 @@ leaves a half-written checkpoint under the final name. Every failure to read nam
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import pickle
@@ -222,3 +223,26 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if saved_version is not None and saved_version != __version__:
         logger.warning("%s was written by dpa4 %s; this is dpa4 %s", data.path, saved_version, __version__)
     return model.eval()
+
+
+def load_for_inference(
+    model_or_path: Any, dtype: torch.dtype, device: str | torch.device = "cpu", error: type[ValueError] = ValueError
+) -> torch.nn.Module:
+    """A private copy of a model (or of the one in a checkpoint) for inference: cast to ``dtype``, on ``device``,
+    eval mode, every parameter with ``requires_grad`` off. The caller's model is never changed.
+
+    ``model_or_path`` is a DPA4 (or any ``torch.nn.Module`` with ``config.cutoff``, DEVELOPING.md) or a
+    checkpoint path; anything else raises ``error`` naming its type.
+    """
+    if isinstance(model_or_path, str | os.PathLike):
+        source = load_checkpoint(Path(model_or_path), map_location="cpu")
+    elif isinstance(model_or_path, torch.nn.Module):
+        source = model_or_path
+    else:
+        raise error(f"model must be a DPA4 (torch.nn.Module) or a checkpoint path, got {type(model_or_path).__name__}")
+    if not hasattr(source, "config") or not hasattr(source.config, "cutoff"):
+        raise error(f"model {type(source).__name__} has no config.cutoff (DPA4 interface)")
+    model = copy.deepcopy(source).to(device=torch.device(device), dtype=dtype).eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model

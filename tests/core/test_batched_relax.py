@@ -162,12 +162,11 @@ def test_skin_list_validity_is_conservative():
     skin_pairs = set(zip(src.tolist(), dst.tolist(), map(tuple, shift.tolist())))
     n = len(atoms)
     pack = Packed(
-        atom={"numbers": torch.as_tensor(atoms.numbers), "ref_pos": torch.as_tensor(positions0)},
-        system={
-            "n_atoms": torch.tensor([n]),
-            "pbc": torch.ones(1, 3, dtype=torch.bool),
-            "ref_cell": torch.as_tensor(cell0[None]),
-        },
+        numbers=torch.as_tensor(atoms.numbers),
+        ref_pos=torch.as_tensor(positions0),
+        n_atoms=torch.tensor([n]),
+        pbc=torch.ones(1, 3, dtype=torch.bool),
+        ref_cell=torch.as_tensor(cell0[None]),
         edges=[(src, dst, shift)],
     )
     valid_seen = stale_seen = 0

@@ -13,7 +13,7 @@ from ase import Atoms
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from dpa4_core import calculator as calculator_module
+from dpa4_core import pretrained
 from dpa4_core import testing
 from dpa4_core.calculator import CalculatorSetupError, DPA4Calculator
 from dpa4_core.data.batch import InvalidStructureError
@@ -164,14 +164,14 @@ def test_bad_setup_is_a_clear_error(model, tmp_path, monkeypatch):
     with pytest.raises(CalculatorSetupError, match="got int"):
         DPA4Calculator(model=3)
     missing = tmp_path / "pretrained" / "dpa4-starter.pt"
-    monkeypatch.setattr(calculator_module, "STARTER_CHECKPOINT", missing)
+    monkeypatch.setattr(pretrained, "STARTER", missing)
     with pytest.raises(CalculatorSetupError, match="starter checkpoint"):
         DPA4Calculator()
 
 
 def test_checkpoint_forms_give_the_same_numbers(model, alloy, checkpoint, monkeypatch):
     expected = _fresh(model, alloy)["energy"]
-    monkeypatch.setattr(calculator_module, "STARTER_CHECKPOINT", checkpoint)
+    monkeypatch.setattr(pretrained, "STARTER", checkpoint)
     calculators = [
         DPA4Calculator.from_checkpoint(checkpoint, dtype="float64"),
         DPA4Calculator(checkpoint=checkpoint, dtype="float64"),

@@ -229,7 +229,7 @@ def test_all_makers_json_round_trip(tmp_path):
 def test_default_model_is_the_starter_and_relaxes_bcc_metals(tmp_path, monkeypatch):
     """The makers' default checkpoint is the shipped starter model; relaxing bcc Mo and Ta with it gives
     lattice constants close to PBE (3.16 and 3.32 A, the functional of its training data)."""
-    from dpa4_core.calculator import STARTER_CHECKPOINT
+    from dpa4_core.pretrained import STARTER as STARTER_CHECKPOINT
 
     monkeypatch.delenv("DPA4_MODEL", raising=False)
     maker = DPA4RelaxMaker(relax_kwargs={"fmax": 0.01})
