@@ -75,17 +75,14 @@ def _autocast(device: torch.device, enabled: bool):
 
 
 class _AtomEnergyModule(nn.Module):
-    """``forward`` = ``model.atom_energies`` so :func:`torch.func.functional_call` can swap its weights.
-
-    ``n_atoms`` is read from ``numbers.shape[0]`` so it stays a symbolic size in the trace.
-    """
+    """``forward`` = ``model.atom_energies`` so :func:`torch.func.functional_call` can swap its weights."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, numbers, edge_vec, edge_src, edge_dst):
-        return self.model.atom_energies(numbers, edge_vec, edge_src, edge_dst, numbers.shape[0])
+        return self.model.atom_energies(numbers, edge_vec, edge_src, edge_dst)
 
 
 def energy_and_edge_gradient(
@@ -104,7 +101,7 @@ def energy_and_edge_gradient(
     with torch.enable_grad():
         vec = edge_vec if edge_vec.requires_grad else edge_vec.detach().requires_grad_(True)
         with _autocast(vec.device, bf16):
-            atom_energy = model.atom_energies(numbers, vec, edge_src, edge_dst, numbers.shape[0])
+            atom_energy = model.atom_energies(numbers, vec, edge_src, edge_dst)
         atom_energy = atom_energy.to(vec.dtype)
         (edge_grad,) = torch.autograd.grad(atom_energy.sum(), vec, create_graph=True)
     return atom_energy, edge_grad.to(vec.dtype)
@@ -168,7 +165,7 @@ def trace_energy_and_edge_gradient(
     """Trace the pure function ``(params, buffers, numbers, edge_vec, edge_src, edge_dst) -> (E_i, dE/dr)``.
 
     Args:
-        model: a module with ``atom_energies(numbers, edge_vec, edge_src, edge_dst, n_atoms)``.
+        model: a module with ``atom_energies(numbers, edge_vec, edge_src, edge_dst)``.
         sample: ``(numbers [N], edge_vec [E, 3], edge_src [E], edge_dst [E])`` with N, E distinct and > 1.
         bf16: trace under bf16 autocast (the casts are recorded in the graph).
 
@@ -251,7 +248,7 @@ class Predictor:
 
     def __init__(self, model: nn.Module, compile: bool = False, bf16: bool = False, backend: str = "inductor"):
         if not callable(getattr(model, "atom_energies", None)):
-            raise TypeError(f"{type(model).__name__} has no atom_energies(numbers, edge_vec, edge_src, edge_dst, n_atoms)")
+            raise TypeError(f"{type(model).__name__} has no atom_energies(numbers, edge_vec, edge_src, edge_dst)")
         self.model = model
         self.bf16 = bool(bf16)
         self.compiled = bool(compile)
@@ -339,9 +336,7 @@ class Predictor:
             with torch.enable_grad():
                 vec = edge_vec if edge_vec.requires_grad else edge_vec.detach().requires_grad_(True)
                 with _autocast(vec.device, self.bf16):
-                    atom_energy = self.model.atom_energies(
-                        batch.numbers, vec, batch.edge_src, batch.edge_dst, batch.n_atoms
-                    )
+                    atom_energy = self.model.atom_energies(batch.numbers, vec, batch.edge_src, batch.edge_dst)
                 atom_energy = atom_energy.to(vec.dtype)
                 forces, virial = forces_and_virial(
                     atom_energy, vec, batch.edge_src, batch.edge_dst, batch.n_atoms,

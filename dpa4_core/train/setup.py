@@ -39,28 +39,6 @@ def model_dtype(model: torch.nn.Module) -> torch.dtype:
     return torch.float64
 
 
-def distributed_context():
-    """The colleague's ``init_from_env()`` when available, else a single-process context."""
-    try:
-        from dpa4_core.train.distributed import init_from_env
-    except ImportError:
-        return _SingleProcess()
-    return init_from_env()
-
-
-class _SingleProcess:
-    rank, world_size, is_main = 0, 1, True
-
-    def shard(self, indices):
-        return indices
-
-    def all_reduce_gradients(self, model):
-        return None
-
-    def barrier(self):
-        return None
-
-
 def make_predictor(model, compile: bool = False, bf16: bool = False) -> Callable:
     """Training predictor: ``dpa4_core.train.compile.make_predictor`` for models with ``atom_energies``."""
     if callable(getattr(model, "atom_energies", None)):

@@ -31,12 +31,12 @@ from tqdm.auto import tqdm
 from dpa4_core.io.files import atomic_write
 from dpa4_core.train.config import TrainConfig, load_config
 from dpa4_core.train.dataset import FrameDataset, load_dataset, split_indices
+from dpa4_core.train.distributed import init_from_env
 from dpa4_core.train.loss import LossWeights, MetricAccumulator, compute_loss
 from dpa4_core.train.optim import build_optimizers
 from dpa4_core.train.schedule import EMA, wsd_lr, wsd_lr_at
 from dpa4_core.train.setup import (
     build_model,
-    distributed_context,
     initial_bias,
     load_model,
     make_predictor,
@@ -168,12 +168,12 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
     """
     from dpa4_core.io.checkpoint import save_checkpoint
 
-    ctx = distributed_context()
+    ctx = init_from_env()
     out = Path(config.output_dir).expanduser().resolve()
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
     ctx.barrier()
-    device = getattr(ctx, "device", torch.device("cpu"))  # torchrun on GPUs: this rank's GPU
+    device = ctx.device  # torchrun on GPUs: this rank's GPU
     model.to(device)
     dtype = model_dtype(model)
     cutoff = model.config.cutoff
@@ -200,8 +200,7 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
         initial_bias(model, train_set, config.bias)  # a buffer: the EMA of the parameters is unaffected
         if ctx.is_main:
             _warn_if_zbl_acts_on_bonds(model, train_set, chosen="zbl_taper_end" in config.model.overrides)
-    if hasattr(ctx, "broadcast_parameters"):
-        ctx.broadcast_parameters(model)  # every rank starts from rank 0's weights (and bias)
+    ctx.broadcast_parameters(model)  # every rank starts from rank 0's weights (and bias)
     log = _Log(out / LOG_FILE, ctx.is_main, start if start else None)
     if ctx.is_main and test_set is not None and len(test_set) and not (out / TEST_FILE).exists():
         test_set.write_extxyz(out / TEST_FILE)  # the held-out frames, for `dpa4 eval best.pt test_split.extxyz`
@@ -254,12 +253,11 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
             optimizer.step()
         ema.update(model)
         done = step + 1
-        if hasattr(ctx, "all_reduce_mean"):  # log the global-batch loss, not this rank's share
-            parts = {k: float(ctx.all_reduce_mean(v)) for k, v in parts.items()}
+        parts = {k: float(ctx.all_reduce_mean(v)) for k, v in parts.items()}  # the global batch's, not this rank's
         log.write({"step": done, "split": "train", "lr": lr, "loss": parts, "grad_norm": grad_norm,
                    "elapsed_s": time.perf_counter() - t0})
         used = time_before + clock() - clock0  # training time of the whole run, restarts included
-        if limit is not None and hasattr(ctx, "all_reduce_mean"):  # ranks agree on the rate and on when to stop
+        if limit is not None:  # ranks agree on the rate and on when to stop
             used = float(ctx.all_reduce_mean(used))
         bar.set_postfix(loss=f"{parts['total']:.4g}", lr=f"{lr:.2e}", **({"step": done} if limit else {}))
         bar.update(round(min(used, limit)) - bar.n if limit else 1)

@@ -48,7 +48,7 @@ class StandIn(torch.nn.Module):
         self.readout = torch.nn.Sequential(torch.nn.Linear(channels, channels), torch.nn.SiLU(), torch.nn.Linear(channels, 1))
         self.register_buffer("energy_bias", torch.zeros(119))
 
-    def atom_energies(self, numbers, edge_vec, edge_src, edge_dst, n_atoms):
+    def atom_energies(self, numbers, edge_vec, edge_src, edge_dst):
         r = torch.sqrt((edge_vec**2).sum(-1) + 1e-14)
         x = (r / self.cutoff).clamp(max=1.0)
         envelope = (1 - x) ** 4 * (1 + 4 * x)
