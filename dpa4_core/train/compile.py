@@ -349,11 +349,13 @@ class Predictor:
         return dict(energy=energy, forces=forces, virial=virial, stress=stress, atom_energy=atom_energy)
 
 
-def make_predictor(model: nn.Module, compile: bool = False, bf16: bool = False, backend: str = "inductor") -> Predictor:
+def make_predictor(model: nn.Module, compile: bool = False, bf16: bool = False,
+                   backend: str = "inductor") -> Predictor | nn.Module:
     """Predictor for training: eager or compiled (spec section 7), fp32/fp64 or bf16 autocast.
 
     Args:
-        model: a DPA4 (or any module with the ``atom_energies`` pure function).
+        model: a DPA4 (or any module with the ``atom_energies`` pure function). A custom model without
+            ``atom_energies`` is returned as it is: it is its own predictor (``model(batch)``; no compile or bf16).
         compile: trace energy + edge gradient with make_fx and compile it (falls back to eager with one
             :class:`CompileFallbackWarning` if that fails).
         bf16: run the network under bf16 autocast (geometry and normalisations stay fp32 in the model).
@@ -361,4 +363,6 @@ def make_predictor(model: nn.Module, compile: bool = False, bf16: bool = False, 
             without generating C++ (a cheap check of the recipe: inductor's C++ build of a DPA4 graph takes
             minutes on a small CPU).
     """
+    if not callable(getattr(model, "atom_energies", None)):
+        return model
     return Predictor(model, compile=compile, bf16=bf16, backend=backend)

@@ -17,7 +17,8 @@ import torch
 
 from dpa4_core.train.config import FinetuneConfig, load_config
 from dpa4_core.train.dataset import FrameDataset
-from dpa4_core.train.setup import fit_composition_bias, load_model, model_dtype, set_energy_bias
+from dpa4_core.io.checkpoint import load_checkpoint
+from dpa4_core.train.setup import fit_composition_bias, model_dtype, set_energy_bias
 from dpa4_core.train.trainer import STATE_FILE, TrainResult, prepare_data, run_training, run_validation
 
 logger = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ def finetune(config, base_checkpoint: str | Path | None = None, model: torch.nn.
         path = base_checkpoint or config.base_checkpoint
         if path is None:
             raise FinetuneError("no base checkpoint: set base_checkpoint in the config or pass --from")
-        model = load_model(path)
+        model = load_checkpoint(path)
     model = model.to(getattr(torch, config.model.dtype))
     frozen = freeze_early_blocks(model, config.freeze_blocks)
     if frozen:

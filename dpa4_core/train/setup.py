@@ -1,10 +1,9 @@
-"""Model-side set-up for training: building or loading a DPA4, its dtype, the training predictor, the
-distributed context, the energy bias before training (least squares on composition or isolated atoms), and a
-check of how much force the fixed ZBL term puts on the training frames."""
+"""Model-side set-up for training: building a DPA4, its dtype, the energy bias before training (least squares
+on composition or isolated atoms), and a check of how much force the fixed ZBL term puts on the training frames.
+Checkpoints are read with :func:`dpa4_core.io.checkpoint.load_checkpoint`; the training predictor is
+:func:`dpa4_core.train.compile.make_predictor`."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -37,24 +36,6 @@ def model_dtype(model: torch.nn.Module) -> torch.dtype:
         if p.is_floating_point():
             return p.dtype
     return torch.float64
-
-
-def make_predictor(model, compile: bool = False, bf16: bool = False) -> Callable:
-    """Training predictor: ``dpa4_core.train.compile.make_predictor`` for models with ``atom_energies``."""
-    if callable(getattr(model, "atom_energies", None)):
-        from dpa4_core.train.compile import make_predictor as _make
-
-        return _make(model, compile=compile, bf16=bf16)
-    return model
-
-
-def load_model(path) -> torch.nn.Module:
-    """``dpa4_core.io.checkpoint.load_checkpoint``, tolerating checkpoints whose version record holds a
-    ``torch.torch_version.TorchVersion`` (a ``str`` subclass that ``torch.load(weights_only=True)`` refuses)."""
-    from dpa4_core.io.checkpoint import load_checkpoint
-
-    with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
-        return load_checkpoint(path)
 
 
 def fit_composition_bias(dataset: FrameDataset, energies: np.ndarray | None = None) -> np.ndarray:

@@ -28,7 +28,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dpa4_core.io.checkpoint import load_checkpoint
 from dpa4_core.io.files import atomic_write
+from dpa4_core.train.compile import make_predictor
 from dpa4_core.train.config import TrainConfig, load_config
 from dpa4_core.train.dataset import FrameDataset, load_dataset, split_indices
 from dpa4_core.train.distributed import init_from_env
@@ -38,8 +40,6 @@ from dpa4_core.train.schedule import EMA, wsd_lr, wsd_lr_at
 from dpa4_core.train.setup import (
     build_model,
     initial_bias,
-    load_model,
-    make_predictor,
     model_dtype,
     zbl_force_share,
 )
@@ -295,7 +295,7 @@ def _finish(config, model, ema, out, valid_set, test_set, log, extra_metrics, ct
     plots: list[Path] = []
     if ctx.is_main:
         try:
-            best = load_model(best_path).to(model_dtype(model))
+            best = load_checkpoint(best_path).to(model_dtype(model))
         except (ImportError, ValueError) as exc:  # e.g. a custom model load_checkpoint cannot rebuild
             logger.warning("cannot reload %s (%s); final metrics use the last EMA weights", best_path, exc)
             best = model

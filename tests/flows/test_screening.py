@@ -221,3 +221,13 @@ def test_screen_candidates_script_errors(tmp_path, capsys):
     assert script.main(["--out", str(tmp_path / "o"), "--model", str(model), "--candidates",
                         str(tmp_path / "nothing.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_default_model_is_the_shipped_starter(monkeypatch, tmp_path):
+    from dpa4_core.pretrained import STARTER
+    from dpa4_flows.settings import get_settings
+
+    monkeypatch.delenv("DPA4_MODEL", raising=False)
+    assert get_settings().model == STARTER
+    monkeypatch.setenv("DPA4_MODEL", str(tmp_path / "mine.pt"))
+    assert get_settings().model == tmp_path / "mine.pt"
