@@ -19,7 +19,8 @@ from dpa4_core.train.config import FinetuneConfig, load_config
 from dpa4_core.train.dataset import FrameDataset
 from dpa4_core.io.checkpoint import load_checkpoint
 from dpa4_core.train.setup import fit_composition_bias, model_dtype, set_energy_bias
-from dpa4_core.train.trainer import STATE_FILE, TrainResult, prepare_data, run_training, run_validation
+from dpa4_core.train.run_state import STATE_FILE
+from dpa4_core.train.trainer import TrainResult, prepare_data, run_training, run_validation
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,6 @@ def finetune(config, base_checkpoint: str | Path | None = None, model: torch.nn.
     frozen = freeze_early_blocks(model, config.freeze_blocks)
     if frozen:
         logger.info("froze %d parameter tensors", len(frozen))
-    torch.manual_seed(config.seed)
     train_set, valid_set, test_set = prepare_data(config, r_min=float(getattr(model.config, "r_in", 0.0)))
     base = run_validation(model, valid_set, config.valid_batch_size).result()
     resuming = config.resume and (Path(config.output_dir).expanduser() / STATE_FILE).exists()

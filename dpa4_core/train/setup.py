@@ -15,7 +15,11 @@ from dpa4_core.train.dataset import FrameDataset
 
 
 def build_model(section, seed: int = 0) -> torch.nn.Module:
-    """A fresh ``DPA4`` from ``config.model`` (preset plus overrides), seeded, in the training dtype."""
+    """A fresh ``DPA4`` from ``config.model`` (preset plus overrides), in the training dtype.
+
+    The weights are drawn from torch's global RNG seeded with ``seed`` inside a ``fork_rng`` scope: the same
+    ``seed`` gives the same weights, and the caller's RNG state is left as it was.
+    """
     import dataclasses
 
     from dpa4_core.config import DPA4Config
@@ -27,8 +31,9 @@ def build_model(section, seed: int = 0) -> torch.nn.Module:
             config = dataclasses.replace(config, **section.overrides)
         except TypeError as exc:  # unknown field name
             raise ValueError(f"model.overrides {section.overrides}: {exc}") from exc
-    torch.manual_seed(seed)
-    return DPA4(config).to(getattr(torch, section.dtype))
+    with torch.random.fork_rng(devices=[]):  # built on the CPU
+        torch.manual_seed(seed)
+        return DPA4(config).to(getattr(torch, section.dtype))
 
 
 def model_dtype(model: torch.nn.Module) -> torch.dtype:
