@@ -196,6 +196,11 @@ def test_screen_candidates_script_runs_and_resumes(tmp_path, capsys, caplog):
     assert sorted(frame["candidate_id"]) == ["Mo3W-D03", "MoW-B2"]
     assert frame["e_above_hull"].notna().all()
     assert (tmp_path / "out" / "hull.png").is_file()
+    # `dpa4 results` prints the same table from the run's store.
+    from dpa4_core.cli import main as dpa4
+
+    assert dpa4(["results", "--store", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().out.splitlines()[:3] == printed.splitlines()[:3]
     # Second run: nothing left to do, same table.
     caplog.set_level(logging.INFO, logger="dpa4_flows.execution.runner")
     assert script.main(args) == 0
@@ -207,6 +212,10 @@ def test_screen_candidates_script_runs_and_resumes(tmp_path, capsys, caplog):
 
 
 def test_screen_candidates_script_errors(tmp_path, capsys):
+    from dpa4_core.cli import main as dpa4
+
+    assert dpa4(["screen", "--out", str(tmp_path / "o"), "--model", str(tmp_path / "missing.pt")]) == 2
+    assert "missing.pt not found" in capsys.readouterr().err
     script = _script()
     assert script.main(["--out", str(tmp_path / "o"), "--model", str(tmp_path / "missing.pt")]) == 2
     assert "missing.pt not found" in capsys.readouterr().err
