@@ -18,11 +18,12 @@ import time
 import numpy as np
 import torch
 
+from dpa4_core.train.compile import make_predictor
 from dpa4_core.train.config import TrainConfig, load_config
 from dpa4_core.train.loss import LossWeights, compute_loss
 from dpa4_core.train.optim import GroupedMuon, build_optimizers
 from dpa4_core.train.schedule import EMA
-from dpa4_core.train.setup import build_model, initial_bias, make_predictor, model_dtype
+from dpa4_core.train.setup import build_model, initial_bias, model_dtype
 from dpa4_core.train.trainer import batch_indices, prepare_data
 
 

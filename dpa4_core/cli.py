@@ -1,27 +1,33 @@
-"""The ``dpa4`` command: ``dpa4 train CONFIG``, ``dpa4 finetune CONFIG [--from CKPT]``, ``dpa4 eval CKPT DATA``.
+"""The ``dpa4`` command: ``dpa4 train CONFIG``, ``dpa4 finetune CONFIG [--from CKPT]``, ``dpa4 eval CKPT DATA``,
+and the subcommands of other installed packages (``dpa4 screen``, ``dpa4 results`` from dpa4_flows).
 
-Other packages add subcommands (e.g. ``dpa4 screen``) without editing this file: every module listed in
-``EXTENSIONS`` that imports defines ``register(subparsers)``, which adds parsers whose ``func(args) -> int``
-default runs the command. Results go to stdout as JSON; progress bars to stderr; logs to stderr at ``-v``.
+Subcommands are discovered through package entry points in the group ``dpa4.commands`` (see pyproject.toml):
+each names a ``register(subparsers)`` function that adds argparse parsers whose ``func(args) -> int`` default
+runs the command. This module's :func:`register` is dpa4_core's entry point, loaded the same way.
+
+A command group whose import needs a package that is not installed is left out with a message naming the
+package and how to install it; any other import error is a bug and is raised. Results go to stdout as JSON;
+progress bars to stderr; logs to stderr at ``-v``. Exit status: 0 ok, 1 failure, 2 bad input.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, entry_points, requires
 
-EXTENSIONS = ("dpa4_flows.cli",)
+COMMAND_GROUP = "dpa4.commands"
+DISTRIBUTION = "dpa4"
+OWN_PACKAGES = ("dpa4_core", "dpa4_flows")
 
 
 def _json_default(value):
-    if isinstance(value, Path):
-        return str(value)
     return str(value)
 
 
@@ -61,11 +67,8 @@ def _cmd_eval(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dpa4", description="DPA4 interatomic potential: train, fine-tune, evaluate")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-v info, -vv debug)")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def register(sub) -> None:
+    """dpa4_core's subcommands: ``train``, ``finetune``, ``eval`` (the ``core`` entry point)."""
     p = sub.add_parser("train", help="train a model from a YAML config")
     p.add_argument("config", help="YAML file (see examples/train_monbtaw.yaml)")
     p.set_defaults(func=_cmd_train)
@@ -84,26 +87,87 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stress-unit", default=None, help="kbar_vasp, kbar, gpa or ev/a^3")
     p.set_defaults(func=_cmd_eval)
 
-    for module_name in EXTENSIONS:
+
+def _normal(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def missing_dependency_message(exc: ModuleNotFoundError, what: str) -> str | None:
+    """A message naming the missing package and how to install it, or None when ``exc`` is not a missing
+    third-party package (a module of dpa4 itself that fails to import is a bug, not a missing dependency)."""
+    if not exc.name:
+        return None
+    top = exc.name.split(".")[0]
+    if top in OWN_PACKAGES:
+        return None
+    try:
+        requirements = requires(DISTRIBUTION) or []
+    except PackageNotFoundError:
+        requirements = []
+    hint = f"pip install {top}"
+    for requirement in requirements:
+        if _normal(re.split(r"[\s<>=!~;\[(]", requirement, maxsplit=1)[0]) == _normal(top):
+            extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)", requirement)
+            spec = requirement.split(";")[0].strip()
+            hint = f"pip install '{DISTRIBUTION}[{extra.group(1)}]'" if extra else f"pip install '{spec}'"
+            break
+    return f"dpa4: {what} needs the package '{top}', which is not installed; install it with: {hint}"
+
+
+@dataclass
+class CommandLine:
+    """The ``dpa4`` parser, the subcommands registered in it, and why any command group was left out."""
+
+    parser: argparse.ArgumentParser
+    commands: list[str]
+    left_out: list[str]
+
+
+def build_parser() -> CommandLine:
+    """The ``dpa4`` parser with the subcommands of every entry point in :data:`COMMAND_GROUP`."""
+    parser = argparse.ArgumentParser(prog="dpa4", description="DPA4 interatomic potential: train, fine-tune, "
+                                     "evaluate, screen")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-v info, -vv debug)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    left_out = []
+    for point in sorted(entry_points(group=COMMAND_GROUP), key=lambda p: p.name):
         try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        register = getattr(module, "register", None)
-        if callable(register):
-            register(sub)
-    return parser
+            point.load()(sub)
+        except ModuleNotFoundError as exc:
+            message = missing_dependency_message(exc, f"the '{point.name}' commands ({point.value})")
+            if message is None:
+                raise
+            left_out.append(message)
+    if left_out:
+        parser.epilog = "\n".join(left_out)
+    return CommandLine(parser, sorted(sub.choices), left_out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``dpa4`` console script; returns the exit status (2 for bad input)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Entry point of the ``dpa4`` console script; returns the exit status (1 failure, 2 bad input)."""
+    cli = build_parser()
+    if not cli.commands:
+        print(f"dpa4: no subcommands are registered (entry-point group {COMMAND_GROUP!r} is empty): this "
+              "installation's metadata is out of date; reinstall dpa4 (pip install -e .)", file=sys.stderr)
+        return 1
+    try:
+        args = cli.parser.parse_args(argv)
+    except SystemExit as exc:
+        if exc.code not in (0, None):  # e.g. an unknown command that a left-out group would have added
+            for message in cli.left_out:
+                print(message, file=sys.stderr)
+        raise
     if args.verbose:
         logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO, stream=sys.stderr,
                             format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
+    except ModuleNotFoundError as exc:
+        message = missing_dependency_message(exc, f"'dpa4 {args.command}'")
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError) as exc:  # bad config, data or checkpoint: message, no traceback
         print(f"dpa4 {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -13,7 +13,8 @@ MAX_LMAX = 6  # the Wigner-D module supports l <= 6
 
 
 class ConfigError(ValueError):
-    """An invalid DPA4 configuration value (the message names the field and the allowed range)."""
+    """An invalid configuration value: a DPA4Config field, or a training/fine-tuning config file or dict
+    (``dpa4_core.train.config``). The message names the field or key and the allowed range."""
 
 
 @dataclass(frozen=True)

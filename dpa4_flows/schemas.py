@@ -76,10 +76,6 @@ class ScreeningReport(BaseModel):
     plot_path: str | None = Field(None, description="Absolute path of the hull plot PNG, if written.")
 
 
-# Alias: the flow's output document.
-ScreeningDoc = ScreeningReport
-
-
 class FineTuneDoc(BaseModel):
     """Output of a fine-tuning job: where the new checkpoint is and how well it fits."""
 

@@ -13,8 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# dpa4_core/pretrained/dpa4-starter.pt, next to the installed dpa4_core package (written by the trainer part).
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "dpa4_core" / "pretrained" / "dpa4-starter.pt"
+from dpa4_core.pretrained import STARTER
 
 
 class DPA4FlowSettings(BaseSettings):
@@ -22,7 +21,8 @@ class DPA4FlowSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="DPA4_", extra="ignore")
 
-    model: Path = Field(DEFAULT_MODEL, description="Default DPA4 checkpoint file (absolute path after validation).")
+    model: Path = Field(STARTER, description="Default DPA4 checkpoint file (absolute path after validation); "
+                        "the shipped starter model unless DPA4_MODEL is set.")
     device: str = Field("cpu", description="torch device for inference, e.g. 'cpu' or 'cuda'.")
     dtype: Literal["float32", "float64"] = Field("float32", description="Floating-point precision of inference.")
     chunk_size: int = Field(16, ge=1, description="Structures per batched-relaxation job in screening flows.")

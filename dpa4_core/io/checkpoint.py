@@ -150,7 +150,9 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise CheckpointNotFoundError(f"DPA4 checkpoint {path} does not exist")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        # Files written before versions were stored as plain str hold a TorchVersion (a str subclass).
+        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError,
             AttributeError, TypeError, KeyError, IndexError, UnicodeDecodeError) as exc:
         # torch raises many different types for damaged files; all mean "not readable".

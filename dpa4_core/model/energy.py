@@ -83,7 +83,6 @@ class DPA4(nn.Module):
         edge_vec: torch.Tensor,
         edge_src: torch.Tensor,
         edge_dst: torch.Tensor,
-        n_atoms: int,
         edge_roll: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per-atom energies ``[N]`` (eV): network + ZBL + bias. A pure tensor function (traceable by make_fx).
@@ -92,11 +91,9 @@ class DPA4(nn.Module):
             numbers: ``[N]`` atomic numbers (int64).
             edge_vec: ``[E, 3]`` ``r_ij = pos[src] - pos[dst] + shift @ cell`` (A), fp32 or fp64.
             edge_src, edge_dst: ``[E]`` int64.
-            n_atoms: N (kept for the contract; the size is taken from ``numbers`` so that it stays symbolic
-                when the function is traced with ``make_fx(tracing_mode="symbolic")``).
             edge_roll: optional ``[E]`` roll angles of the edge frames (augmentation; E does not depend on it).
         """
-        n_atoms = numbers.shape[0]
+        n_atoms = numbers.shape[0]  # from the tensor, so the size stays symbolic under make_fx(tracing_mode="symbolic")
         cache = self.edge_cache(edge_vec, edge_src, edge_dst, n_atoms, edge_roll)
         phi, rho = self.radial(cache.bridged, cache.envelope, numbers[edge_src], numbers[edge_dst])
         x = self.embedding(numbers, cache, phi, rho)
@@ -139,8 +136,7 @@ class DPA4(nn.Module):
             if random_roll or roll_generator is not None:
                 roll = 2 * math.pi * torch.rand(edge_vec.shape[0], generator=roll_generator, dtype=edge_vec.dtype,
                                                 device=edge_vec.device)
-            atom_energy = self.atom_energies(batch.numbers, edge_vec, batch.edge_src, batch.edge_dst,
-                                             batch.n_atoms, edge_roll=roll)
+            atom_energy = self.atom_energies(batch.numbers, edge_vec, batch.edge_src, batch.edge_dst, edge_roll=roll)
             energy = torch.zeros(batch.n_frames, dtype=atom_energy.dtype, device=atom_energy.device)
             out = {"energy": energy.index_add(0, batch.frame, atom_energy), "atom_energy": atom_energy}
             if need_grad:

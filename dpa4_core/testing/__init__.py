@@ -374,9 +374,8 @@ class MorsePairModel(torch.nn.Module):
 
     def atom_energies(
         self, numbers: torch.Tensor, edge_vec: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor,
-        n_atoms: int,
     ) -> torch.Tensor:
-        """Per-atom energies ``[n_atoms]`` (eV) from edge vectors, the pure tensor function of the contract."""
+        """Per-atom energies ``[N]`` (eV) from edge vectors, the pure tensor function of the contract."""
         r = edge_vec.norm(dim=-1)
         pair = self.depth * (torch.exp(-2 * self.a * (r - self.r0)) - 2 * torch.exp(-self.a * (r - self.r0)))
         atom_energy = self.energy_bias.to(edge_vec.dtype)[numbers].clone()
@@ -385,7 +384,7 @@ class MorsePairModel(torch.nn.Module):
     def forward(self, batch: AtomsBatch, compute_forces: bool = True, compute_stress: bool = True) -> dict:
         edge_vec = batch.edge_vectors().detach().requires_grad_(True)
         with torch.enable_grad():
-            atom_energy = self.atom_energies(batch.numbers, edge_vec, batch.edge_src, batch.edge_dst, batch.n_atoms)
+            atom_energy = self.atom_energies(batch.numbers, edge_vec, batch.edge_src, batch.edge_dst)
             energy = torch.zeros(batch.n_frames, dtype=edge_vec.dtype).index_add(0, batch.frame, atom_energy)
             (grad,) = torch.autograd.grad(energy.sum(), edge_vec)
         forces = torch.zeros_like(batch.positions).index_add(0, batch.edge_dst, grad)

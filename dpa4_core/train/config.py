@@ -20,9 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-
-class ConfigError(ValueError):
-    """A configuration file or dict that does not validate (names the bad key or value)."""
+from dpa4_core.config import ConfigError  # one error type for the model's and the trainer's configuration
 
 
 class _Strict(BaseModel):

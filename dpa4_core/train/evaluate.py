@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
+from dpa4_core.io.checkpoint import load_checkpoint
 from dpa4_core.train.dataset import FrameDataset, load_dataset
-from dpa4_core.train.setup import load_model
 from dpa4_core.train.trainer import run_validation
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def evaluate(checkpoint_or_model, data, batch_size: int = 8, dtype: str | torch.
     """
     model = checkpoint_or_model
     if isinstance(model, str | Path):
-        model = load_model(model)
+        model = load_checkpoint(model)
     if dtype is not None:
         model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
     r_min = float(getattr(model.config, "r_in", 0.0))

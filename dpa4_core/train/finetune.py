@@ -17,8 +17,10 @@ import torch
 
 from dpa4_core.train.config import FinetuneConfig, load_config
 from dpa4_core.train.dataset import FrameDataset
-from dpa4_core.train.setup import fit_composition_bias, load_model, model_dtype, set_energy_bias
-from dpa4_core.train.trainer import STATE_FILE, TrainResult, prepare_data, run_training, run_validation
+from dpa4_core.io.checkpoint import load_checkpoint
+from dpa4_core.train.setup import fit_composition_bias, model_dtype, set_energy_bias
+from dpa4_core.train.run_state import STATE_FILE
+from dpa4_core.train.trainer import TrainResult, prepare_data, run_training, run_validation
 
 logger = logging.getLogger(__name__)
 
@@ -94,12 +96,11 @@ def finetune(config, base_checkpoint: str | Path | None = None, model: torch.nn.
         path = base_checkpoint or config.base_checkpoint
         if path is None:
             raise FinetuneError("no base checkpoint: set base_checkpoint in the config or pass --from")
-        model = load_model(path)
+        model = load_checkpoint(path)
     model = model.to(getattr(torch, config.model.dtype))
     frozen = freeze_early_blocks(model, config.freeze_blocks)
     if frozen:
         logger.info("froze %d parameter tensors", len(frozen))
-    torch.manual_seed(config.seed)
     train_set, valid_set, test_set = prepare_data(config, r_min=float(getattr(model.config, "r_in", 0.0)))
     base = run_validation(model, valid_set, config.valid_batch_size).result()
     resuming = config.resume and (Path(config.output_dir).expanduser() / STATE_FILE).exists()

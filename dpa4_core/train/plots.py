@@ -1,4 +1,7 @@
-"""Parity plots (prediction against DFT) for energies per atom and force components; matplotlib Agg, no display."""
+"""Parity plots (prediction against DFT) for energies per atom and force components.
+
+Each figure is a ``matplotlib.figure.Figure`` on its own Agg canvas: no pyplot, no global backend choice, no display.
+"""
 
 from __future__ import annotations
 
@@ -29,10 +32,8 @@ def parity_plots(records: dict, folder: str | Path, title: str = "") -> list[Pat
     Returns:
         The paths written (empty when there is nothing to plot).
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure  # no pyplot: no global figure state, no display
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     if not records.get("e_ref"):
         return []
@@ -42,6 +43,7 @@ def parity_plots(records: dict, folder: str | Path, title: str = "") -> list[Pat
         ref = np.concatenate([np.asarray(t) for t in records[f"{key}_ref"]])
         pred = np.concatenate([np.asarray(t) for t in records[f"{key}_pred"]])
         fig = Figure(figsize=(4.5, 4.5))
+        FigureCanvasAgg(fig)
         ax = fig.add_subplot()
         _parity(ax, ref, pred, unit, name)
         if title:

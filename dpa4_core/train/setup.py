@@ -1,10 +1,9 @@
-"""Model-side set-up for training: building or loading a DPA4, its dtype, the training predictor, the
-distributed context, the energy bias before training (least squares on composition or isolated atoms), and a
-check of how much force the fixed ZBL term puts on the training frames."""
+"""Model-side set-up for training: building a DPA4, its dtype, the energy bias before training (least squares
+on composition or isolated atoms), and a check of how much force the fixed ZBL term puts on the training frames.
+Checkpoints are read with :func:`dpa4_core.io.checkpoint.load_checkpoint`; the training predictor is
+:func:`dpa4_core.train.compile.make_predictor`."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -16,7 +15,11 @@ from dpa4_core.train.dataset import FrameDataset
 
 
 def build_model(section, seed: int = 0) -> torch.nn.Module:
-    """A fresh ``DPA4`` from ``config.model`` (preset plus overrides), seeded, in the training dtype."""
+    """A fresh ``DPA4`` from ``config.model`` (preset plus overrides), in the training dtype.
+
+    The weights are drawn from torch's global RNG seeded with ``seed`` inside a ``fork_rng`` scope: the same
+    ``seed`` gives the same weights, and the caller's RNG state is left as it was.
+    """
     import dataclasses
 
     from dpa4_core.config import DPA4Config
@@ -28,8 +31,9 @@ def build_model(section, seed: int = 0) -> torch.nn.Module:
             config = dataclasses.replace(config, **section.overrides)
         except TypeError as exc:  # unknown field name
             raise ValueError(f"model.overrides {section.overrides}: {exc}") from exc
-    torch.manual_seed(seed)
-    return DPA4(config).to(getattr(torch, section.dtype))
+    with torch.random.fork_rng(devices=[]):  # built on the CPU
+        torch.manual_seed(seed)
+        return DPA4(config).to(getattr(torch, section.dtype))
 
 
 def model_dtype(model: torch.nn.Module) -> torch.dtype:
@@ -37,46 +41,6 @@ def model_dtype(model: torch.nn.Module) -> torch.dtype:
         if p.is_floating_point():
             return p.dtype
     return torch.float64
-
-
-def distributed_context():
-    """The colleague's ``init_from_env()`` when available, else a single-process context."""
-    try:
-        from dpa4_core.train.distributed import init_from_env
-    except ImportError:
-        return _SingleProcess()
-    return init_from_env()
-
-
-class _SingleProcess:
-    rank, world_size, is_main = 0, 1, True
-
-    def shard(self, indices):
-        return indices
-
-    def all_reduce_gradients(self, model):
-        return None
-
-    def barrier(self):
-        return None
-
-
-def make_predictor(model, compile: bool = False, bf16: bool = False) -> Callable:
-    """Training predictor: ``dpa4_core.train.compile.make_predictor`` for models with ``atom_energies``."""
-    if callable(getattr(model, "atom_energies", None)):
-        from dpa4_core.train.compile import make_predictor as _make
-
-        return _make(model, compile=compile, bf16=bf16)
-    return model
-
-
-def load_model(path) -> torch.nn.Module:
-    """``dpa4_core.io.checkpoint.load_checkpoint``, tolerating checkpoints whose version record holds a
-    ``torch.torch_version.TorchVersion`` (a ``str`` subclass that ``torch.load(weights_only=True)`` refuses)."""
-    from dpa4_core.io.checkpoint import load_checkpoint
-
-    with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
-        return load_checkpoint(path)
 
 
 def fit_composition_bias(dataset: FrameDataset, energies: np.ndarray | None = None) -> np.ndarray:

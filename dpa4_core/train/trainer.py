@@ -2,10 +2,12 @@
 
 Files written in ``output_dir`` (rank 0 only):
     - ``best.pt`` / ``last.pt``: model checkpoints (EMA weights) readable by ``load_checkpoint`` and ``dpa4 eval``;
-    - ``train_state.pt``: everything needed to resume exactly (raw weights, optimiser, EMA, step, RNG state);
-    - ``metrics.jsonl``: one JSON object per training step and per validation;
-    - ``test_split.extxyz``: the held-out test frames with their labels (when a test split exists);
+    - ``train_state.pt``, ``metrics.jsonl``, ``test_split.extxyz``: see :mod:`dpa4_core.train.run_state`;
     - ``parity_energy.png`` / ``parity_forces.png``: validation parity plots at the end.
+
+Global state: the run draws from torch's global RNG (a custom model's dropout, say) only inside a
+``torch.random.fork_rng`` scope seeded with ``config.seed`` (or restored from the resume state), so the caller's
+RNG state is the same after ``train`` as before.
 
 Resume: the data order of step ``s`` is a pure function of ``(seed, s)`` and the learning rate of ``s`` a pure
 function of ``s``, so restarting from ``train_state.pt`` (written every ``checkpoint_every`` steps) continues the
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,27 +29,32 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dpa4_core.io.files import atomic_write
+from dpa4_core.io.checkpoint import load_checkpoint
+from dpa4_core.train.compile import make_predictor
 from dpa4_core.train.config import TrainConfig, load_config
 from dpa4_core.train.dataset import FrameDataset, load_dataset, split_indices
+from dpa4_core.train.distributed import init_from_env
 from dpa4_core.train.loss import LossWeights, MetricAccumulator, compute_loss
 from dpa4_core.train.optim import build_optimizers
+from dpa4_core.train.run_state import (
+    LOG_FILE,
+    STATE_FILE,
+    TEST_FILE,
+    MetricLog,
+    Progress,
+    fingerprint,
+    load_state,
+    save_state,
+)
 from dpa4_core.train.schedule import EMA, wsd_lr, wsd_lr_at
 from dpa4_core.train.setup import (
     build_model,
-    distributed_context,
     initial_bias,
-    load_model,
-    make_predictor,
     model_dtype,
     zbl_force_share,
 )
 
 logger = logging.getLogger(__name__)
-
-STATE_FILE = "train_state.pt"
-LOG_FILE = "metrics.jsonl"
-TEST_FILE = "test_split.extxyz"
 
 
 @dataclass
@@ -124,36 +130,6 @@ def _score(metrics: dict) -> float:
     return metrics["energy_mae_mev_per_atom"] + metrics["force_mae_mev_per_a"]
 
 
-def _fingerprint(config: TrainConfig) -> str:
-    """The settings that define a run (not how it is displayed or whether it resumes), as JSON."""
-    ignored = {"resume", "progress", "plots", "output_dir"}
-    return json.dumps({k: v for k, v in config.model_dump(mode="json").items() if k not in ignored}, sort_keys=True)
-
-
-def _atomic_save(obj, path: Path) -> None:
-    atomic_write(path, lambda stream: torch.save(obj, stream))
-
-
-class _Log:
-    """JSON-lines metric log; on resume, lines past the resumed step are dropped (they will be redone)."""
-
-    def __init__(self, path: Path, enabled: bool, resume_step: int | None):
-        self.path, self.enabled = path, enabled
-        if not enabled:
-            return
-        if resume_step is None:
-            path.write_text("")
-        elif path.exists():
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            path.write_text("".join(line + "\n" for line in kept))
-
-    def write(self, record: dict) -> None:
-        if self.enabled:
-            with self.path.open("a") as stream:
-                stream.write(json.dumps(record) + "\n")
-
-
 # ------------------------------------------------------------------------------------------------ loop
 def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDataset, valid_set: FrameDataset,
                  test_set: FrameDataset | None = None, callback: Callable[[int, dict], None] | None = None,
@@ -166,14 +142,22 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
         extra_metrics: added to the result's metrics (e.g. the base model's errors when fine-tuning).
         fit_bias: fit the energy bias before the first step (``config.bias``); ignored when resuming.
     """
+    ctx = init_from_env()
+    cuda = [ctx.device.index or 0] if ctx.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):  # the caller's RNG state is left as it was
+        torch.manual_seed(config.seed)
+        return _run(ctx, config, model, train_set, valid_set, test_set, callback, extra_metrics, fit_bias)
+
+
+def _run(ctx, config, model, train_set, valid_set, test_set, callback, extra_metrics, fit_bias) -> TrainResult:
+    """The body of :func:`run_training`, inside its private RNG scope."""
     from dpa4_core.io.checkpoint import save_checkpoint
 
-    ctx = distributed_context()
     out = Path(config.output_dir).expanduser().resolve()
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
     ctx.barrier()
-    device = getattr(ctx, "device", torch.device("cpu"))  # torchrun on GPUs: this rank's GPU
+    device = ctx.device  # torchrun on GPUs: this rank's GPU
     model.to(device)
     dtype = model_dtype(model)
     cutoff = model.config.cutoff
@@ -181,28 +165,18 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
     optimizers = build_optimizers(model, config)
     weights = LossWeights.from_config(config.loss)
     state_path = out / STATE_FILE
-    start, best_score, best_metrics, time_before = 0, math.inf, None, 0.0
-    fingerprint = _fingerprint(config)
+    run_fingerprint = fingerprint(config)
+    progress = Progress()
     if config.resume and state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-        if state.get("fingerprint", fingerprint) != fingerprint:
-            raise ValueError(f"{out} holds a run with a different configuration; use another output_dir, "
-                             "or resume: false to start over there")
-        model.load_state_dict(state["model"])
-        for optimizer, opt_state in zip(optimizers, state["optimizers"]):
-            optimizer.load_state_dict(opt_state)
-        ema.load_state_dict(state["ema"])
-        torch.set_rng_state(state["torch_rng"])
-        start, best_score, best_metrics = state["step"], state["best_score"], state["best_metrics"]
-        time_before = float(state.get("time_used_s", 0.0))
-        logger.info("resumed from %s at step %d", state_path, start)
+        progress = load_state(state_path, model, optimizers, ema, run_fingerprint)
     elif fit_bias:  # training from scratch (fine-tuning refits its bias and keeps its checkpoint's ZBL)
         initial_bias(model, train_set, config.bias)  # a buffer: the EMA of the parameters is unaffected
         if ctx.is_main:
             _warn_if_zbl_acts_on_bonds(model, train_set, chosen="zbl_taper_end" in config.model.overrides)
-    if hasattr(ctx, "broadcast_parameters"):
-        ctx.broadcast_parameters(model)  # every rank starts from rank 0's weights (and bias)
-    log = _Log(out / LOG_FILE, ctx.is_main, start if start else None)
+    ctx.broadcast_parameters(model)  # every rank starts from rank 0's weights (and bias)
+    start, best_score, best_metrics, time_before = (progress.step, progress.best_score, progress.best_metrics,
+                                                    progress.time_used_s)
+    log = MetricLog(out / LOG_FILE, ctx.is_main, start if start else None)
     if ctx.is_main and test_set is not None and len(test_set) and not (out / TEST_FILE).exists():
         test_set.write_extxyz(out / TEST_FILE)  # the held-out frames, for `dpa4 eval best.pt test_split.extxyz`
     elements = sorted(set(train_set.elements) | set(getattr(model, "trained_elements", [])))
@@ -254,12 +228,11 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
             optimizer.step()
         ema.update(model)
         done = step + 1
-        if hasattr(ctx, "all_reduce_mean"):  # log the global-batch loss, not this rank's share
-            parts = {k: float(ctx.all_reduce_mean(v)) for k, v in parts.items()}
+        parts = {k: float(ctx.all_reduce_mean(v)) for k, v in parts.items()}  # the global batch's, not this rank's
         log.write({"step": done, "split": "train", "lr": lr, "loss": parts, "grad_norm": grad_norm,
                    "elapsed_s": time.perf_counter() - t0})
         used = time_before + clock() - clock0  # training time of the whole run, restarts included
-        if limit is not None and hasattr(ctx, "all_reduce_mean"):  # ranks agree on the rate and on when to stop
+        if limit is not None:  # ranks agree on the rate and on when to stop
             used = float(ctx.all_reduce_mean(used))
         bar.set_postfix(loss=f"{parts['total']:.4g}", lr=f"{lr:.2e}", **({"step": done} if limit else {}))
         bar.update(round(min(used, limit)) - bar.n if limit else 1)
@@ -274,11 +247,8 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
                 save_model(out / "best.pt", done, metrics)
         if ctx.is_main and (done % config.checkpoint_every == 0 or last):
             save_model(out / "last.pt", done, best_metrics)
-            _atomic_save({"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
-                          "ema": ema.state_dict(), "torch_rng": torch.get_rng_state(), "step": done,
-                          "best_score": best_score, "best_metrics": best_metrics, "fingerprint": fingerprint,
-                          "time_used_s": used},
-                         state_path)
+            save_state(state_path, model, optimizers, ema, Progress(done, best_score, best_metrics, used),
+                       run_fingerprint)
         ctx.barrier()
         if callback is not None:
             callback(done, parts)
@@ -297,7 +267,7 @@ def _finish(config, model, ema, out, valid_set, test_set, log, extra_metrics, ct
     plots: list[Path] = []
     if ctx.is_main:
         try:
-            best = load_model(best_path).to(model_dtype(model))
+            best = load_checkpoint(best_path).to(model_dtype(model))
         except (ImportError, ValueError) as exc:  # e.g. a custom model load_checkpoint cannot rebuild
             logger.warning("cannot reload %s (%s); final metrics use the last EMA weights", best_path, exc)
             best = model
@@ -348,7 +318,6 @@ def train(config, model: torch.nn.Module | None = None,
     config = load_config(config, TrainConfig)
     if model is None:
         model = build_model(config.model, config.seed)
-    torch.manual_seed(config.seed)
     train_set, valid_set, test_set = prepare_data(config, r_min=float(getattr(model.config, "r_in", 0.0)))
     logger.info("training on %d frames, validating on %d", len(train_set), len(valid_set))
     return run_training(config, model, train_set, valid_set, test_set, callback=callback)

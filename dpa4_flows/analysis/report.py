@@ -92,10 +92,7 @@ def plot_hull(docs: Sequence[StabilityDoc | dict], path: str | Path, title: str 
     Returns:
         The absolute path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     docs = [d if isinstance(d, StabilityDoc) else StabilityDoc(**d) for d in docs]
@@ -104,8 +101,9 @@ def plot_hull(docs: Sequence[StabilityDoc | dict], path: str | Path, title: str 
     n_panels = len(pairs) + 1
     n_cols = min(4, n_panels)
     n_rows = -(-n_panels // n_cols)
-    # A Figure not registered with pyplot: no global state, no leak when called many times.
+    # A Figure on its own Agg canvas, not registered with pyplot: no global state, no leak when called many times.
     fig = Figure(figsize=(4 * n_cols, 3.4 * n_rows), layout="constrained")
+    FigureCanvasAgg(fig)
     axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
     for ax, (a, b) in zip(axes, pairs):
         points = _binary_points(docs, a, b)
@@ -139,7 +137,6 @@ def plot_hull(docs: Sequence[StabilityDoc | dict], path: str | Path, title: str 
     path = Path(path).expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 

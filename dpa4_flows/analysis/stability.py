@@ -35,10 +35,6 @@ class StabilityInputError(ValueError):
     """A candidate or reference cannot be turned into an entry, or references miss an element."""
 
 
-def _entry_id(obj: Any) -> str | None:
-    return getattr(obj, "entry_id", None) or (obj.get("entry_id") if isinstance(obj, dict) else None)
-
-
 def to_entry(obj: Any, default_id: str) -> ComputedEntry:
     """A pymatgen entry (total energy in eV) from an entry, a task document or a dict.
 

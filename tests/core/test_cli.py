@@ -85,3 +85,82 @@ def test_bad_config_exits_2_with_the_key(tmp_path, capsys):
     assert "learning_rate: unknown key" in err and "bad.yaml" in err
     assert main(["eval", str(tmp_path / "missing.pt"), MO]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ subcommands from entry points
+def test_every_registered_subcommand_loads():
+    """Each entry point of the ``dpa4.commands`` group imports and adds runnable parsers (needs the installed
+    metadata of this checkout: ``pip install -e .``)."""
+    import argparse
+    from importlib.metadata import entry_points
+
+    from dpa4_core.cli import COMMAND_GROUP
+
+    points = {p.name: p for p in entry_points(group=COMMAND_GROUP)}
+    assert {"core", "flows"} <= set(points), f"stale metadata, reinstall with pip install -e .: {points}"
+    commands = {}
+    for name, point in points.items():
+        sub = argparse.ArgumentParser().add_subparsers()
+        point.load()(sub)
+        assert sub.choices, f"entry point {name} registered no subcommand"
+        commands.update(sub.choices)
+    assert {"train", "finetune", "eval", "screen", "results"} <= set(commands)
+    assert all(callable(p.get_default("func")) for p in commands.values())
+
+
+class _FakePoint:
+    """An entry point whose import fails with ``error``."""
+
+    name, value = "extra", "dpa4_extra.cli:register"
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def load(self):
+        raise self.error
+
+
+def _with_points(monkeypatch, *fakes):
+    import dpa4_core.cli as cli
+    from importlib.metadata import entry_points
+
+    real = list(entry_points(group=cli.COMMAND_GROUP))
+    monkeypatch.setattr(cli, "entry_points", lambda group: [*real, *fakes])
+
+
+def test_missing_optional_dependency_names_the_package_and_the_extra(monkeypatch, capsys):
+    _with_points(monkeypatch, _FakePoint(ModuleNotFoundError("No module named 'fireworks'", name="fireworks")))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["remote-submit"])  # a command the group would have added
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "'fireworks', which is not installed" in err and "pip install 'dpa4[distributed]'" in err
+    with pytest.raises(SystemExit) as exit_info:  # the other groups still work
+        main(["eval", "--help"])
+    assert exit_info.value.code == 0 and "--stress-unit" in capsys.readouterr().out
+
+
+def test_an_import_error_inside_dpa4_is_raised_not_swallowed(monkeypatch):
+    _with_points(monkeypatch, _FakePoint(ModuleNotFoundError("No module named 'dpa4_flows.gone'",
+                                                             name="dpa4_flows.gone")))
+    with pytest.raises(ModuleNotFoundError, match="dpa4_flows.gone"):
+        main(["eval", "x.pt", "y"])
+    _with_points(monkeypatch, _FakePoint(ImportError("cannot import name 'nothing' from 'dpa4_core.train'")))
+    with pytest.raises(ImportError, match="nothing"):
+        main(["eval", "x.pt", "y"])
+
+
+def test_missing_dependency_while_a_command_runs_exits_1(monkeypatch, capsys):
+    import dpa4_core.train
+
+    def needs_jobflow_remote(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'jobflow_remote'", name="jobflow_remote")
+
+    monkeypatch.setattr(dpa4_core.train, "evaluate", needs_jobflow_remote)
+    assert main(["eval", "x.pt", MO]) == 1
+    assert "pip install 'dpa4[distributed]'" in capsys.readouterr().err
+
+
+def test_results_of_a_missing_store_exits_2(tmp_path, capsys):
+    assert main(["results", "--store", str(tmp_path / "nowhere")]) == 2
+    assert "no job store at" in capsys.readouterr().err

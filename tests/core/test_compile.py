@@ -21,13 +21,9 @@ import torch
 from dpa4_core.data.batch import AtomsBatch
 from dpa4_core.data.paths import vendored
 from dpa4_core.data.readers import read_pymatgen_json
-from dpa4_core.train import compile as compile_module
-from dpa4_core.train.compile import (
-    CompileFallbackWarning,
-    energy_and_edge_gradient,
-    make_predictor,
-    trace_energy_and_edge_gradient,
-)
+from dpa4_core.train import trace as trace_module
+from dpa4_core.train.compile import CompileFallbackWarning, make_predictor
+from dpa4_core.train.trace import energy_and_edge_gradient, trace_energy_and_edge_gradient
 
 DTYPE = torch.float64
 RTOL = 1e-9  # fp64: compiled and eager differ only by summation order
@@ -48,7 +44,7 @@ class StandIn(torch.nn.Module):
         self.readout = torch.nn.Sequential(torch.nn.Linear(channels, channels), torch.nn.SiLU(), torch.nn.Linear(channels, 1))
         self.register_buffer("energy_bias", torch.zeros(119))
 
-    def atom_energies(self, numbers, edge_vec, edge_src, edge_dst, n_atoms):
+    def atom_energies(self, numbers, edge_vec, edge_src, edge_dst):
         r = torch.sqrt((edge_vec**2).sum(-1) + 1e-14)
         x = (r / self.cutoff).clamp(max=1.0)
         envelope = (1 - x) ** 4 * (1 + 4 * x)
@@ -191,12 +187,12 @@ def test_detach_nodes_must_be_removed(data):
     _, g_traced = gm(params, buffers, *sample)
     _assert_same_grads(_grads(model, force_loss(g_traced)), reference)
 
-    original = compile_module._strip_detach
+    original = trace_module._strip_detach
     try:
-        compile_module._strip_detach = lambda gm: 0
+        trace_module._strip_detach = lambda gm: 0
         kept, _, _ = trace_energy_and_edge_gradient(model, sample)
     finally:
-        compile_module._strip_detach = original
+        trace_module._strip_detach = original
     assert any(n.target == torch.ops.aten.detach.default for n in kept.graph.nodes)
     _, g_kept = kept(params, buffers, *sample)
     assert torch.allclose(g_kept, g_eager)  # same forces ...

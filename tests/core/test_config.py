@@ -79,4 +79,18 @@ def test_scalar_density_reaches_the_energy_without_new_parameters():
 def test_bad_values_raise_clear_errors(changes, match):
     with pytest.raises(ConfigError, match=match):
         DPA4Config(**changes)
-    assert issubclass(ConfigError, ValueError)
+
+
+def test_one_config_error_for_model_and_training_configs():
+    """A bad training config and a bad model field are caught by the same ``except ConfigError``."""
+    from dpa4_core.train import TrainConfig
+    from dpa4_core.train.config import load_config
+
+    caught = []
+    for bad in (lambda: load_config({"data": {"train": ["x"]}, "steps": 0}, TrainConfig),
+                lambda: DPA4Config.preset("huge")):
+        try:
+            bad()
+        except ConfigError as exc:
+            caught.append(str(exc))
+    assert len(caught) == 2 and "steps" in caught[0] and "huge" in caught[1]

@@ -43,7 +43,7 @@ def _model(seed: int) -> torch.nn.Module:
             self.radial = torch.nn.Sequential(torch.nn.Linear(6, channels), torch.nn.SiLU(), torch.nn.Linear(channels, channels))
             self.readout = torch.nn.Sequential(torch.nn.Linear(channels, channels), torch.nn.Tanh(), torch.nn.Linear(channels, 1))
 
-        def atom_energies(self, numbers, edge_vec, edge_src, edge_dst, n_atoms):
+        def atom_energies(self, numbers, edge_vec, edge_src, edge_dst):
             r = torch.sqrt((edge_vec**2).sum(-1) + 1e-14)
             x = (r / CUTOFF).clamp(max=1.0)
             basis = torch.sin(torch.arange(1, 7, dtype=r.dtype) * torch.pi * x[:, None]) / r[:, None] * (1 - x[:, None]) ** 3

@@ -12,7 +12,7 @@ from dpa4_core.io.checkpoint import save_checkpoint
 from dpa4_core.train import finetune, load_dataset
 from dpa4_core.train.finetune import FinetuneError
 from dpa4_core.train.setup import fit_composition_bias, set_energy_bias
-from dpa4_core.train.setup import load_model as load_checkpoint
+from dpa4_core.io.checkpoint import load_checkpoint
 from train_models import small_model
 
 MO = str(vendored("maml_MoNbTaW", "Mo_Surface.json.gz"))

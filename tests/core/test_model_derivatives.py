@@ -101,7 +101,7 @@ def test_second_derivatives_gradgradcheck(model):
 
     def energy(positions: torch.Tensor) -> torch.Tensor:
         edge_vec = batch.edge_vectors(positions=positions)
-        return model.atom_energies(batch.numbers, edge_vec, batch.edge_src, batch.edge_dst, batch.n_atoms).sum()
+        return model.atom_energies(batch.numbers, edge_vec, batch.edge_src, batch.edge_dst).sum()
 
     positions = batch.positions.clone().requires_grad_(True)
     assert torch.autograd.gradcheck(energy, (positions,), eps=1e-6, atol=1e-6, rtol=1e-5)

@@ -254,3 +254,19 @@ def test_explicit_valid_and_test_sources_and_frame_cap(tmp_path):
     assert len(train_set) == 5 and train_set.group_names == ["Mo_Surface"]  # no frames split off: valid is given
     assert valid_set.group_names == ["Nb_Surface"] and len(valid_set) == len(test_set)
     assert set(test_set.weight) == {2.0} and set(valid_set.weight) == {1.0}
+
+
+def test_training_leaves_the_callers_rng_state_alone_and_is_reproducible(tmp_path):
+    """Model init and the run draw from torch's RNG only in a private scope seeded from ``config.seed``."""
+    from dpa4_core.train.config import ModelSection
+    from dpa4_core.train.setup import build_model
+
+    torch.manual_seed(1234)
+    torch.rand(3)  # a caller's state that no seed reproduces
+    before = torch.random.get_rng_state()
+    first = build_model(ModelSection(preset="tiny"), seed=5)
+    again = build_model(ModelSection(preset="tiny"), seed=5)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+    result = train(_config(tmp_path, steps=2, valid_every=2, checkpoint_every=2, model={"preset": "tiny"}))
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert math.isfinite(result.metrics["valid"]["energy_mae_mev_per_atom"])

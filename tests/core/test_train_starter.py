@@ -4,19 +4,16 @@ still predicts real Mo-Nb-Ta-W DFT data: a change of the architecture that break
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from dpa4_core.data.paths import vendored
-from dpa4_core.io.checkpoint import read_checkpoint
+from dpa4_core.io.checkpoint import load_checkpoint, read_checkpoint
 from dpa4_core.pretrained import starter_checkpoint
 from dpa4_core.train import evaluate, load_dataset
-from dpa4_core.train.setup import load_model
 
 
 def test_starter_loads_and_predicts_dft_data():
-    with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
-        assert read_checkpoint(starter_checkpoint()).elements == [41, 42, 73, 74]
-    model = load_model(starter_checkpoint())
+    assert read_checkpoint(starter_checkpoint()).elements == [41, 42, 73, 74]
+    model = load_checkpoint(starter_checkpoint())
     assert model.config.cutoff == 5.0
     frames = load_dataset(vendored("maml_MoNbTaW", "NbTa_SS.json.gz")).subset(np.arange(0, 600, 60))  # 10 frames
     metrics = evaluate(model, frames, batch_size=10)

@@ -196,6 +196,11 @@ def test_screen_candidates_script_runs_and_resumes(tmp_path, capsys, caplog):
     assert sorted(frame["candidate_id"]) == ["Mo3W-D03", "MoW-B2"]
     assert frame["e_above_hull"].notna().all()
     assert (tmp_path / "out" / "hull.png").is_file()
+    # `dpa4 results` prints the same table from the run's store.
+    from dpa4_core.cli import main as dpa4
+
+    assert dpa4(["results", "--store", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().out.splitlines()[:3] == printed.splitlines()[:3]
     # Second run: nothing left to do, same table.
     caplog.set_level(logging.INFO, logger="dpa4_flows.execution.runner")
     assert script.main(args) == 0
@@ -207,6 +212,10 @@ def test_screen_candidates_script_runs_and_resumes(tmp_path, capsys, caplog):
 
 
 def test_screen_candidates_script_errors(tmp_path, capsys):
+    from dpa4_core.cli import main as dpa4
+
+    assert dpa4(["screen", "--out", str(tmp_path / "o"), "--model", str(tmp_path / "missing.pt")]) == 2
+    assert "missing.pt not found" in capsys.readouterr().err
     script = _script()
     assert script.main(["--out", str(tmp_path / "o"), "--model", str(tmp_path / "missing.pt")]) == 2
     assert "missing.pt not found" in capsys.readouterr().err
@@ -221,3 +230,13 @@ def test_screen_candidates_script_errors(tmp_path, capsys):
     assert script.main(["--out", str(tmp_path / "o"), "--model", str(model), "--candidates",
                         str(tmp_path / "nothing.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_default_model_is_the_shipped_starter(monkeypatch, tmp_path):
+    from dpa4_core.pretrained import STARTER
+    from dpa4_flows.settings import get_settings
+
+    monkeypatch.delenv("DPA4_MODEL", raising=False)
+    assert get_settings().model == STARTER
+    monkeypatch.setenv("DPA4_MODEL", str(tmp_path / "mine.pt"))
+    assert get_settings().model == tmp_path / "mine.pt"

@@ -160,3 +160,30 @@ def test_matbench_elemental_reference_file_loads_as_entries():
     assert len({e.composition.elements[0] for e in refs}) == 89
     mo = next(e for e in refs if e.composition.reduced_formula == "Mo")
     assert -11.5 < mo.energy_per_atom < -10.5  # MP PBE bcc Mo, about -10.85 eV/atom
+
+
+def test_plots_leave_matplotlib_global_state_alone(tmp_path):
+    """Hull and parity plots draw on their own Agg canvas: the caller's backend and pyplot figures are untouched."""
+    import matplotlib
+    import numpy as np
+
+    from dpa4_core.train.plots import parity_plots
+    from dpa4_flows.analysis.report import plot_hull
+
+    previous = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        refs = [{"composition": el, "energy": -10.0, "entry_id": el} for el in ("Mo", "W")]
+        docs = compute_stability([{"composition": "MoW", "energy": -20.5, "entry_id": "c"},
+                                  {"composition": "Mo3W", "energy": -40.2, "entry_id": "d"},
+                                  {"composition": "MoW3", "energy": -40.1, "entry_id": "e"}], refs)
+        assert plot_hull(docs, tmp_path / "hull.png").stat().st_size > 0
+        records = {"e_ref": [np.array([0.0, 1.0])], "e_pred": [np.array([0.1, 0.9])],
+                   "f_ref": [np.array([0.0, 1.0])], "f_pred": [np.array([0.2, 0.8])]}
+        assert len(parity_plots(records, tmp_path)) == 2
+        assert matplotlib.get_backend() == "svg"
+        import matplotlib.pyplot as plt
+
+        assert plt.get_fignums() == []
+    finally:
+        matplotlib.use(previous)
