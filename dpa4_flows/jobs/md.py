@@ -12,7 +12,7 @@ from ase import units
 from atomate2.forcefields.md import ForceFieldMDMaker
 
 from dpa4_flows.jobs import calculators
-from dpa4_flows.jobs.relax import DPA4CalculatorMixin, default_calculator_kwargs
+from dpa4_flows.jobs.calculators import DPA4CalculatorMixin, default_calculator_kwargs
 
 ENSEMBLES = ("nve", "nvt", "npt")
 
