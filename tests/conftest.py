@@ -27,7 +27,7 @@ def tiny_model(tiny_config):
 @pytest.fixture(scope="session")
 def real_structures() -> dict:
     """Real DFT structures: a Nb-Mo alloy (maml), bulk Si (mlearn) and an acetylacetone molecule (botnet)."""
-    from dpa4_core.testing import read_vendored
+    from _vendored import read_vendored
 
     return {
         "NbMo": read_vendored("maml_MoNbTaW", "NbMo_SS.json.gz", index=0),

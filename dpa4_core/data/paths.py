@@ -1,4 +1,8 @@
-"""Where the vendored real DFT data lives (``data/`` at the repository root; see ``data/README.md``)."""
+"""Where the vendored real DFT data lives (``data/`` at the repository root; see ``data/README.md``).
+
+A helper for a repository checkout (tests, tutorials, benchmarks): ``data/`` is not installed with the package,
+and package code never reads it at run time (what the package needs, the starter model, ships as package data).
+"""
 
 from __future__ import annotations
 

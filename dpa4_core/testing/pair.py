@@ -4,6 +4,10 @@ It exists to test the optimisers and integrators (whose correctness does not dep
 ASE's own, independent ``ase.calculators.lj.LennardJones(smooth=True)``: the energy here is the same function,
 ``E = 1/2 sum_{i != j} 4 eps ((sigma/r)^12 - (sigma/r)^6) * c(r^2)`` with ASE's C^1 cutoff ``c`` that goes from
 1 at ``ro`` to 0 at ``rc``. Forces and stress come from autograd, so they are exact derivatives.
+
+Two other cutoff switches serve the smoothness tests, which need a pair energy whose derivatives are continuous
+to higher order (``switch="envelope"``: the C^3 polynomial envelope ``E_5(r / rc)`` of the DPA4 spec) and one
+that is deliberately discontinuous at the cutoff (``switch="step"``), to show that a smoothness check can fail.
 """
 
 from __future__ import annotations
@@ -15,6 +19,14 @@ import torch
 from dpa4_core.data.batch import AtomsBatch
 
 
+#: cutoff switches: ASE's C^1 ``smooth=True`` switch, the C^3 polynomial envelope, or a step at ``cutoff``
+SWITCHES = ("ase", "envelope", "step")
+
+
+class PairConfigError(ValueError):
+    """A Lennard-Jones parameter with a value the model cannot use (the message names it)."""
+
+
 @dataclass(frozen=True)
 class PairConfig:
     """Parameters in eV and A; ``cutoff`` is what neighbour lists need (same name as ``DPA4Config.cutoff``)."""
@@ -23,6 +35,11 @@ class PairConfig:
     epsilon: float = 0.2
     cutoff: float = 6.0
     ro: float | None = None  # start of the cutoff switch; ASE's default is 0.66 * rc
+    switch: str = "ase"  # one of SWITCHES
+
+    def __post_init__(self) -> None:
+        if self.switch not in SWITCHES:
+            raise PairConfigError(f"switch={self.switch!r}; allowed: {', '.join(SWITCHES)}")
 
     @property
     def switch_start(self) -> float:
@@ -38,9 +55,10 @@ class LennardJones(torch.nn.Module):
     with a skin gives the same result.
     """
 
-    def __init__(self, sigma: float = 2.4, epsilon: float = 0.2, cutoff: float = 6.0, ro: float | None = None):
+    def __init__(self, sigma: float = 2.4, epsilon: float = 0.2, cutoff: float = 6.0, ro: float | None = None,
+                 switch: str = "ase"):
         super().__init__()
-        self.config = PairConfig(sigma=sigma, epsilon=epsilon, cutoff=cutoff, ro=ro)
+        self.config = PairConfig(sigma=sigma, epsilon=epsilon, cutoff=cutoff, ro=ro, switch=switch)
         # A dummy buffer so `.to(dtype)` and `next(model.buffers())` behave like a real model.
         self.register_buffer("_dtype_probe", torch.zeros(()))
 
@@ -52,6 +70,12 @@ class LennardJones(torch.nn.Module):
         safe = torch.where(inside, r2, torch.full_like(r2, rc2))
         c6 = (c.sigma**2 / safe) ** 3
         lj = 4 * c.epsilon * (c6 * c6 - c6)
+        if c.switch == "step":
+            return torch.where(inside, lj, torch.zeros_like(r2))
+        if c.switch == "envelope":
+            x = safe.sqrt() / c.cutoff
+            envelope = (1 - x) ** 4 * (1 + 4 * x + 10 * x**2 + 20 * x**3 + 35 * x**4)
+            return torch.where(inside, lj * envelope, torch.zeros_like(r2))
         ramp = (rc2 - safe) ** 2 * (rc2 + 2 * safe - 3 * ro2) / (rc2 - ro2) ** 3
         switch = torch.where(safe < ro2, torch.ones_like(safe), ramp)
         return torch.where(inside, lj * switch, torch.zeros_like(r2))

@@ -18,7 +18,8 @@ from ase import Atoms
 
 from dpa4_core.data.batch import AtomsBatch
 from dpa4_core.data.neighbors import neighbor_list
-from dpa4_core.data.readers import DataError, Frame, read_frames
+from dpa4_core.data.labels import DataError, Frame
+from dpa4_core.data.readers import read_frames
 
 logger = logging.getLogger(__name__)
 

@@ -59,7 +59,7 @@ def isolated_atom_bias(path: str) -> np.ndarray:
     """Per-element energies (eV) from a file of single-atom frames (e.g. ``isolated_atoms.xyz``; no forces needed)."""
     import ase.io
 
-    from dpa4_core.data.readers import DataError
+    from dpa4_core.data.labels import DataError
 
     bias = np.zeros(119)
     for index, atoms in enumerate(ase.io.read(path, index=":")):

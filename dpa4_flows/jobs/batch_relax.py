@@ -2,8 +2,8 @@
 
 With DPA4 and ``dpa4_core.dynamics.relax_batch`` available, all structures are relaxed together on the
 batched engine (many structures per model call). Otherwise (other calculators, or before the batched engine
-exists) each structure gets an ASE FIRE relaxation with the cell filter, using the process-wide cached
-calculator. A structure that fails is reported with its error; it does not fail the other structures.
+exists) each structure gets an ASE FIRE relaxation with the cell filter, with this job's own calculator (around
+the process-wide cached model). A structure that fails is reported with its error; it does not fail the other structures.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pymatgen.core import Structure
 from tqdm.auto import tqdm
 
 from dpa4_flows.jobs import calculators
-from dpa4_flows.jobs.relax import default_calculator_kwargs
+from dpa4_flows.jobs.calculators import default_calculator_kwargs
 from dpa4_flows.schemas import BatchRelaxDoc, RelaxedStructure
 from dpa4_flows.settings import get_settings
 

@@ -1,22 +1,26 @@
-"""One loaded model (and its calculator) per process, keyed by (checkpoint, device, dtype).
+"""The ASE calculator of each job: loaded models are cached per process, calculators are never shared.
 
-FireWorks and jobflow-remote deserialise every job, so a maker-level cache would reload the model per
-job; this module-level cache loads each checkpoint once per process. The key includes the file's size and
-modification time so that a checkpoint overwritten in place is reloaded rather than served stale.
+FireWorks and jobflow-remote deserialise every job, so a maker-level cache would reload the model per job.
+Here a small, thread-safe LRU cache keeps the last :data:`MAX_CACHED_MODELS` loaded models, keyed by
+(checkpoint, size, modification time, device, dtype): a checkpoint overwritten in place is reloaded rather than
+served stale. Every call of :func:`get_calculator` builds a new calculator around the cached model, because an
+ASE calculator is stateful (results, cached neighbour list) and must not be shared between jobs.
 
 Any other ASE calculator given by import path (e.g. ``"ase.calculators.emt.EMT"``, used to test the
-plumbing) is cached per (import path, keyword arguments) the same way.
+plumbing) is built from its keyword arguments on every call.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
+from collections import OrderedDict
 from functools import lru_cache
 from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from dpa4_flows.settings import get_settings
 
 if TYPE_CHECKING:
     from ase.calculators.calculator import Calculator
@@ -25,10 +29,11 @@ logger = logging.getLogger(__name__)
 
 #: ``calculator_meta`` value that selects DPA4 (the class is re-exported by ``dpa4_core``).
 DPA4_CALCULATOR_META = "dpa4_core.DPA4Calculator"
+#: How many loaded models one process keeps (least recently used ones are dropped first).
+MAX_CACHED_MODELS = 4
 
 _LOCK = threading.Lock()
-_MODELS: dict[tuple, Any] = {}
-_CALCULATORS: dict[tuple, Any] = {}
+_MODELS: OrderedDict[tuple, Any] = OrderedDict()
 
 
 class ModelFileError(ValueError):
@@ -45,15 +50,13 @@ def checkpoint_path(path: str | Path) -> Path:
 
 @lru_cache(maxsize=64)
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from dpa4_core.io.files import file_sha256 as sha256_of
+
+    return sha256_of(path)
 
 
 def file_sha256(path: str | Path) -> str:
-    """sha256 hex digest of a file, computed once per (path, size, mtime) per process."""
+    """sha256 hex digest of a checkpoint, computed once per (path, size, mtime) per process."""
     resolved = checkpoint_path(path)
     stat = resolved.stat()
     return _sha256_cached(str(resolved), stat.st_size, stat.st_mtime_ns)
@@ -65,7 +68,7 @@ def _file_key(path: Path) -> tuple:
 
 
 def get_model(path: str | Path, device: str = "cpu", dtype: str = "float32"):
-    """The DPA4 model of checkpoint ``path`` on ``device`` in ``dtype``, loaded once per process.
+    """The DPA4 model of checkpoint ``path`` on ``device`` in ``dtype``, loaded once while it stays cached.
 
     Returns the ``dpa4_core.DPA4`` module in eval mode. Raises :class:`ModelFileError` for a missing file.
     """
@@ -75,12 +78,16 @@ def get_model(path: str | Path, device: str = "cpu", dtype: str = "float32"):
 
     resolved = checkpoint_path(path)
     key = (*_file_key(resolved), str(device), str(dtype))
-    with _LOCK:
-        if key not in _MODELS:
-            logger.info("loading DPA4 checkpoint %s on %s (%s)", resolved, device, dtype)
-            model = load_checkpoint(resolved, map_location=device)
-            model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
-            _MODELS[key] = model
+    with _LOCK:  # loading under the lock: two threads asking for one checkpoint load it once
+        if key in _MODELS:
+            _MODELS.move_to_end(key)
+            return _MODELS[key]
+        logger.info("loading DPA4 checkpoint %s on %s (%s)", resolved, device, dtype)
+        model = load_checkpoint(resolved, map_location=device)
+        _MODELS[key] = model.to(device=device, dtype=getattr(torch, dtype)).eval()
+        while len(_MODELS) > MAX_CACHED_MODELS:
+            dropped, _ = _MODELS.popitem(last=False)
+            logger.info("dropping cached DPA4 model %s (%s, %s)", dropped[0], dropped[3], dropped[4])
         return _MODELS[key]
 
 
@@ -89,45 +96,25 @@ def _import_object(dotted: str):
     return getattr(import_module(module), name)
 
 
-def _freeze(value: Any) -> Any:
-    if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
-    return value
-
-
 def get_calculator(calculator_meta: str = DPA4_CALCULATOR_META, **kwargs: Any) -> Calculator:
-    """A cached ASE calculator.
+    """A new ASE calculator for one job.
 
-    For DPA4 (``calculator_meta == "dpa4_core.DPA4Calculator"``) the keyword arguments are
-    ``model`` (checkpoint path), ``device`` and ``dtype``; the loaded model is shared by every calculator of
-    the same key, and each call returns the same calculator instance (jobs in one process run one at a time).
-    For any other import path, ``calculator_meta(**kwargs)`` is built once per distinct kwargs.
+    For DPA4 (``calculator_meta == "dpa4_core.DPA4Calculator"``) the keyword arguments are ``model``
+    (checkpoint path), ``device`` and ``dtype``; the calculator is built around the cached model of
+    :func:`get_model`. For any other import path, ``calculator_meta(**kwargs)``.
     """
-    if str(calculator_meta) == DPA4_CALCULATOR_META:
-        unknown = set(kwargs) - {"model", "device", "dtype"}
-        if unknown:
-            raise ValueError(f"unknown DPA4 calculator arguments {sorted(unknown)}; allowed: model, device, dtype")
-        if "model" not in kwargs:
-            raise ModelFileError("DPA4 calculator needs calculator_kwargs['model'] = path of a checkpoint")
-        resolved = checkpoint_path(kwargs["model"])
-        device = str(kwargs.get("device", "cpu"))
-        dtype = str(kwargs.get("dtype", "float32"))
-        key = ("dpa4", *_file_key(resolved), device, dtype)
-        model = get_model(resolved, device, dtype)
-        with _LOCK:
-            if key not in _CALCULATORS:
-                from dpa4_core import DPA4Calculator
+    if str(calculator_meta) != DPA4_CALCULATOR_META:
+        return _import_object(str(calculator_meta))(**kwargs)
+    unknown = set(kwargs) - {"model", "device", "dtype"}
+    if unknown:
+        raise ValueError(f"unknown DPA4 calculator arguments {sorted(unknown)}; allowed: model, device, dtype")
+    if "model" not in kwargs:
+        raise ModelFileError("DPA4 calculator needs calculator_kwargs['model'] = path of a checkpoint")
+    device = str(kwargs.get("device", "cpu"))
+    dtype = str(kwargs.get("dtype", "float32"))
+    from dpa4_core import DPA4Calculator
 
-                _CALCULATORS[key] = DPA4Calculator(model=model, device=device, dtype=dtype)
-            return _CALCULATORS[key]
-
-    key = (str(calculator_meta), _freeze(kwargs))
-    with _LOCK:
-        if key not in _CALCULATORS:
-            _CALCULATORS[key] = _import_object(str(calculator_meta))(**kwargs)
-        return _CALCULATORS[key]
+    return DPA4Calculator(model=get_model(kwargs["model"], device, dtype), device=device, dtype=dtype)
 
 
 def model_identifier(calculator_meta: str, calculator_kwargs: dict) -> str:
@@ -139,7 +126,29 @@ def model_identifier(calculator_meta: str, calculator_kwargs: dict) -> str:
 
 
 def clear() -> None:
-    """Forget every cached model and calculator (tests; freeing GPU memory)."""
+    """Forget every cached model (tests; freeing GPU memory)."""
     with _LOCK:
         _MODELS.clear()
-        _CALCULATORS.clear()
+
+
+def default_calculator_kwargs() -> dict[str, Any]:
+    """``{"model": <absolute checkpoint path>, "device": ..., "dtype": ...}`` from the current settings."""
+    settings = get_settings()
+    return {"model": str(settings.model), "device": settings.device, "dtype": settings.dtype}
+
+
+class DPA4CalculatorMixin:
+    """For atomate2 makers: a calculator from :func:`get_calculator` and task documents labelled "DPA4"."""
+
+    def _get_calculator(self):
+        return get_calculator(self.calculator_meta, **self.calculator_kwargs)
+
+    def _dpa4_post_init(self) -> None:
+        if str(self.calculator_meta) == DPA4_CALCULATOR_META:
+            # atomate2 reads the document's name from "forcefield_name" (its mixin sets "force_field_name").
+            self.task_document_kwargs["forcefield_name"] = "DPA4"
+
+    @property
+    def model_id(self) -> str:
+        """``sha256:<hex>`` of the checkpoint (or the calculator import path for non-DPA4 calculators)."""
+        return model_identifier(str(self.calculator_meta), self.calculator_kwargs)

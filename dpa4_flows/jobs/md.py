@@ -18,7 +18,7 @@ from atomate2.forcefields.md import ForceFieldMDMaker
 
 from dpa4_core.dynamics.ensembles import ATOMATE2, ensemble_name, parse_ensemble
 from dpa4_flows.jobs import calculators
-from dpa4_flows.jobs.relax import DPA4CalculatorMixin, default_calculator_kwargs
+from dpa4_flows.jobs.calculators import DPA4CalculatorMixin, default_calculator_kwargs
 
 ATOMATE2_ENSEMBLES = ("nve", "nvt", "npt")  # atomate2's own names: the user's ``dynamics`` choice stays
 _CHAIN_INTEGRATORS = (NoseHooverChainNVT, MTKNPT, IsotropicMTKNPT)  # need thermostat (barostat) times

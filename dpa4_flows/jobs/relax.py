@@ -5,7 +5,7 @@ parents, and why:
 
 - ``calculator_meta = "dpa4_core.DPA4Calculator"`` with ``calculator_kwargs = {model, device, dtype}`` taken
   from :mod:`dpa4_flows.settings`; the calculator comes from :mod:`dpa4_flows.jobs.calculators`, so the model is
-  loaded once per process, not once per (deserialised) job.
+  loaded once per process, not once per (deserialised) job, and each job gets its own calculator.
 - ``relax_kwargs["final_atoms_object_file"] = None``: atomate2's relaxer otherwise appends to
   ``./final_atoms_object.xyz`` in the working directory on every call.
 - Any other calculator import path (e.g. ``"ase.calculators.emt.EMT"``) also works, which the tests use to
@@ -15,47 +15,12 @@ parents, and why:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from atomate2.forcefields.jobs import ForceFieldRelaxMaker, ForceFieldStaticMaker
 
 from dpa4_flows.jobs import calculators
+from dpa4_flows.jobs.calculators import DPA4CalculatorMixin, default_calculator_kwargs
 from dpa4_flows.settings import get_settings
-
-
-def default_calculator_kwargs() -> dict[str, Any]:
-    """``{"model": <absolute checkpoint path>, "device": ..., "dtype": ...}`` from the current settings."""
-    settings = get_settings()
-    return {"model": str(settings.model), "device": settings.device, "dtype": settings.dtype}
-
-
-def dpa4_calculator_kwargs(model: str | None = None, device: str | None = None, dtype: str | None = None) -> dict:
-    """Calculator keyword arguments with the given values replacing the settings' defaults (absolute path)."""
-    kwargs = default_calculator_kwargs()
-    if model is not None:
-        kwargs["model"] = str(calculators.checkpoint_path(model))
-    if device is not None:
-        kwargs["device"] = device
-    if dtype is not None:
-        kwargs["dtype"] = dtype
-    return kwargs
-
-
-class DPA4CalculatorMixin:
-    """Gets the ASE calculator from the process-wide cache and labels task documents "DPA4"."""
-
-    def _get_calculator(self):
-        return calculators.get_calculator(self.calculator_meta, **self.calculator_kwargs)
-
-    def _dpa4_post_init(self) -> None:
-        if str(self.calculator_meta) == calculators.DPA4_CALCULATOR_META:
-            # atomate2 reads the document's name from "forcefield_name" (its mixin sets "force_field_name").
-            self.task_document_kwargs["forcefield_name"] = "DPA4"
-
-    @property
-    def model_id(self) -> str:
-        """``sha256:<hex>`` of the checkpoint (or the calculator import path for non-DPA4 calculators)."""
-        return calculators.model_identifier(str(self.calculator_meta), self.calculator_kwargs)
 
 
 def _no_stray_files(relax_kwargs: dict) -> dict:

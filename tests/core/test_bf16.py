@@ -23,7 +23,7 @@ from dpa4_core.config import DPA4Config
 from dpa4_core.data.paths import vendored
 from dpa4_core.data.readers import read_pymatgen_json
 from dpa4_core.model.energy import DPA4
-from dpa4_core.testing import saved_tensor_bytes
+from _memory import saved_tensor_bytes
 from dpa4_core.train.compile import CompileFallbackWarning, make_predictor
 from dpa4_core.train.dataset import FrameDataset
 from dpa4_core.train.loss import LossWeights, compute_loss

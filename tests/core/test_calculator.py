@@ -17,7 +17,9 @@ from dpa4_core import pretrained
 from dpa4_core import testing
 from dpa4_core.calculator import CalculatorSetupError, DPA4Calculator
 from dpa4_core.data.batch import InvalidStructureError
-from dpa4_core.testing import evaluate, read_vendored, seeded_model
+from dpa4_core.testing import predict, seeded_model
+
+from _vendored import read_vendored
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,7 @@ def _fresh(model, atoms, **kwargs) -> dict:
 def test_properties_follow_ase_conventions(model, alloy):
     alloy.calc = DPA4Calculator(model, dtype="float64")
     energy = alloy.get_potential_energy()
-    reference = evaluate(model, alloy)
+    reference = predict(model, alloy)
     assert energy == pytest.approx(reference["energy"][0], abs=1e-10)
     assert alloy.get_potential_energy(force_consistent=True) == energy  # free_energy
     assert alloy.get_potential_energies().sum() == pytest.approx(energy, abs=1e-9)

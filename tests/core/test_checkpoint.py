@@ -20,7 +20,9 @@ from dpa4_core.io.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from dpa4_core.testing import evaluate, read_vendored, seeded_model
+from dpa4_core.testing import predict, seeded_model
+
+from _vendored import read_vendored
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,7 @@ def test_round_trip_gives_identical_numbers(model, saved, structures):
     for name, tensor in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor), name
     assert loaded.trained_elements == [41, 42, 73]
-    before, after = evaluate(model, structures), evaluate(loaded, structures)
+    before, after = predict(model, structures), predict(loaded, structures)
     for key in ("energy", "forces", "stress", "atom_energy"):
         assert (before[key] == after[key]).all(), key
 

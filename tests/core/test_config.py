@@ -79,6 +79,9 @@ def test_scalar_density_reaches_the_energy_without_new_parameters():
 def test_bad_values_raise_clear_errors(changes, match):
     with pytest.raises(ConfigError, match=match):
         DPA4Config(**changes)
+    # Callers that catch ValueError see the same message.
+    with pytest.raises(ValueError, match=match):
+        DPA4Config(**changes)
 
 
 def test_one_config_error_for_model_and_training_configs():

@@ -243,6 +243,8 @@ def test_bad_input_raises():
         edge_quaternion(torch.zeros(4, 3, dtype=torch.long))
     with pytest.raises(FrameInputError, match="bfloat16"):
         edge_quaternion(torch.zeros(4, 3, dtype=torch.bfloat16))
-    with pytest.raises(FrameInputError):
+    with pytest.raises(FrameInputError, match=r"\[\.\.\., 4\], got \(3, 3\)"):
         quaternion_to_matrix(torch.zeros(3, 3))
-    assert issubclass(FrameInputError, ValueError)
+    # Callers that catch ValueError see the same message.
+    with pytest.raises(ValueError, match=r"must have shape \[\.\.\., 3\], got \(4, 2\)"):
+        edge_quaternion(torch.zeros(4, 2))

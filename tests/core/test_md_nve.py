@@ -16,7 +16,9 @@ from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 
 from dpa4_core.calculator import DPA4Calculator
-from dpa4_core.testing import read_vendored, seeded_model
+from dpa4_core.testing import seeded_model
+
+from _vendored import read_vendored
 
 
 TIMESTEP_FS = 2.0

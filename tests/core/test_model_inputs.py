@@ -16,7 +16,9 @@ from ase import Atoms
 from dpa4_core import testing
 from dpa4_core.calculator import DPA4Calculator
 from dpa4_core.data.batch import AtomsBatch, InvalidStructureError
-from dpa4_core.testing import evaluate, read_vendored, seeded_model
+from dpa4_core.testing import predict, seeded_model
+
+from _vendored import read_vendored
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +94,10 @@ def test_batch_of_different_frames_equals_one_by_one(model):
         Atoms("TaW", positions=[[0.0, 0.0, 0.0], [1.1, 1.9, -0.8]]),
     ]
     frames[0].rattle(0.05, seed=1)
-    together = evaluate(model, frames)
+    together = predict(model, frames)
     start = 0
     for index, atoms in enumerate(frames):
-        alone = evaluate(model, atoms, compute_stress=bool(atoms.pbc.all()))
+        alone = predict(model, atoms, compute_stress=bool(atoms.pbc.all()))
         stop = start + len(atoms)
         testing.assert_close(together["energy"][index], alone["energy"][0], 1e-12, f"energy of frame {index}")
         testing.assert_close(together["forces"][start:stop], alone["forces"], 1e-10, f"forces of frame {index}",
@@ -113,8 +115,8 @@ def test_float32_agrees_with_float64(model):
     atoms.rattle(0.05, seed=1)
     single = seeded_model(model.config, seed=0, dtype=torch.float32)
     assert testing.model_dtype(single) == torch.float32
-    out64 = evaluate(model, atoms)
-    out32 = evaluate(single, atoms)
+    out64 = predict(model, atoms)
+    out32 = predict(single, atoms)
     # The energy includes per-atom biases of a few eV: compare per-atom energies relative to their scale.
     testing.assert_close(out32["atom_energy"], out64["atom_energy"], 1e-5, "fp32 atom energies")
     testing.assert_close(out32["forces"], out64["forces"], 1e-3, "fp32 forces")

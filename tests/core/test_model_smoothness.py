@@ -16,7 +16,9 @@ from ase import Atoms
 
 from dpa4_core import testing
 from dpa4_core.data.batch import AtomsBatch
-from dpa4_core.testing import energy_along_path, path_consistency_error, read_vendored, seeded_model
+from dpa4_core.testing import energy_along_path, path_consistency_error, seeded_model
+
+from _vendored import read_vendored
 
 STEP = 1e-3  # A
 # The fourth-order difference of a smooth energy sampled every 1e-3 A is off by ~h^4 |E^(5)| / 30, far below
@@ -110,10 +112,10 @@ def test_edge_sweeps_through_the_poles(model):
 
 def test_check_catches_a_hard_cutoff():
     """Control: the same scan flags a pair potential whose envelope is a step at the cutoff."""
-    hard = testing.MorsePairModel(cutoff=5.0, hard_cutoff=True).double()
+    hard = testing.LennardJones(cutoff=5.0, switch="step").double()
     dimer = Atoms("MoNb", positions=[[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
     steps, energy, slope = _scan(hard, dimer, 1, [0.0, 0.6, 0.8], 4.9, 5.1)
     assert path_consistency_error(steps, energy, slope) > 1e3 * PATH_ATOL
-    smooth = testing.MorsePairModel(cutoff=5.0).double()
+    smooth = testing.LennardJones(cutoff=5.0, switch="envelope").double()
     steps, energy, slope = _scan(smooth, dimer, 1, [0.0, 0.6, 0.8], 4.9, 5.1)
     assert path_consistency_error(steps, energy, slope) < PATH_ATOL

@@ -13,7 +13,9 @@ import torch
 
 from dpa4_core import testing
 from dpa4_core.data.batch import AtomsBatch
-from dpa4_core.testing import evaluate, read_vendored, seeded_model
+from dpa4_core.testing import predict, seeded_model
+
+from _vendored import read_vendored
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,7 @@ STRUCTURES = ["NbMo", "Si", "acac"]
 @pytest.mark.parametrize("name", STRUCTURES)
 def test_rotation_invariant_energy_equivariant_forces_and_stress(model, name):
     atoms = _structure(name)
-    out = evaluate(model, atoms)
+    out = predict(model, atoms)
     assert np.abs(out["forces"]).max() > 1e-3, "forces vanish: the check would be empty"
     testing.assert_rotation_equivariant(model, atoms, seed=7, rtol=1e-10)
 
@@ -59,8 +61,8 @@ def test_supercell_is_extensive(model):
     cell = read_vendored("maml_MoNbTaW", "NbMo_SS.json.gz", index=3)
     cell.rattle(0.05, seed=2)
     supercell = cell.repeat((2, 2, 2))
-    one = evaluate(model, cell)
-    big = evaluate(model, supercell)
+    one = predict(model, cell)
+    big = predict(model, supercell)
     testing.assert_close(big["energy"], 8 * one["energy"], 1e-10, "supercell energy")
     testing.assert_close(big["stress"], one["stress"], 1e-10, "supercell stress")
     testing.assert_close(big["virial"], 8 * one["virial"], 1e-10, "supercell virial")
@@ -74,8 +76,8 @@ def test_periodic_images_of_a_small_cell(model):
     cell = read_vendored("maml_MoNbTaW", "W_Elastic.json.gz", index=5)
     cell.rattle(0.03, seed=4)
     assert cell.cell.lengths().min() < model.config.cutoff  # self-images are neighbours
-    one = evaluate(model, cell)
-    big = evaluate(model, cell.repeat((3, 1, 2)))
+    one = predict(model, cell)
+    big = predict(model, cell.repeat((3, 1, 2)))
     testing.assert_close(big["energy"], 6 * one["energy"], 1e-10, "image energy")
     testing.assert_close(big["stress"], one["stress"], 1e-10, "image stress")
 

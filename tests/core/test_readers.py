@@ -19,11 +19,8 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from dpa4_core.data.paths import vendored
-from dpa4_core.data.readers import (
-    DataError,
-    read_frames,
-    read_pymatgen_json,
-)
+from dpa4_core.data.labels import DataError
+from dpa4_core.data.readers import read_frames, read_pymatgen_json
 from dpa4_core.train.dataset import FrameDataset, load_dataset, split_indices
 
 

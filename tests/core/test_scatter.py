@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from dpa4_core.nn.scatter import scatter_sum
-from dpa4_core.testing import saved_tensor_bytes
+from _memory import saved_tensor_bytes
 
 
 def test_scatter_sum_equals_index_add_in_value_and_gradient():

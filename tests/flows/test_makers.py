@@ -1,4 +1,5 @@
-"""DPA4 relax/static/MD Makers: atomate2 task documents, process-wide calculator cache, no stray files.
+"""DPA4 relax/static/MD Makers: atomate2 task documents, process-wide model cache (one calculator per job), no
+stray files.
 
 The plumbing is checked with ASE's EMT calculator plugged in through ``calculator_meta`` (exact physics we
 can verify independently: an E(a) scan minimum, energy conservation in NVE); with the real DPA4 model once
@@ -74,15 +75,14 @@ def test_static_maker_matches_direct_calculation(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_calculator_loaded_once_per_process_and_json_round_trip():
-    calculators.clear()
-    maker = DPA4StaticMaker(calculator_meta=EMT_META, calculator_kwargs={})
+def test_each_job_gets_its_own_calculator_and_json_round_trip():
+    maker = DPA4StaticMaker(calculator_meta=EMT_META, calculator_kwargs={"asap_cutoff": True})
     clone = MontyDecoder().process_decoded(maker.as_dict())  # what FireWorks/jobflow-remote do per job
     assert isinstance(clone, DPA4StaticMaker)
     assert clone.as_dict() == maker.as_dict()
-    assert clone is not maker and clone.calculator is maker.calculator
-    other = DPA4StaticMaker(calculator_meta=EMT_META, calculator_kwargs={"asap_cutoff": True})
-    assert other.calculator is not maker.calculator  # different kwargs, different calculator
+    # ASE calculators keep results and state: two jobs must never share one.
+    assert clone is not maker and clone.calculator is not maker.calculator
+    assert isinstance(clone.calculator, EMT) and clone.calculator.parameters["asap_cutoff"] is True
 
 
 def test_dpa4_defaults_and_missing_checkpoint(tmp_path, monkeypatch):
@@ -173,10 +173,66 @@ def test_dpa4_static_and_relax_with_real_model(tiny_checkpoint, tmp_path, monkey
     doc = _run(relax.make(structure), tmp_path, monkeypatch)
     assert doc.is_force_converged and doc.output.energy < static.output.energy
     assert relax.model_id.startswith("sha256:") and len(relax.model_id) == 71
-    # One model load per process: a deserialised maker shares the calculator.
-    clone = MontyDecoder().process_decoded(relax.as_dict())
-    assert clone.calculator is relax.calculator
     assert list(tmp_path.iterdir()) == []
+
+
+def _count_loads(monkeypatch) -> list:
+    """Record every checkpoint the model cache loads from disk."""
+    from dpa4_core.io import checkpoint
+
+    loads, load = [], checkpoint.load_checkpoint
+
+    def counting(path, *args, **kwargs):
+        loads.append(str(path))
+        return load(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "load_checkpoint", counting)
+    return loads
+
+
+def test_dpa4_model_loaded_once_calculator_per_job(tiny_checkpoint, monkeypatch):
+    calculators.clear()
+    loads = _count_loads(monkeypatch)
+    kwargs = {"model": str(tiny_checkpoint), "device": "cpu", "dtype": "float64"}
+    maker = DPA4StaticMaker(calculator_kwargs=kwargs)
+    clone = MontyDecoder().process_decoded(maker.as_dict())  # a second, deserialised job
+    first, second = maker.calculator, clone.calculator
+    assert loads == [str(tiny_checkpoint)], "one load from disk for both jobs"
+    assert first is not second
+    stretched, compressed = (AseAtomsAdaptor.get_atoms(_bcc_mo()) for _ in range(2))
+    compressed.set_cell(compressed.cell * 0.95, scale_atoms=True)
+    stretched.calc, compressed.calc = first, second
+    e_compressed = compressed.get_potential_energy()
+    assert stretched.get_potential_energy() != e_compressed
+    assert second.results["energy"] == e_compressed, "one job's results are not overwritten by another's"
+
+
+def test_model_cache_is_a_bounded_lru(tiny_checkpoint, tmp_path, monkeypatch):
+    import shutil
+
+    calculators.clear()
+    monkeypatch.setattr(calculators, "MAX_CACHED_MODELS", 2)
+    loads = _count_loads(monkeypatch)
+    other = shutil.copy(tiny_checkpoint, tmp_path / "other.pt")
+    a32 = calculators.get_model(tiny_checkpoint, dtype="float32")
+    calculators.get_model(tiny_checkpoint, dtype="float64")
+    assert calculators.get_model(tiny_checkpoint, dtype="float32") is a32  # hit: now the most recent
+    calculators.get_model(other, dtype="float32")  # third model: drops the least recent (float64)
+    assert len(loads) == 3
+    assert calculators.get_model(tiny_checkpoint, dtype="float32") is a32
+    assert len(loads) == 3
+    calculators.get_model(tiny_checkpoint, dtype="float64")
+    assert len(loads) == 4, "the dropped model is loaded again"
+
+
+def test_model_cache_loads_once_under_concurrent_jobs(tiny_checkpoint, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    calculators.clear()
+    loads = _count_loads(monkeypatch)
+    with ThreadPoolExecutor(4) as pool:
+        models = list(pool.map(lambda _: calculators.get_model(tiny_checkpoint, dtype="float64"), range(8)))
+    assert len(loads) == 1 and all(model is models[0] for model in models)
 
 
 def test_batched_engine_matches_ase_loop(tiny_checkpoint):
