@@ -120,6 +120,7 @@ def test_sensitive_ops_stay_fp32(model, data):
     os.environ.get("DPA4_TEST_REAL_COMPILE") != "1", reason="set DPA4_TEST_REAL_COMPILE=1 (compiles DPA4: minutes)"
 )
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # opt-in: compiles DPA4
 def test_compiled_bf16_matches_eager_bf16(model, data):
     """Opt-in (see test_compile.py): the bf16 trace of DPA4 with the AOT-autograd backward."""
     batch, labels = data

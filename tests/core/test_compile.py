@@ -273,6 +273,7 @@ def dpa4_compiled(data):
 
 
 @real_compile
+@pytest.mark.timeout(1800)  # opt-in: dynamo + AOT autograd over DPA4 take minutes
 @pytest.mark.slow
 def test_dpa4_compiled_step_equals_eager_with_force_gradients(dpa4_compiled, data):
     model, predictor = dpa4_compiled
@@ -288,6 +289,7 @@ def test_dpa4_compiled_step_equals_eager_with_force_gradients(dpa4_compiled, dat
 
 
 @real_compile
+@pytest.mark.timeout(1800)  # opt-in: dynamo + AOT autograd over DPA4 take minutes
 @pytest.mark.slow
 def test_dpa4_varying_batches_do_not_recompile(dpa4_compiled, data):
     model, predictor = dpa4_compiled
