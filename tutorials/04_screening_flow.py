@@ -9,7 +9,7 @@
 # unfinished jobs run. Then we read the results back as pandas DataFrames and draw the hull.
 #
 # Run: `python tutorials/04_screening_flow.py [--out DIR]`; `DPA4_TUTORIAL_QUICK=1` makes it smaller.
-# `workflows/screen_candidates.py` is the ready-made command-line version of this tutorial.
+# `dpa4 screen` (or `workflows/screen_candidates.py`) is the ready-made command-line version of this tutorial.
 
 # %%
 import shutil
