@@ -164,12 +164,25 @@ def save_checkpoint(
     return path
 
 
+def _check_finite(path: Path, state_dict: Mapping[str, Any], energy_bias: Any) -> None:
+    """A NaN or inf weight (a diverged run, a damaged file) makes every prediction NaN or wrong: refuse it here."""
+    tensors = {**state_dict, "energy_bias": energy_bias}
+    for name, tensor in tensors.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            n_bad = int((~torch.isfinite(tensor)).sum())
+            kind = "NaN" if torch.isnan(tensor).any() else "inf"
+            raise CheckpointError(f"{path}: weight tensor {name!r} holds {n_bad} non-finite value(s) ({kind}); the "
+                                  "model cannot give meaningful predictions (a diverged training run or a damaged "
+                                  "file): use an earlier checkpoint (e.g. best.pt) or retrain")
+
+
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> CheckpointData:
     """Read and validate a checkpoint file without building the model.
 
     Raises:
         CheckpointNotFoundError: no file at ``path``.
-        CheckpointError: the file is corrupt, truncated, not a DPA4 checkpoint, or from a newer format.
+        CheckpointError: the file is corrupt, truncated, not a DPA4 checkpoint, from a newer format, or holds
+            NaN/inf weights (named).
     """
     path = Path(path).expanduser().resolve()
     if not path.is_file():
@@ -189,6 +202,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     missing = [key for key in ("config", "state_dict") if not isinstance(payload.get(key), dict)]
     if missing:
         raise CheckpointError(f"{path} is a damaged DPA4 checkpoint: missing or invalid {missing}")
+    _check_finite(path, payload["state_dict"], payload.get("energy_bias"))
     dtype_name = payload.get("dtype", "float32")
     dtype = getattr(torch, str(dtype_name), None)
     if not isinstance(dtype, torch.dtype):

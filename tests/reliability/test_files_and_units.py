@@ -73,3 +73,28 @@ def test_resume_state_reads_with_weights_only(tmp_path):
     # A resume of the finished run reads that file back and trains no further.
     result = train(_train_config(tmp_path / "run"), model=tiny_model(seed=3))
     assert result.checkpoint.exists()
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_checkpoint_with_non_finite_weights_is_refused_naming_the_tensor(tmp_path, bad, capsys):
+    from dpa4_core.calculator import DPA4Calculator
+    from dpa4_core.cli import main
+    from dpa4_core.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    model = tiny_model()
+    name, param = next((n, p) for n, p in model.named_parameters() if n.startswith("readout"))
+    with torch.no_grad():
+        param.view(-1)[0] = bad
+    path = save_checkpoint(model, tmp_path / "bad.pt", elements=[42])
+    with pytest.raises(CheckpointError, match=rf"bad\.pt.*{name}.*(NaN|inf)"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match=name):
+        DPA4Calculator.from_checkpoint(path)
+    assert main(["eval", str(path), MO]) == 2
+    assert name in capsys.readouterr().err
+    # A buffer counts too (the energy bias is one).
+    model = tiny_model()
+    model.energy_bias[42] = bad
+    with pytest.raises(CheckpointError, match="energy_bias"):
+        load_checkpoint(save_checkpoint(model, tmp_path / "bias.pt"))
