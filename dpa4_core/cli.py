@@ -62,7 +62,8 @@ def _cmd_eval(args) -> int:
     from dpa4_core.train import evaluate
 
     read = {k: v for k, v in (("format", args.format), ("stress_unit", args.stress_unit)) if v is not None}
-    metrics = evaluate(args.checkpoint, args.data, batch_size=args.batch_size, dtype=args.dtype, **read)
+    metrics = evaluate(args.checkpoint, args.data, batch_size=args.batch_size, dtype=args.dtype,
+                       allow_untrained_elements=args.allow_untrained_elements, **read)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -85,6 +86,8 @@ def register(sub) -> None:
     p.add_argument("--dtype", choices=["float32", "float64"], default=None)
     p.add_argument("--format", default=None, help="force a reader: pymatgen-json, deepmd, ase or an ASE format")
     p.add_argument("--stress-unit", default=None, help="kbar_vasp, kbar, gpa or ev/a^3")
+    p.add_argument("--allow-untrained-elements", action="store_true",
+                   help="score frames with elements the checkpoint was not trained on (refused by default)")
     p.set_defaults(func=_cmd_eval)
 
 

@@ -18,7 +18,9 @@ import copy
 import logging
 import os
 import pickle
+import re
 import zipfile
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,26 +63,49 @@ class CheckpointData:
     format_version: int = FORMAT_VERSION
 
 
-def _check_plain(value: Any, where: str) -> None:
+def check_plain(value: Any, where: str) -> None:
     """Raise ``CheckpointError`` unless ``value`` is made of tensors and plain types (``weights_only`` safe)."""
     # Exact types: subclasses (numpy.float64, torch's TorchVersion str) pickle as their class and would
     # make the file unreadable with weights_only=True.
     if type(value) in _PLAIN_SCALARS or isinstance(value, torch.Tensor):
         return
-    if type(value) is dict:
+    if type(value) in (dict, OrderedDict):  # a module's state_dict is an OrderedDict, which weights_only reads
         for key, item in value.items():
             if type(key) not in (str, int):
                 raise CheckpointError(f"{where}: key {key!r} is not a str or int")
-            _check_plain(item, f"{where}[{key!r}]")
+            check_plain(item, f"{where}[{key!r}]")
         return
     if type(value) in (list, tuple):
         for index, item in enumerate(value):
-            _check_plain(item, f"{where}[{index}]")
+            check_plain(item, f"{where}[{index}]")
         return
     raise CheckpointError(
         f"{where}: value of type {type(value).__name__} cannot be stored; use tensors, str, int, float, "
         "bool, None, lists, tuples and dicts"
     )
+
+
+def safe_load(path: Path, map_location: str | torch.device, error: type[ValueError], what: str,
+              advice: str = "") -> Any:
+    """``torch.load(path, weights_only=True)``: only tensors and plain types are unpickled, never code.
+
+    Any failure (damaged file, or a pickle that needs other classes, i.e. one that could run code) raises
+    ``error(f"{path} {what}: <reason>. {advice}")``; the file is never unpickled with ``weights_only=False``.
+    """
+    try:
+        # Files written before versions were stored as plain str hold a TorchVersion (a str subclass).
+        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError,
+            AttributeError, TypeError, KeyError, IndexError, UnicodeDecodeError) as exc:
+        # torch raises many different types for damaged files; all mean "not readable".
+        reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+        # torch's own text suggests weights_only=False, exactly what must not be done: keep only its detail.
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed|\n\n|$)", str(exc), re.S)
+        if isinstance(exc, pickle.UnpicklingError):
+            reason = (f"{detail.group(1).strip()[:200] if detail else 'damaged'}; only tensors and plain types are "
+                      "read from such files, as anything else could run code")
+        raise error(f"{path} {what}: {reason}" + (f". {advice}" if advice else "")) from exc
 
 
 def _floating_dtype(state_dict: Mapping[str, torch.Tensor]) -> torch.dtype:
@@ -130,8 +155,8 @@ def save_checkpoint(
         "versions": {"dpa4": str(__version__), "torch": str(torch.__version__)},
         "metadata": dict(metadata or {}),
     }
-    _check_plain(payload["config"], "config")
-    _check_plain(payload["metadata"], "metadata")
+    check_plain(payload["config"], "config")
+    check_plain(payload["metadata"], "metadata")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot save checkpoint {path}: folder {path.parent} does not exist")
     atomic_write(path, lambda stream: torch.save(payload, stream))
@@ -139,28 +164,31 @@ def save_checkpoint(
     return path
 
 
+def _check_finite(path: Path, state_dict: Mapping[str, Any], energy_bias: Any) -> None:
+    """A NaN or inf weight (a diverged run, a damaged file) makes every prediction NaN or wrong: refuse it here."""
+    tensors = {**state_dict, "energy_bias": energy_bias}
+    for name, tensor in tensors.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            n_bad = int((~torch.isfinite(tensor)).sum())
+            kind = "NaN" if torch.isnan(tensor).any() else "inf"
+            raise CheckpointError(f"{path}: weight tensor {name!r} holds {n_bad} non-finite value(s) ({kind}); the "
+                                  "model cannot give meaningful predictions (a diverged training run or a damaged "
+                                  "file): use an earlier checkpoint (e.g. best.pt) or retrain")
+
+
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> CheckpointData:
     """Read and validate a checkpoint file without building the model.
 
     Raises:
         CheckpointNotFoundError: no file at ``path``.
-        CheckpointError: the file is corrupt, truncated, not a DPA4 checkpoint, or from a newer format.
+        CheckpointError: the file is corrupt, truncated, not a DPA4 checkpoint, from a newer format, or holds
+            NaN/inf weights (named).
     """
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise CheckpointNotFoundError(f"DPA4 checkpoint {path} does not exist")
-    try:
-        # Files written before versions were stored as plain str hold a TorchVersion (a str subclass).
-        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
-            payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError,
-            AttributeError, TypeError, KeyError, IndexError, UnicodeDecodeError) as exc:
-        # torch raises many different types for damaged files; all mean "not readable".
-        reason = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise CheckpointError(
-            f"{path} is not a readable DPA4 checkpoint (corrupt, truncated or not a torch file): "
-            f"{type(exc).__name__}: {reason}"
-        ) from exc
+    payload = safe_load(path, map_location, CheckpointError,
+                        "is not a readable DPA4 checkpoint (corrupt, truncated or not a torch file)")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_TAG:
         raise CheckpointError(
             f"{path} is a torch file but not a DPA4 checkpoint (no {FORMAT_TAG!r} format tag; "
@@ -174,6 +202,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     missing = [key for key in ("config", "state_dict") if not isinstance(payload.get(key), dict)]
     if missing:
         raise CheckpointError(f"{path} is a damaged DPA4 checkpoint: missing or invalid {missing}")
+    _check_finite(path, payload["state_dict"], payload.get("energy_bias"))
     dtype_name = payload.get("dtype", "float32")
     dtype = getattr(torch, str(dtype_name), None)
     if not isinstance(dtype, torch.dtype):

@@ -18,7 +18,7 @@ from ase import Atoms
 
 from dpa4_core.data.batch import AtomsBatch
 from dpa4_core.data.neighbors import neighbor_list
-from dpa4_core.data.labels import DataError, Frame
+from dpa4_core.data.labels import DataError, Frame, UnitsCheck
 from dpa4_core.data.readers import read_frames
 
 logger = logging.getLogger(__name__)
@@ -77,13 +77,15 @@ class FrameDataset:
             r_min: zone-bridging radius ``r_in`` in A; pairs closer than this are unphysical for the model.
 
         Raises:
-            DataError: no frame left.
+            DataError: no frame left, or coordinates that are not in A (:class:`~dpa4_core.data.labels.UnitsCheck`).
         """
         parts: dict[str, list] = {k: [] for k in ("numbers", "positions", "forces", "n", "cell", "pbc", "energy",
                                                   "stress", "has_stress", "weight", "group")}
         group_codes: dict[str, int] = {}
         dropped: list[str] = []
+        units = UnitsCheck()
         for frame in frames:
+            units.add(frame)  # coordinates in bohr or fractional: refused below, before anything is trained or scored
             atoms = frame.atoms
             pbc = np.asarray(atoms.pbc, dtype=bool)
             cell = atoms.cell.array if pbc.all() else np.zeros((3, 3))
@@ -101,6 +103,7 @@ class FrameDataset:
             parts["has_stress"].append(frame.stress is not None)
             parts["weight"].append(frame.weight)
             parts["group"].append(group_codes.setdefault(frame.group, len(group_codes)))
+        units.finish()
         if dropped:
             logger.warning("dropped %d frame(s) with atoms closer than r_in = %.3g A, e.g. %s",
                            len(dropped), r_min, dropped[0])

@@ -17,7 +17,9 @@ import torch
 
 from dpa4_core.train.config import FinetuneConfig, load_config
 from dpa4_core.train.dataset import FrameDataset
+from dpa4_core.data.labels import check_energy_scale
 from dpa4_core.io.checkpoint import load_checkpoint
+from dpa4_core.model.domain import untrained_elements
 from dpa4_core.train.setup import fit_composition_bias, model_dtype, set_energy_bias
 from dpa4_core.train.run_state import STATE_FILE
 from dpa4_core.train.trainer import TrainResult, prepare_data, run_training, run_validation
@@ -47,8 +49,15 @@ def refit_bias(model, dataset: FrameDataset, batch_size: int = 8) -> np.ndarray:
     """
     was_training = model.training
     model.eval()
-    residual = dataset.energy - predicted_energies(model, dataset, batch_size)
+    predicted = predicted_energies(model, dataset, batch_size)
     model.train(was_training)
+    # Labels in Hartree or per-atom energies would be absorbed by the refit and trained on; the base model's
+    # energies show them, on the frames it knows (new elements are what fine-tuning adds: not checked).
+    known = [f for f in range(len(dataset)) if not untrained_elements(model, dataset.numbers[
+        dataset.offsets[f]:dataset.offsets[f + 1]])]
+    check_energy_scale(dataset.energy[known], predicted[known], dataset.n_atoms[known],
+                       where=f"fine-tuning data ({', '.join(dataset.group_names[:3])})")
+    residual = dataset.energy - predicted
     delta = fit_composition_bias(dataset, residual)
     set_energy_bias(model, model.energy_bias.detach().double().cpu().numpy() + delta)
     return delta

@@ -2,7 +2,9 @@
 
 - ``train_state.pt`` (:data:`STATE_FILE`): everything needed to resume exactly: raw weights, optimisers, EMA,
   step, best validation score, torch's CPU RNG state, training time used, and the fingerprint of the settings
-  that define the run (a resume with other settings is refused);
+  that define the run (a resume with other settings is refused). Tensors and plain types only, read back with
+  ``weights_only=True``: ``output_dir`` may hold files someone else wrote, and unpickling one could run code;
+  a state that needs more (an older dpa4's, or a planted pickle) is refused, never unpickled;
 - ``metrics.jsonl`` (:data:`LOG_FILE`): one JSON object per training step and per validation;
 - ``test_split.extxyz`` (:data:`TEST_FILE`): the held-out test frames.
 """
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from dpa4_core.io.checkpoint import check_plain, safe_load
 from dpa4_core.io.files import atomic_write
 from dpa4_core.train.config import TrainConfig
 
@@ -29,6 +32,13 @@ TEST_FILE = "test_split.extxyz"
 
 class RunMismatchError(ValueError):
     """``output_dir`` holds the state of a run made with a different configuration."""
+
+
+class RunStateError(ValueError):
+    """``train_state.pt`` cannot be read safely: damaged, written by an older dpa4, or not a dpa4 resume state."""
+
+
+_STATE_KEYS = ("model", "optimizers", "ema", "torch_rng", "step", "best_score")
 
 
 @dataclass
@@ -53,6 +63,7 @@ def save_state(path: Path, model, optimizers, ema, progress: Progress, run_finge
              "ema": ema.state_dict(), "torch_rng": torch.get_rng_state(), "step": progress.step,
              "best_score": progress.best_score, "best_metrics": progress.best_metrics,
              "fingerprint": run_fingerprint, "time_used_s": progress.time_used_s}
+    check_plain(state, "train_state")  # what load_state's weights_only=True reads back
     atomic_write(path, lambda stream: torch.save(state, stream))
 
 
@@ -60,9 +71,13 @@ def load_state(path: Path, model, optimizers, ema, run_fingerprint: str) -> Prog
     """Restore weights, optimisers, EMA and torch's CPU RNG from ``path`` in place; returns the progress.
 
     Raises:
+        RunStateError: the file is damaged or needs unpickling beyond tensors and plain types (never done).
         RunMismatchError: the state was written by a run with another fingerprint.
     """
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    fix = "delete it to start this run fresh, or set resume: false (the file is then overwritten)"
+    state = safe_load(path, "cpu", RunStateError, "cannot be read safely as a dpa4 resume state", f"To go on, {fix}")
+    if not isinstance(state, dict) or any(key not in state for key in _STATE_KEYS):
+        raise RunStateError(f"{path} is not a dpa4 resume state (expected the keys {list(_STATE_KEYS)}); {fix}")
     if state.get("fingerprint", run_fingerprint) != run_fingerprint:
         raise RunMismatchError(f"{path.parent} holds a run with a different configuration; use another "
                                "output_dir, or resume: false to start over there")

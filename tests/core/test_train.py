@@ -74,7 +74,7 @@ def test_time_limit_stops_the_run_and_decays_the_rate_within_it(tmp_path, monkey
     assert lrs.max() == pytest.approx(3e-3) and lrs[-1] < 0.5 * lrs.max()  # the decay happened inside the limit
     assert result.last_checkpoint.exists()
     # The used time is part of the state: a restart of a finished budget trains no further.
-    state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=False)
+    state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)
     assert state["step"] == n_steps and state["time_used_s"] >= limit
     train(config, model=small_model())
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
