@@ -225,7 +225,7 @@ def _pack(atoms_list: list[Atoms], runner: ModelRunner, skin: float) -> Packed:
     packs = []
     for atoms in atoms_list:
         pbc = np.asarray(atoms.pbc, bool)
-        cell = atoms.cell.array if pbc.all() else np.zeros((3, 3))
+        cell = atoms.cell.array if pbc.any() else np.zeros((3, 3))
         packs.append(Packed(
             numbers=torch.as_tensor(atoms.numbers, dtype=torch.long, device=device),
             ref_pos=torch.as_tensor(atoms.positions, **f64),
@@ -314,7 +314,7 @@ def _summaries(atoms_list, pack: Packed, st: MDState, cell, epot_t, ke_t, snapsh
         slope = float(np.polyfit(times_ps, series, 1)[0]) if usable else float("nan")
         dof = max(3 * len(atoms) - 3, 1)
         final = snapshot(atoms, x_np[starts[s]:starts[s + 1]], cell_np[s])
-        if atoms.pbc.all():
+        if atoms.pbc.any():
             final.wrap()
         finite = bool(finite_np[s] and np.isfinite(epot_t[:, s]).all())
         min_distance = float(st.min_seen[s])
