@@ -14,6 +14,7 @@ The stability summary per structure: the largest displacement of any atom from i
 slope of the potential energy per atom over the second half of the run (eV/atom/ps; near zero once the
 structure sits in a basin), the closest approach of two atoms, and ``intact``: everything finite, no atom moved
 more than ``max_displacement`` and no pair came closer than ``min_distance_ratio`` times the initial closest pair.
+An input the model cannot or must not evaluate gets its own error result (see :mod:`dpa4_core.dynamics.inputs`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ import torch
 from ase import Atoms, units
 from tqdm.auto import tqdm
 
-from dpa4_core.data.batch import to_atoms, validate_atoms
 from dpa4_core.dynamics.ensembles import BATCHED, Ensemble, parse_ensemble
+from dpa4_core.dynamics.inputs import admit
 from dpa4_core.dynamics.runner import BatchSetupError, ModelRunner
 from dpa4_core.dynamics.snapshot import as_input_type, snapshot
 from dpa4_core.dynamics.state import Packed, build_edges, make_batch, refresh_neighbors
@@ -42,7 +43,8 @@ class MDResult:
     """Stability summary of one structure after :func:`md_batch` (see module docstring).
 
     Attributes:
-        structure: final structure, same type as the input (positions wrapped back into the cell if periodic).
+        structure: final structure, same type as the input (positions wrapped back into the cell if periodic); the
+            input itself, unchanged, for a refused input.
         max_displacement: largest displacement of an atom from its start (A).
         epot_initial, epot_final: potential energy per atom at the start and the end (eV/atom).
         epot_drift: slope of the potential energy per atom over the second half (eV/atom/ps).
@@ -50,6 +52,8 @@ class MDResult:
         min_distance: closest approach of two atoms during the run (A; inf for a single isolated atom).
         intact: finite, displacement and distance criteria met.
         trajectory: structures every ``trajectory_interval`` steps, if requested.
+        error: None, or why the input was refused (``"<ErrorType>: <message>"``); then every number is NaN and
+            ``intact`` is False.
     """
 
     structure: Any
@@ -61,6 +65,7 @@ class MDResult:
     min_distance: float
     intact: bool
     trajectory: list | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,7 @@ def md_batch(
     compile: bool = False,
     trajectory_interval: int = 0,
     progress: bool | None = None,
+    allow_untrained_elements: bool = False,
 ) -> list[MDResult]:
     """MD of many structures in one batched force call per step (fixed cells).
 
@@ -160,6 +166,8 @@ def md_batch(
         dtype, device, compile: as in :func:`dpa4_core.dynamics.relax_batch`.
         trajectory_interval: keep a snapshot every this many steps (0 = none).
         progress: tqdm bar over steps; None = only on a terminal.
+        allow_untrained_elements: run structures with elements outside the model's training set (with a warning)
+            instead of giving them an ``UntrainedElementError`` result.
 
     Returns:
         One :class:`MDResult` per input, in input order.
@@ -187,14 +195,20 @@ def md_batch(
         runner = model
     else:
         runner = ModelRunner(model, device=device, dtype=dtype, compile=compile)
-    atoms_list = [to_atoms(s) for s in structures]
-    for i, atoms in enumerate(atoms_list):
-        validate_atoms(atoms, label=f"structure {i}")
+    admitted = admit(structures, runner.model, allow_untrained_elements)
+    atoms_list, accepted = admitted.atoms, admitted.accepted
+    nan = float("nan")
+    results: list[MDResult | None] = [
+        None if error is None else MDResult(structure=s, max_displacement=nan, epot_initial=nan, epot_final=nan,
+                                            epot_drift=nan, temperature=nan, min_distance=nan, intact=False,
+                                            error=error)
+        for s, error in zip(structures, admitted.errors)
+    ]
     generator = torch.Generator(device=runner.device).manual_seed(int(seed))
-    results: list[MDResult | None] = [None] * len(atoms_list)
     quiet = None if progress is None else not progress
-    bar = tqdm(total=settings.steps * len(atoms_list), desc="md", unit="structure-step", disable=quiet)
-    for chunk in _chunks([len(a) for a in atoms_list], int(max_atoms)):
+    bar = tqdm(total=settings.steps * len(accepted), desc="md", unit="structure-step", disable=quiet)
+    for chunk in _chunks([len(atoms_list[i]) for i in accepted], int(max_atoms)):
+        chunk = [accepted[k] for k in chunk]
         out = _run_chunk([atoms_list[i] for i in chunk], runner, generator, settings, bar)
         for local, index in enumerate(chunk):
             result = out[local]
@@ -211,7 +225,7 @@ def _pack(atoms_list: list[Atoms], runner: ModelRunner, skin: float) -> Packed:
     packs = []
     for atoms in atoms_list:
         pbc = np.asarray(atoms.pbc, bool)
-        cell = atoms.cell.array if pbc.all() else np.zeros((3, 3))
+        cell = atoms.cell.array if pbc.any() else np.zeros((3, 3))
         packs.append(Packed(
             numbers=torch.as_tensor(atoms.numbers, dtype=torch.long, device=device),
             ref_pos=torch.as_tensor(atoms.positions, **f64),
@@ -300,7 +314,7 @@ def _summaries(atoms_list, pack: Packed, st: MDState, cell, epot_t, ke_t, snapsh
         slope = float(np.polyfit(times_ps, series, 1)[0]) if usable else float("nan")
         dof = max(3 * len(atoms) - 3, 1)
         final = snapshot(atoms, x_np[starts[s]:starts[s + 1]], cell_np[s])
-        if atoms.pbc.all():
+        if atoms.pbc.any():
             final.wrap()
         finite = bool(finite_np[s] and np.isfinite(epot_t[:, s]).all())
         min_distance = float(st.min_seen[s])

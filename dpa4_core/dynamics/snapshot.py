@@ -36,11 +36,11 @@ def snapshot(
     """A copy of ``template`` at this geometry, with a ``SinglePointCalculator`` if results are given.
 
     Args:
-        positions: ``[n_atoms, 3]`` Cartesian (A). cell: ``[3, 3]`` rows (A; ignored unless fully periodic).
+        positions: ``[n_atoms, 3]`` Cartesian (A). cell: ``[3, 3]`` rows (A; ignored for a non-periodic system).
         energy: eV. forces: ``[n_atoms, 3]`` eV/A. stress: ``[3, 3]`` eV/A^3, ASE sign (periodic only).
     """
     atoms = template.copy()
-    if atoms.pbc.all():
+    if atoms.pbc.any():
         atoms.set_cell(cell, scale_atoms=False)
     atoms.set_positions(positions)
     if energy is not None:

@@ -138,7 +138,7 @@ class Packed(Rows):
 
 def build_edges(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, radius: float):
     """Skin neighbour list of one system: ``(src, dst, shift)`` with local indices (see data.neighbors)."""
-    cell = cell if pbc.all() else np.zeros((3, 3))
+    cell = cell if pbc.any() else np.zeros((3, 3))
     return neighbor_list(positions, cell, pbc, radius)
 
 
@@ -147,7 +147,7 @@ def stale_systems(
 ) -> torch.Tensor:
     """Systems whose skin list may miss a pair now inside ``cutoff`` ``[n_systems]`` (bool); the bound is
     :func:`dpa4_core.data.batch.skin_list_valid`'s."""
-    periodic = pack.pbc.all(dim=1)
+    periodic = pack.pbc.any(dim=1)
     return ~skin_list_valid(positions, cell, pack.ref_pos, pack.ref_cell, periodic, pack.frame, cutoff, skin)
 
 
@@ -193,7 +193,7 @@ def make_batch(
     """
     src, dst, shift = pack.edge_tensors(positions.device)
     frame = pack.frame
-    cell_f = torch.where(pack.pbc.all(dim=1)[:, None, None], cell, torch.zeros_like(cell))
+    cell_f = torch.where(pack.pbc.any(dim=1)[:, None, None], cell, torch.zeros_like(cell))
     radius = float(cutoff) if prune else float(cutoff + skin)
     if prune and src.numel():
         vec = positions[src] - positions[dst] + torch.einsum("ej,ejk->ek", shift, cell_f[frame[dst]])

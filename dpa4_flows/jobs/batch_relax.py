@@ -3,7 +3,9 @@
 With DPA4 and ``dpa4_core.dynamics.relax_batch`` available, all structures are relaxed together on the
 batched engine (many structures per model call). Otherwise (other calculators, or before the batched engine
 exists) each structure gets an ASE FIRE relaxation with the cell filter, with this job's own calculator (around
-the process-wide cached model). A structure that fails is reported with its error; it does not fail the other structures.
+the process-wide cached model). A structure that fails (not a structure, invalid, elements outside the model's
+training set, blown up) is reported with its error in its own ``RelaxedStructure``; it does not fail the other
+structures, and the stability and report steps of a screening skip it with that reason.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ ENGINES = ("auto", "batched", "ase")
 
 
 class BatchRelaxError(ValueError):
-    """Bad arguments to a batch relaxation (engine name, mismatched ids, empty or non-structure input)."""
+    """Bad arguments to a batch relaxation (engine name, bad fmax/max_steps, mismatched ids)."""
 
 
 def _batched_engine():
@@ -40,21 +42,20 @@ def _batched_engine():
     return relax_batch
 
 
-def _as_structure(obj: Any, index: int) -> Structure:
-    if isinstance(obj, Structure):
-        return obj
+def _as_structure(obj: Any) -> Any:
+    """A pymatgen Structure from a Structure or its dict; anything else as is (it gets its own error result)."""
     if isinstance(obj, dict) and obj.get("@class") == "Structure":
         return Structure.from_dict(obj)
-    raise BatchRelaxError(f"item {index} is a {type(obj).__name__}, not a pymatgen Structure")
+    return obj
 
 
-def _failed(candidate_id: str, structure: Structure, exc: BaseException) -> RelaxedStructure:
+def _formula(structure: Any) -> str:
+    return structure.composition.reduced_formula if isinstance(structure, Structure) else "?"
+
+
+def _failed(candidate_id: str, structure: Any, exc: BaseException) -> RelaxedStructure:
     logger.warning("relaxation of %s failed: %s: %s", candidate_id, type(exc).__name__, exc)
-    return RelaxedStructure(
-        candidate_id=candidate_id,
-        formula=structure.composition.reduced_formula,
-        error=f"{type(exc).__name__}: {exc}",
-    )
+    return RelaxedStructure(candidate_id=candidate_id, formula=_formula(structure), error=f"{type(exc).__name__}: {exc}")
 
 
 @dataclass
@@ -67,6 +68,10 @@ class BatchRelaxMaker(Maker):
         calculator_kwargs: ``{"model", "device", "dtype"}`` for DPA4 (defaults from settings).
         fmax: force criterion, eV/A. max_steps: optimiser steps per structure.
         relax_cell: relax cell shape and volume (FrechetCellFilter) as well as positions.
+        mask, hydrostatic_strain, scalar_pressure (eV/A^3): ASE's ``FrechetCellFilter`` options; fix_symmetry:
+            ASE's ``FixSymmetry`` constraint (see :func:`dpa4_core.dynamics.relax_batch`).
+        allow_untrained_elements: relax structures with elements outside the model's training set (warning)
+            instead of reporting them as failed with ``UntrainedElementError``.
         engine: "auto" (batched when possible), "batched" (require it), or "ase" (loop).
         progress: show a tqdm bar over structures (quiet off a terminal).
     """
@@ -77,6 +82,11 @@ class BatchRelaxMaker(Maker):
     fmax: float = field(default_factory=lambda: get_settings().fmax)
     max_steps: int = field(default_factory=lambda: get_settings().max_steps)
     relax_cell: bool = True
+    mask: list | None = None
+    hydrostatic_strain: bool = False
+    scalar_pressure: float = 0.0
+    fix_symmetry: bool = False
+    allow_untrained_elements: bool = False
     engine: Literal["auto", "batched", "ase"] = "auto"
     progress: bool = True
 
@@ -104,7 +114,7 @@ class BatchRelaxMaker(Maker):
 
     def relax(self, structures: list[Structure], candidate_ids: list[str] | None = None) -> BatchRelaxDoc:
         """Relax outside jobflow. Returns a :class:`BatchRelaxDoc` with one result per structure, in order."""
-        structures = [_as_structure(s, i) for i, s in enumerate(structures)]
+        structures = [_as_structure(s) for s in structures]
         ids = [str(i) for i in range(len(structures))] if candidate_ids is None else [str(c) for c in candidate_ids]
         if len(ids) != len(structures):
             raise BatchRelaxError(f"{len(ids)} candidate_ids for {len(structures)} structures")
@@ -122,8 +132,10 @@ class BatchRelaxMaker(Maker):
         )
 
     def _relax_ase(self, structures: list[Structure], ids: list[str]) -> list[RelaxedStructure]:
+        from ase.constraints import FixSymmetry
         from ase.filters import FrechetCellFilter
         from ase.optimize import FIRE
+        from dpa4_core.model.domain import check_elements
         from pymatgen.io.ase import AseAtomsAdaptor
 
         calculator = calculators.get_calculator(self.calculator_meta, **self.calculator_kwargs)
@@ -131,9 +143,16 @@ class BatchRelaxMaker(Maker):
         bar = tqdm(zip(ids, structures), total=len(ids), desc="relax", disable=not self.progress or None)
         for candidate_id, structure in bar:
             try:
+                if not isinstance(structure, Structure):
+                    raise BatchRelaxError(f"{candidate_id} is a {type(structure).__name__}, not a pymatgen Structure")
                 atoms = AseAtomsAdaptor.get_atoms(structure)
+                check_elements(getattr(calculator, "model", None), atoms.numbers, self.allow_untrained_elements,
+                               where=f"{candidate_id} ({structure.composition.reduced_formula})")
                 atoms.calc = calculator
-                target = FrechetCellFilter(atoms) if self.relax_cell else atoms
+                if self.fix_symmetry:
+                    atoms.set_constraint(FixSymmetry(atoms))
+                target = FrechetCellFilter(atoms, mask=self.mask, hydrostatic_strain=self.hydrostatic_strain,
+                                           scalar_pressure=self.scalar_pressure) if self.relax_cell else atoms
                 optimizer = FIRE(target, logfile=None)  # logfile=None: nothing printed, no file written
                 converged = bool(optimizer.run(fmax=self.fmax, steps=self.max_steps))
                 energy = float(atoms.get_potential_energy())
@@ -160,7 +179,9 @@ class BatchRelaxMaker(Maker):
         kwargs = self.calculator_kwargs
         model = calculators.get_model(kwargs["model"], kwargs.get("device", "cpu"), kwargs.get("dtype", "float32"))
         raw = relax_batch(
-            structures, model, fmax=self.fmax, max_steps=self.max_steps, relax_cell=self.relax_cell,
+            structures, model, fmax=self.fmax, max_steps=self.max_steps, relax_cell=self.relax_cell, mask=self.mask,
+            hydrostatic_strain=self.hydrostatic_strain, scalar_pressure=self.scalar_pressure,
+            fix_symmetry=self.fix_symmetry, allow_untrained_elements=self.allow_untrained_elements,
             dtype=kwargs.get("dtype", "float32"), device=kwargs.get("device", "cpu"),
             progress=None if self.progress else False,
         )
@@ -171,8 +192,8 @@ def _from_engine(candidate_id: str, initial: Structure, result: Any) -> RelaxedS
     """Adapt one ``dpa4_core.dynamics.RelaxResult`` (structure or atoms, energy, forces, steps, converged)."""
     error = getattr(result, "error", None)
     if error:
-        formula = initial.composition.reduced_formula
-        return RelaxedStructure(candidate_id=candidate_id, formula=formula, error=str(error))
+        logger.warning("relaxation of %s failed: %s", candidate_id, error)
+        return RelaxedStructure(candidate_id=candidate_id, formula=_formula(initial), error=str(error))
     relaxed = getattr(result, "structure", None)
     if relaxed is None and getattr(result, "atoms", None) is not None:
         from pymatgen.io.ase import AseAtomsAdaptor
