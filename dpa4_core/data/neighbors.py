@@ -95,7 +95,7 @@ def neighbor_list(
         raise InvalidStructureError(
             f"{label}: about {estimate:.3g} neighbours per atom within {cutoff:g} A (limit "
             f"{MAX_NEIGHBORS_PER_ATOM}); the cell is far too small or the atoms far too dense for the "
-            f"{len(positions)} atoms it holds. Check the cell and the units of the coordinates (A)."
+            f"{len(positions)} atom(s) it holds. Check the cell and the units of the coordinates (A)."
         )
     calculator = NeighborList(cutoff=float(cutoff), full_list=True)
     # vesin's i -> j with vector r_j - r_i + S @ cell: i is our destination, j our source.
