@@ -3,12 +3,16 @@
 The neighbour list is built with ``cutoff + skin`` and reused while no pair can have entered the cutoff sphere
 since it was built. The model ignores edges beyond ``config.cutoff`` exactly (every per-edge term carries an
 envelope that is zero there), so a reused list gives the same numbers as a fresh one.
+
+One calculator may be shared between threads: a lock makes each property request (state check, calculation,
+reading the result) one step, so a thread never gets another thread's structure's numbers.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +24,8 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from dpa4_core.data.batch import MIN_DISTANCE, AtomsBatch, InvalidStructureError, resolve_dtype, skin_list_valid
 from dpa4_core.io.checkpoint import load_for_inference
+from dpa4_core.model.derivatives import STRESS_MIN_VOLUME
+from dpa4_core.model.domain import check_elements
 from dpa4_core.pretrained import starter_checkpoint
 
 if TYPE_CHECKING:
@@ -70,9 +76,12 @@ class DPA4Calculator(Calculator):
         checkpoint: checkpoint path (the keyword form of :meth:`from_checkpoint`, for atomate2's
             ``calculator_kwargs``).
         skin: extra neighbour-list radius in A; the list is reused while atoms moved less than ``skin / 2``.
+        allow_untrained_elements: evaluate structures with elements outside the model's training set (with a
+            warning) instead of raising ``UntrainedElementError``.
 
-    Non-periodic structures have no stress (``get_stress`` raises ``PropertyNotImplementedError``); mixed
-    periodicity raises ``InvalidStructureError``.
+    Periodicity is per direction. Slabs and wires (e.g. ``pbc=(True, True, False)``) get ASE's stress: the
+    virial over the volume of the whole cell, vacuum included; without a vacuum cell vector (zero volume), and for
+    structures open in every direction, ``get_stress`` raises ``PropertyNotImplementedError``.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
@@ -84,6 +93,7 @@ class DPA4Calculator(Calculator):
         dtype: str | torch.dtype = "float32",
         checkpoint: str | os.PathLike | None = None,
         skin: float = 0.5,
+        allow_untrained_elements: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -95,6 +105,9 @@ class DPA4Calculator(Calculator):
         self.model = load_for_inference(_model_source(model, checkpoint), self.dtype, self.device, CalculatorSetupError)
         self.cutoff = float(self.model.config.cutoff)
         self.skin = float(skin)
+        self.allow_untrained_elements = bool(allow_untrained_elements)
+        self._accepted_numbers: frozenset[int] = frozenset()  # elements check_elements already let through
+        self._lock = threading.RLock()  # get_property -> calculate re-enters it
         # The cached list survives reset(): some ase versions reset the calculator whenever the atoms
         # move, and _list_still_valid decides on the geometry alone.
         self._batch: AtomsBatch | None = None
@@ -121,16 +134,16 @@ class DPA4Calculator(Calculator):
         positions = atoms.positions
         if not np.isfinite(positions).all():
             return False  # let the full validation name the problem
-        periodic = bool(atoms.pbc.all())
+        has_cell = bool(atoms.pbc.any())
         cell = atoms.cell.array
-        if periodic and (not np.isfinite(cell).all() or abs(np.linalg.det(cell)) < 1e-6):
+        if has_cell and not np.isfinite(cell).all():
             return False
         valid = skin_list_valid(
             torch.as_tensor(positions, dtype=torch.float64),
             torch.as_tensor(cell[None], dtype=torch.float64),
             torch.as_tensor(ref.positions, dtype=torch.float64),
             torch.as_tensor(ref.cell[None], dtype=torch.float64),
-            torch.tensor([periodic]),
+            torch.tensor([has_cell]),
             torch.zeros(len(atoms), dtype=torch.long),
             self.cutoff,
             self.skin,
@@ -141,7 +154,7 @@ class DPA4Calculator(Calculator):
         if self._batch is not None and self._list_still_valid(atoms):
             positions = torch.as_tensor(atoms.positions, dtype=self.dtype, device=self.device)
             cell = self._batch.cell
-            if atoms.pbc.all():
+            if atoms.pbc.any():
                 cell = torch.as_tensor(atoms.cell.array[None], dtype=self.dtype, device=self.device)
             batch = replace(self._batch, positions=positions, cell=cell)
             # The full validation (a second neighbour search) is skipped on reuse; keep its cheapest
@@ -162,14 +175,32 @@ class DPA4Calculator(Calculator):
         )
         return batch
 
+    def _check_elements(self, atoms: Atoms) -> None:
+        numbers = frozenset(int(z) for z in atoms.numbers)
+        if numbers <= self._accepted_numbers:
+            return  # checked before (warn once, not on every MD step)
+        where = f"structure ({atoms.get_chemical_formula()})"
+        check_elements(self.model, numbers, self.allow_untrained_elements, where)
+        self._accepted_numbers |= numbers
+
+    def get_property(self, name: str, atoms: Atoms | None = None, allow_calculation: bool = True):
+        with self._lock:  # check_state, calculate and the read of self.results as one step
+            return super().get_property(name, atoms, allow_calculation)
+
     def calculate(
         self, atoms: Atoms | None = None, properties: list[str] | None = None, system_changes=all_changes
     ) -> None:
-        super().calculate(atoms, properties or ["energy"], system_changes)
+        with self._lock:
+            self._calculate(atoms, properties or ["energy"], system_changes)
+
+    def _calculate(self, atoms: Atoms | None, properties: list[str], system_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
-        periodic = bool(atoms.pbc.all())
-        batch = self._build_batch(atoms)
-        out = self.model(batch, compute_forces=True, compute_stress=periodic)
+        batch = self._build_batch(atoms)  # validates the structure first
+        self._check_elements(atoms)
+        # ASE's stress for slabs and wires too: -virial / volume of the whole cell (vacuum included).
+        has_stress = bool(atoms.pbc.any() and abs(atoms.cell.volume) > STRESS_MIN_VOLUME)
+        out = self.model(batch, compute_forces=True, compute_stress=has_stress)
         energy = float(out["energy"][0].detach())
         self.results = {
             "energy": energy,
@@ -177,6 +208,6 @@ class DPA4Calculator(Calculator):
             "energies": out["atom_energy"].detach().cpu().double().numpy().copy(),
             "forces": out["forces"].detach().cpu().double().numpy().copy(),
         }
-        if periodic:
+        if has_stress:
             stress = out["stress"][0].detach().cpu().double().numpy()
             self.results["stress"] = full_3x3_to_voigt_6_stress(stress)

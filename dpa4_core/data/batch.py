@@ -1,7 +1,9 @@
 """AtomsBatch: many frames of different sizes, periodic or not, as flat tensors plus a neighbour graph.
 
 Conventions (written once, here):
-    - ``cell`` rows are lattice vectors (ASE); a non-periodic frame has a zero cell.
+    - ``cell`` rows are lattice vectors (ASE); a frame open in every direction has a zero cell. A slab or wire
+      (periodic along some directions only) keeps its whole cell: its open rows carry no edge shift and only
+      enter the stress volume.
     - Edge ``e`` goes from ``edge_src[e]`` (j) to ``edge_dst[e]`` (i); ``r_ij = pos[j] - pos[i] + shift @ cell``.
     - Stress is ASE's: eV/A^3, tension positive, ``sigma = (1/V) dE/d(strain)``.
 """
@@ -15,15 +17,13 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from dpa4_core.data.neighbors import neighbor_list
+from dpa4_core.data.neighbors import InvalidStructureError, neighbor_list, periodic_measure
+
+__all__ = ["AtomsBatch", "InvalidStructureError", "resolve_dtype", "skin_list_valid", "to_atoms", "validate_atoms"]
 
 MAX_ATOMIC_NUMBER = 118
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 MIN_DISTANCE = 1e-3  # A; closer atoms are "coincident" and rejected
-
-
-class InvalidStructureError(ValueError):
-    """A structure the model cannot evaluate (bad element, NaN coordinates, coincident atoms, ...)."""
 
 
 def resolve_dtype(dtype: str | torch.dtype, error: type[ValueError] = ValueError) -> torch.dtype:
@@ -50,17 +50,22 @@ def skin_list_valid(
     still be used now, i.e. no pair can be inside ``cutoff`` that was not inside ``cutoff + skin`` at the build?
 
     Args: ``positions``, ``ref_positions`` ``[N, 3]`` (A, now and at the build); ``cell``, ``ref_cell``
-    ``[F, 3, 3]`` (rows = lattice vectors); ``periodic`` ``[F]`` (bool); ``frame`` ``[N]`` system of each atom.
+    ``[F, 3, 3]`` (rows = lattice vectors); ``periodic`` ``[F]`` (bool): the frame has a cell, i.e. any direction
+    is periodic (slabs and wires included); ``frame`` ``[N]`` system of each atom.
 
     With cell rows ``C`` and a pair vector ``r = d C`` (``d`` fractional), ``|r_old| <= |r_new| ||C_new^-1 C_old||
     + |dd C_old|`` and ``|dd C_old| <= 2 max_k |(f_k,new - f_k,old) C_old|``. A pair missing from the list had
     ``|r_old| > cutoff + skin``, so none can be inside ``cutoff`` now while
     ``cutoff ||C_new^-1 C_old|| + 2 max_k |moved_k| < cutoff + skin``. For a fixed cell: every atom moved less
-    than ``skin / 2``. Non-periodic systems use the plain displacement.
+    than ``skin / 2``. The bound holds for any invertible cell, so slabs and wires with a vacuum vector use it
+    too. Frames open in every direction, and slabs or wires whose open cell vector is zero (a singular cell), use
+    the plain displacement; the latter are valid only while their cell has not changed.
     """
     eye = torch.eye(3, dtype=cell.dtype, device=cell.device).expand_as(cell)
-    safe_cell = torch.where(periodic[:, None, None], cell, eye)
-    safe_old = torch.where(periodic[:, None, None], ref_cell, eye)
+    singular = (torch.linalg.det(cell).abs() < 1e-6) | (torch.linalg.det(ref_cell).abs() < 1e-6)
+    use_cell = periodic & ~singular
+    safe_cell = torch.where(use_cell[:, None, None], cell, eye)
+    safe_old = torch.where(use_cell[:, None, None], ref_cell, eye)
     # map = C_new^-1 C_old; positions in the old cell's frame: r_new @ C_new^-1 @ C_old
     mapping = torch.linalg.solve(safe_cell, safe_old)
     stretch = torch.linalg.matrix_norm(mapping, ord=2)
@@ -68,18 +73,31 @@ def skin_list_valid(
     moved2 = (moved * moved).sum(dim=1)
     worst = torch.zeros(cell.shape[0], dtype=moved2.dtype, device=moved2.device)
     worst = worst.scatter_reduce(0, frame, moved2, reduce="amax", include_self=True).sqrt()
-    return cutoff * stretch + 2 * worst < cutoff + skin
+    same_cell = (cell == ref_cell).flatten(1).all(dim=1)
+    return (cutoff * stretch + 2 * worst < cutoff + skin) & (~(periodic & singular) | same_cell)
 
 
-def to_atoms(structure) -> Atoms:
-    """ASE Atoms from an ASE Atoms or a pymatgen Structure/Molecule (copied, never modified in place)."""
+def to_atoms(structure, label: str = "structure") -> Atoms:
+    """ASE Atoms from an ASE Atoms or a pymatgen Structure/Molecule (copied, never modified in place).
+
+    Anything else (a file name, a list, None) raises :class:`InvalidStructureError` naming ``label`` and the type.
+    """
     if isinstance(structure, Atoms):
         return structure.copy()
-    try:
-        from pymatgen.io.ase import AseAtomsAdaptor
-    except ImportError as exc:  # pragma: no cover - pymatgen is a dependency
-        raise TypeError(f"cannot convert {type(structure).__name__} to ase.Atoms") from exc
+    from pymatgen.core import SiteCollection
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    if not isinstance(structure, SiteCollection):
+        raise InvalidStructureError(
+            f"{label} is a {type(structure).__name__} ({str(structure)[:40]!r}), not a structure; pass an "
+            "ase.Atoms or a pymatgen Structure/Molecule (read files with ase.io.read or Structure.from_file)"
+        )
     return AseAtomsAdaptor.get_atoms(structure)
+
+
+def frame_cell(atoms: Atoms) -> np.ndarray:
+    """The cell a batch keeps for ``atoms`` ``[3, 3]``: the whole cell if any direction is periodic, else zeros."""
+    return atoms.cell.array.copy() if atoms.pbc.any() else np.zeros((3, 3))
 
 
 def validate_atoms(atoms: Atoms, label: str = "structure", check_distances: bool = True) -> None:
@@ -103,18 +121,22 @@ def validate_atoms(atoms: Atoms, label: str = "structure", check_distances: bool
         raise InvalidStructureError(f"{label}: positions contain NaN or infinite values")
     pbc = np.asarray(atoms.pbc, dtype=bool)
     if pbc.any():
-        if not pbc.all():
-            raise InvalidStructureError(f"{label}: mixed periodicity {pbc.tolist()} is not supported")
         cell = atoms.cell.array
         if not np.isfinite(cell).all():
             raise InvalidStructureError(f"{label}: cell contains NaN or infinite values")
-        volume = abs(np.linalg.det(cell))
-        if volume < 1e-6:
-            raise InvalidStructureError(f"{label}: periodic cell has zero volume ({volume:.3g} A^3)")
+        # The periodic vectors must span a volume, or for a slab (2) or wire (1) a plane or a line.
+        measure = periodic_measure(cell, pbc)
+        if measure < 1e-6 and pbc.all():
+            raise InvalidStructureError(f"{label}: periodic cell has zero volume ({measure:.3g} A^3)")
+        if measure < 1e-6:
+            raise InvalidStructureError(
+                f"{label}: the periodic cell vectors {cell[pbc].tolist()} (pbc {pbc.tolist()}) are zero or "
+                "parallel; give each periodic direction its own lattice vector"
+            )
     if check_distances and n > 1:
         # A 1 A search is ~20x cheaper in vesin than one at MIN_DISTANCE (tiny cells mean many cells to visit).
-        cell = atoms.cell.array if pbc.all() else np.zeros((3, 3))
-        src, dst, shifts = neighbor_list(positions, cell, pbc, 1.0)
+        cell = frame_cell(atoms)
+        src, dst, shifts = neighbor_list(positions, cell, pbc, 1.0, label=label)
         check_min_distance(positions, src, dst, shifts, cell, label)
 
 
@@ -181,13 +203,13 @@ class AtomsBatch:
         numbers, positions, cells, pbcs, frames, srcs, dsts, shifts = [], [], [], [], [], [], [], []
         offset = 0
         for index, structure in enumerate(structures):
-            atoms = to_atoms(structure)
             label = f"structure {index}"
+            atoms = to_atoms(structure, label)
             if validate:
                 validate_atoms(atoms, label=label, check_distances=False)
             pbc = np.asarray(atoms.pbc, dtype=bool)
-            cell = atoms.cell.array if pbc.all() else np.zeros((3, 3))
-            src, dst, shift = neighbor_list(atoms.positions, cell, pbc, cutoff)
+            cell = frame_cell(atoms)
+            src, dst, shift = neighbor_list(atoms.positions, cell, pbc, cutoff, label=label)
             if validate:
                 formula_label = f"{label} ({atoms.get_chemical_formula()})"
                 check_min_distance(atoms.positions, src, dst, shift, cell, formula_label)
@@ -226,7 +248,8 @@ class AtomsBatch:
         return positions[self.edge_src] - positions[self.edge_dst] + shift
 
     def volume(self) -> torch.Tensor:
-        """Cell volume per frame ``[n_frames]`` (0 for non-periodic frames)."""
+        """Cell volume per frame ``[n_frames]`` (0 for frames open in every direction; the whole cell's volume,
+        vacuum included, for slabs and wires)."""
         return torch.linalg.det(self.cell).abs()
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> AtomsBatch:

@@ -2,7 +2,10 @@
 
 With ``g_e = dE/dr_e`` and ``r_e = pos[src] - pos[dst] + shift @ cell``:
 ``F_k = sum_{dst(e)=k} g_e - sum_{src(e)=k} g_e``, ``W = -sum_e g_e (x) r_e`` per frame and, with ASE's sign
-(tension positive, eV/A^3), ``sigma = -W / V = (1/V) dE/d(strain)``. Non-periodic frames get zero stress.
+(tension positive, eV/A^3), ``sigma = -W / V = (1/V) dE/d(strain)``. Frames open in every direction get zero
+stress. Slabs and wires (periodic along some directions) follow ASE: the virial over the volume of the whole
+cell, vacuum included, so a slab's stress equals that of the same cell made fully periodic; a slab or wire whose
+open cell vector is zero has no volume and gets zero stress (the calculator then reports none).
 """
 
 from __future__ import annotations
@@ -10,6 +13,9 @@ from __future__ import annotations
 import torch
 
 from dpa4_core.nn.scatter import scatter_sum
+
+#: A^3; a cell below this volume (a slab without a vacuum vector) has no stress.
+STRESS_MIN_VOLUME = 1e-6
 
 
 def forces_and_virial(
@@ -65,8 +71,9 @@ def forces_and_virial_from_gradient(
 
 
 def stress_from_virial(virial: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
-    """ASE stress ``sigma = -W / V`` ``[F, 3, 3]`` (eV/A^3); exactly 0 for frames that are not periodic."""
+    """ASE stress ``sigma = -W / V`` ``[F, 3, 3]`` (eV/A^3) of frames periodic in any direction whose cell has a
+    volume; exactly 0 for the others."""
     volume = torch.linalg.det(cell).abs()
-    periodic = pbc.all(dim=-1)
+    periodic = pbc.any(dim=-1) & (volume > STRESS_MIN_VOLUME)
     safe_volume = torch.where(periodic, volume, torch.ones_like(volume))
     return torch.where(periodic[:, None, None], -virial / safe_volume[:, None, None], torch.zeros_like(virial))

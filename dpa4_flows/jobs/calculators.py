@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 #: ``calculator_meta`` value that selects DPA4 (the class is re-exported by ``dpa4_core``).
 DPA4_CALCULATOR_META = "dpa4_core.DPA4Calculator"
+#: The keyword arguments a DPA4 calculator takes through a Maker's ``calculator_kwargs``.
+DPA4_CALCULATOR_KWARGS = ("model", "device", "dtype", "allow_untrained_elements")
 #: How many loaded models one process keeps (least recently used ones are dropped first).
 MAX_CACHED_MODELS = 4
 
@@ -100,21 +102,27 @@ def get_calculator(calculator_meta: str = DPA4_CALCULATOR_META, **kwargs: Any) -
     """A new ASE calculator for one job.
 
     For DPA4 (``calculator_meta == "dpa4_core.DPA4Calculator"``) the keyword arguments are ``model``
-    (checkpoint path), ``device`` and ``dtype``; the calculator is built around the cached model of
-    :func:`get_model`. For any other import path, ``calculator_meta(**kwargs)``.
+    (checkpoint path), ``device``, ``dtype`` and ``allow_untrained_elements`` (default False: structures with
+    elements outside the model's training set raise ``UntrainedElementError``); the calculator is built around
+    the cached model of :func:`get_model`. For any other import path, ``calculator_meta(**kwargs)``.
     """
     if str(calculator_meta) != DPA4_CALCULATOR_META:
         return _import_object(str(calculator_meta))(**kwargs)
-    unknown = set(kwargs) - {"model", "device", "dtype"}
+    unknown = set(kwargs) - set(DPA4_CALCULATOR_KWARGS)
     if unknown:
-        raise ValueError(f"unknown DPA4 calculator arguments {sorted(unknown)}; allowed: model, device, dtype")
+        raise ValueError(f"unknown DPA4 calculator arguments {sorted(unknown)}; allowed: "
+                         f"{', '.join(DPA4_CALCULATOR_KWARGS)}")
     if "model" not in kwargs:
         raise ModelFileError("DPA4 calculator needs calculator_kwargs['model'] = path of a checkpoint")
     device = str(kwargs.get("device", "cpu"))
     dtype = str(kwargs.get("dtype", "float32"))
     from dpa4_core import DPA4Calculator
 
-    return DPA4Calculator(model=get_model(kwargs["model"], device, dtype), device=device, dtype=dtype)
+    allow = kwargs.get("allow_untrained_elements", False)
+    if not isinstance(allow, bool):
+        raise ValueError(f"allow_untrained_elements must be True or False, got {allow!r}")
+    return DPA4Calculator(model=get_model(kwargs["model"], device, dtype), device=device, dtype=dtype,
+                          allow_untrained_elements=allow)
 
 
 def model_identifier(calculator_meta: str, calculator_kwargs: dict) -> str:

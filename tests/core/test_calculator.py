@@ -16,7 +16,6 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from dpa4_core import pretrained
 from dpa4_core import testing
 from dpa4_core.calculator import CalculatorSetupError, DPA4Calculator
-from dpa4_core.data.batch import InvalidStructureError
 from dpa4_core.testing import predict, seeded_model
 
 from _vendored import read_vendored
@@ -78,11 +77,15 @@ def test_molecule_has_no_stress(model):
         molecule.get_stress()
 
 
-def test_mixed_periodicity_is_a_clear_error(model, alloy):
-    alloy.pbc = [True, True, False]
-    alloy.calc = DPA4Calculator(model, dtype="float64")
-    with pytest.raises(InvalidStructureError, match="mixed periodicity"):
-        alloy.get_potential_energy()
+def test_mixed_periodicity_uses_the_whole_cell_for_the_stress(model, alloy):
+    """A slab's stress is ASE's: -virial / volume of the whole cell (see tests/reliability for the slab physics)."""
+    slab = alloy.copy()
+    slab.pbc = [True, True, False]
+    slab.calc = DPA4Calculator(model, dtype="float64")
+    reference = predict(model, slab)
+    assert slab.get_potential_energy() == pytest.approx(reference["energy"][0], abs=1e-10)
+    expected = -reference["virial"][0] / slab.get_volume()
+    np.testing.assert_allclose(slab.get_stress(), full_3x3_to_voigt_6_stress(expected), atol=1e-12)
 
 
 def test_neighbour_list_reuse_equals_fresh_list(model, alloy):

@@ -1,7 +1,8 @@
 """Bad input gives a clear error naming the problem, never NaN; batching and precision do not change results.
 
 Bad input: atomic number 0 or > 118, an empty structure, NaN/inf coordinates, coincident atoms, a zero-volume
-periodic cell, mixed periodicity; checked through ``AtomsBatch`` (what the model reads) and the calculator.
+periodic cell, parallel periodic vectors of a slab; checked through ``AtomsBatch`` (what the model reads) and
+the calculator.
 Consistency: a batch of frames of different sizes (periodic and molecule) equals one-by-one evaluation, and
 float32 agrees with float64 within float32 tolerance.
 """
@@ -51,7 +52,7 @@ def _bad_structures():
         "coincident": (_cell(positions=[[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]), r"coincident"),
         "coincident via image": (_cell(positions=[[0.0, 0.0, 0.0], [3.2, 0.0, 3.2]]), r"coincident"),
         "zero volume": (flat, r"zero volume"),
-        "mixed pbc": (_cell(pbc=[True, True, False]), r"mixed periodicity"),
+        "flat slab": (_cell(pbc=[True, True, False], cell=[[3.2, 0, 0], [6.4, 0, 0], [0, 0, 3.2]]), r"parallel"),
     }
 
 

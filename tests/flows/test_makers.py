@@ -22,6 +22,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from dpa4_flows.jobs import calculators
 from dpa4_flows.jobs.md import DPA4MDMaker, MDSettingsError
 from dpa4_flows.jobs.relax import DPA4RelaxMaker, DPA4StaticMaker
+from dpa4_flows.settings import get_settings
 
 EMT_META = "ase.calculators.emt.EMT"
 
@@ -92,6 +93,12 @@ def test_dpa4_defaults_and_missing_checkpoint(tmp_path, monkeypatch):
     assert maker.calculator_meta == calculators.DPA4_CALCULATOR_META
     assert maker.calculator_kwargs["model"] == str(missing)
     assert maker.task_document_kwargs["forcefield_name"] == "DPA4"
+    # Relaxations keep a crystal's symmetry only in float64 (see relax_calculator_kwargs); single points
+    # follow the settings.
+    assert maker.calculator_kwargs["dtype"] == "float64"
+    assert DPA4StaticMaker().calculator_kwargs["dtype"] == get_settings().dtype
+    with pytest.raises(ValueError, match="allow_untrained_elements"):
+        calculators.get_calculator(maker.calculator_meta, **maker.calculator_kwargs, allow_untrained_elements="yes")
     with pytest.raises(calculators.ModelFileError, match="nope.pt"):
         calculators.get_calculator(maker.calculator_meta, **maker.calculator_kwargs)
 
