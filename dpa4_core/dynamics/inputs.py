@@ -46,7 +46,7 @@ def admit(structures: Sequence, model, allow_untrained_elements: bool = False) -
     for i, structure in enumerate(structures):
         label = f"structure {i}"
         try:
-            atoms = to_atoms(structure)
+            atoms = to_atoms(structure, label=label)
             validate_atoms(atoms, label=label)
             check_elements(model, atoms.numbers, allow_untrained_elements, where=f"{label} ({atoms.get_chemical_formula()})")
         # Anything the conversion or the checks raise is this input's problem, not the batch's.

@@ -64,7 +64,7 @@ def bad_inputs() -> dict[str, object]:
 EXPECTED = {  # what each refused input's error must say
     "coincident": "InvalidStructureError: structure 1 (Mo2): atoms 0 and 1 are closer",
     "nan": "InvalidStructureError: structure 1 (Mo2): positions contain NaN",
-    "string": "structure 1 (str)",
+    "string": "structure 1 is a str",
     "empty": "InvalidStructureError: structure 1: empty structure",
     "foreign": "UntrainedElementError: structure 1 (Fe2) contains Fe",
 }
@@ -139,7 +139,7 @@ def test_batch_relax_maker_reports_each_bad_structure_and_relaxes_the_rest(tiny_
     ok, bad, text, foreign = doc.results
     assert ok.error is None and ok.energy == pytest.approx(alone.energy, abs=1e-10) and ok.n_steps == alone.n_steps
     assert "InvalidStructureError" in bad.error and "closer than" in bad.error and bad.energy is None
-    assert "structure 2 (str)" in text.error and text.formula == "?"
+    assert "structure 2 is a str" in text.error and text.formula == "?"
     assert "UntrainedElementError" in foreign.error and "contains Fe" in foreign.error and foreign.structure is None
     forced = BatchRelaxMaker(calculator_kwargs=kwargs, engine="batched", max_steps=3, progress=False,
                              allow_untrained_elements=True).relax([iron], ["iron"])
