@@ -388,3 +388,16 @@ def test_ctrl_c_during_the_script_is_one_line_then_resumes(screen_inputs, tmp_pa
     assert _script().main(args) == 0  # same process: no wait for the interrupted claim's lease
     assert time.monotonic() - start < 60
     _check_resumed(out, before)
+
+
+def test_ctrl_c_in_any_dpa4_command_is_one_line_exit_130(tmp_path, monkeypatch, capsys):
+    from dpa4_core.cli import main as dpa4
+    from dpa4_flows import screen
+
+    def interrupted(path):
+        os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, while the command reads its store
+        time.sleep(1)
+
+    monkeypatch.setattr(screen, "stored_report", interrupted)
+    assert dpa4(["results", "--store", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["dpa4 results: interrupted"]
