@@ -7,7 +7,8 @@ runs the command. This module's :func:`register` is dpa4_core's entry point, loa
 
 A command group whose import needs a package that is not installed is left out with a message naming the
 package and how to install it; any other import error is a bug and is raised. Results go to stdout as JSON;
-progress bars to stderr; logs to stderr at ``-v``. Exit status: 0 ok, 1 failure, 2 bad input.
+progress bars to stderr; logs to stderr at ``-v``. Exit status: 0 ok, 1 failure, 2 bad input (one line on stderr,
+no traceback), 130 interrupted by Ctrl-C (one line).
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def build_parser() -> CommandLine:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``dpa4`` console script; returns the exit status (1 failure, 2 bad input)."""
+    """Entry point of the ``dpa4`` console script; returns the exit status (1 failure, 2 bad input, 130 Ctrl-C)."""
     cli = build_parser()
     if not cli.commands:
         print(f"dpa4: no subcommands are registered (entry-point group {COMMAND_GROUP!r} is empty): this "
@@ -171,9 +172,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(message, file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError) as exc:  # bad config, data or checkpoint: message, no traceback
+    except (ValueError, FileNotFoundError) as exc:  # bad config, data, checkpoint or run file: message, no traceback
         print(f"dpa4 {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"dpa4 {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

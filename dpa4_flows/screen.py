@@ -22,6 +22,9 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 RUN_FILE = "run.json"
+WORK_DIR = "work"  # the runner's workdir inside ``out``
+#: Settings of the flow that change how it runs, not what it computes: a resumed run may change them.
+RUN_ONLY = ("device", "progress")
 REPORT_JOB = "DPA4 screening report"
 
 
@@ -96,18 +99,35 @@ def model_elements(path: Path) -> list[str] | None:
 
 
 def check_run(out: Path, fingerprint: dict) -> None:
-    """Record the run's inputs in ``<out>/run.json``; refuse to resume a different run in the same folder."""
+    """Record the run's inputs in ``<out>/run.json``; refuse to resume a different run in the same folder.
+
+    Raises:
+        RunMismatchError: ``out`` holds a run with other inputs.
+        RunFileError: ``run.json`` is unreadable, or missing while ``out`` holds a run (its inputs are unknown).
+    """
+    from dpa4_core.io.files import atomic_write
+    from dpa4_flows.execution.workdir import RunFileError, flow_path
+
     path = out / RUN_FILE
     if path.exists():
-        previous = json.loads(path.read_text())
+        try:
+            previous = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            previous = exc
+        if not isinstance(previous, dict):
+            raise RunFileError(f"{path} is empty or not a run record ({str(previous)[:100]}): the inputs of the run "
+                               f"in {out} are unknown; use a new --out, or delete {out} to start over")
         changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
         if changed:
             raise RunMismatchError(
                 f"{out} holds a run with different {', '.join(changed)}; use a new --out or delete the folder"
             )
+    elif flow_path(out / WORK_DIR).exists():
+        raise RunFileError(f"{path} is missing but {out / WORK_DIR} holds a run whose inputs are then unknown; "
+                           f"use a new --out, or delete {out} to start over")
     else:
         out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(fingerprint, indent=1))
+        atomic_write(path, json.dumps(fingerprint, indent=1))
 
 
 def exception_line(traceback_text: str | None) -> str:
@@ -146,12 +166,11 @@ def screen(options: ScreenOptions) -> int:
     """Run (or resume) a screening; prints the table and summary to stdout, errors to stderr.
 
     Returns:
-        The exit status: 0 done, 1 some jobs failed (rerun to retry them), 2 bad input.
+        The exit status: 0 done, 1 some jobs failed (rerun to retry them), 2 bad input or run files,
+        130 interrupted (Ctrl-C; rerun to resume).
     """
     from dpa4_flows.analysis.report import format_table, results_dataframe, summary
-    from dpa4_flows.execution.runner import run_resumable
-    from dpa4_flows.execution.stores import embedded_store
-    from dpa4_flows.execution.workdir import flow_path, load_flow
+    from dpa4_flows.execution.workdir import RunFileError
     from dpa4_flows.flows.screening import ScreeningMaker
     from dpa4_flows.jobs.batch_relax import BatchRelaxMaker
     from dpa4_flows.jobs.calculators import ModelFileError, checkpoint_path, file_sha256
@@ -182,7 +201,7 @@ def screen(options: ScreenOptions) -> int:
                         "references": str(options.references.resolve()) if options.references else None},
         }
         check_run(out, fingerprint)
-    except ScreenInputError as exc:
+    except (ScreenInputError, RunFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -198,12 +217,14 @@ def screen(options: ScreenOptions) -> int:
                 len(ids), len(flow.jobs), model, fingerprint["model_sha256"][:12], out)
 
     start = time.perf_counter()
-    work = out / "work"
-    if flow_path(work).exists():
-        # check_run vouched for the inputs that matter; the runner's flow fingerprint would also refuse a
-        # new --device or --quiet, so resume the persisted flow, as the run has always done.
-        flow = load_flow(work)
-    result = run_resumable(flow, embedded_store(out / "jobs.sqlite"), work, progress=not options.quiet)
+    try:
+        result = _run(flow, out, progress=not options.quiet)
+    except ValueError as exc:  # an unreadable run file or store, a workdir of another run: one line
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished jobs are stored; run the same command to resume", file=sys.stderr)
+        return 130
     failed = {u: s for u, s in result.items() if s["state"] != "done"}
     if failed:
         for state in failed.values():
@@ -216,6 +237,24 @@ def screen(options: ScreenOptions) -> int:
     print(f"table: {report.csv_path}\nhull plot: {report.plot_path}\n"
           f"({time.perf_counter() - start:.1f} s; store {out / 'jobs.sqlite'})")
     return 0
+
+
+def _run(flow, out: Path, progress: bool) -> dict:
+    """Run ``flow`` resumably in ``<out>/work``, resuming the persisted flow there if it is the same work."""
+    from dpa4_flows.execution.fingerprint import flow_fingerprint
+    from dpa4_flows.execution.runner import run_resumable
+    from dpa4_flows.execution.stores import embedded_store
+    from dpa4_flows.execution.workdir import flow_path, load_flow
+
+    work = out / WORK_DIR
+    if flow_path(work).exists():
+        # Resume the persisted flow (its uuids), which may differ from this one only in RUN_ONLY settings.
+        persisted = load_flow(work)
+        if flow_fingerprint(persisted, ignore=RUN_ONLY) != flow_fingerprint(flow, ignore=RUN_ONLY):
+            raise RunMismatchError(f"{work} holds the flow of another run (jobs or inputs differ); "
+                                   f"use a new --out, or delete {out} to start over")
+        flow = persisted
+    return run_resumable(flow, embedded_store(out / "jobs.sqlite"), work, progress=progress)
 
 
 def stored_report(store_path: str | Path):

@@ -27,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("jobflow", "dpa4_flows.jobs.batch_relax"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    return screen(ScreenOptions.from_args(args))
+    try:
+        return screen(ScreenOptions.from_args(args))
+    except KeyboardInterrupt:  # before the run started (the run itself says how to resume)
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -18,14 +18,18 @@ in a new process gets new random uuids, so a flow killed half way restarts from 
 
 A kill between "output stored" and "marked done" re-runs that one job on resume; its
 output document is replaced (upsert by uuid and index), so it is still stored once.
-A failed job is recorded with its traceback; jobs that do not need its output go on.
+A failed job is recorded with its traceback; jobs that do not need its output go on. A job
+whose stored JSON cannot be decoded fails the same way (``JobDecodeError``), and, like every
+failed job, is retried only by a later call. A job interrupted by Ctrl-C is given back.
+A lost ``state.sqlite`` is rebuilt from ``flow.json`` and the store (a job whose output is
+stored is done), unless the flow made dynamic jobs, which only that file recorded.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sqlite3
+import signal
 import threading
 import time
 import traceback
@@ -37,9 +41,10 @@ from typing import TYPE_CHECKING
 from tqdm.auto import tqdm
 
 from dpa4_flows.execution.fingerprint import flow_fingerprint
-from dpa4_flows.execution.state import ResumeState
+from dpa4_flows.execution.state import Claim, Heartbeat, ResumeState
 from dpa4_flows.execution.stores import check_persistent
-from dpa4_flows.execution.workdir import STATE_FILE, save_flow
+from dpa4_flows.execution.workdir import (DYNAMIC_FILE, FLOW_FILE, STATE_FILE, RunFileError, flow_path, load_flow,
+                                          mark_dynamic, save_flow)
 
 if TYPE_CHECKING:
     from jobflow import Flow, Job, JobStore
@@ -63,35 +68,59 @@ def _job_names(jobs: list) -> str:
     return json.dumps(sorted(j.name for j in jobs))
 
 
-def _initialise(state: ResumeState, flow: Flow | Job | None, workdir: Path) -> None:
+def _initialise(state: ResumeState, flow: Flow | Job | None, workdir: Path, store: JobStore) -> None:
     """Persist ``flow`` and register its jobs, unless the workdir already holds one."""
     from jobflow.core.flow import get_flow
 
     with state.tx() as c:
         done = state.get_meta("initialised")
-        if flow is None:
-            if not done:
-                raise FlowMismatchError(f"no flow persisted in {workdir}: pass the flow")
+        if flow is None and not done and not flow_path(workdir).exists():
+            raise FlowMismatchError(f"no flow persisted in {workdir}: pass the flow")
+        if flow is None and done:
             return
-        flow = get_flow(flow, allow_external_references=True)
-        jobs = [j for j, _ in flow.iterflow()]
-        fingerprint = flow_fingerprint(flow)
+        if flow is not None:
+            flow = get_flow(flow, allow_external_references=True)
         if done:
+            jobs = [j for j, _ in flow.iterflow()]
             stored = state.get_meta("fingerprint")
             if stored is None:  # a workdir made before fingerprints: compare job names, as then
                 same, what = state.get_meta("signature") == _job_names(jobs), "job names differ"
             else:
-                same, what = stored == fingerprint, "jobs, functions or inputs differ"
+                same, what = stored == flow_fingerprint(flow), "jobs, functions or inputs differ"
             if not same:
                 raise FlowMismatchError(
                     f"{workdir} holds a different flow ({what}); use a new workdir "
                     "or pass flow=None to resume the persisted one")
             return
-        save_flow(workdir, flow)
-        state.add_jobs(c, jobs)
-        state.set_meta(c, "fingerprint", fingerprint)
+        if flow_path(workdir).exists():  # the state file was lost: rebuild it
+            flow = _recover(state, c, flow, workdir, store)
+        else:
+            save_flow(workdir, flow)
+            state.add_jobs(c, [j for j, _ in flow.iterflow()])
+        state.set_meta(c, "fingerprint", flow_fingerprint(flow))
         state.set_meta(c, "initialised", "1")
-        logger.info("persisted flow %s (%d jobs) in %s", flow.uuid, len(jobs), workdir)
+        logger.info("persisted flow %s (%d jobs) in %s", flow.uuid, len(flow.jobs), workdir)
+
+
+def _recover(state: ResumeState, c, flow: Flow | None, workdir: Path, store: JobStore) -> Flow:
+    """Register the persisted flow again after its state file was lost; jobs whose output is in
+    ``store`` are done. Refused if the flow made dynamic jobs (recorded only in the lost file)."""
+    persisted = load_flow(workdir)
+    if flow is not None and flow_fingerprint(flow) != flow_fingerprint(persisted):
+        raise FlowMismatchError(f"{flow_path(workdir)} holds a different flow (jobs, functions or inputs "
+                                "differ); use a new workdir or pass flow=None to resume the persisted one")
+    jobs = [j for j, _ in persisted.iterflow()]
+    static = {(j.uuid, j.index) for j in jobs}
+    stored = {(d["uuid"], d["index"]) for d in store.query({"hosts": persisted.uuid}, properties=["uuid", "index"])}
+    if (workdir / DYNAMIC_FILE).exists() or stored - static:
+        raise RunFileError(
+            f"{workdir / STATE_FILE} is missing and the flow in {workdir} made dynamic jobs that only that file "
+            "recorded: restore it, or start over in a new workdir (the outputs already in the store are kept)")
+    state.add_jobs(c, jobs)
+    state.mark_done(c, stored & static)
+    logger.warning("%s was missing: rebuilt from %s and the store (%d of %d jobs already done)",
+                   workdir / STATE_FILE, FLOW_FILE, len(stored & static), len(jobs))
+    return persisted
 
 
 def _check_store(state: ResumeState, store: JobStore) -> None:
@@ -107,36 +136,30 @@ def _check_store(state: ResumeState, store: JobStore) -> None:
     missing = [k for k in done if tuple(k) not in found]
     if missing:
         raise StoreMismatchError(
-            f"{len(missing)} job(s) recorded done in the workdir have no output in store "
-            f"{store.name}, e.g. uuid {missing[0][0]} index {missing[0][1]}: resume with the "
-            "store the flow started with")
+            f"{len(missing)} job(s) recorded done in {state.path} have no output in store {store.name} "
+            f"(e.g. uuid {missing[0][0]} index {missing[0][1]}); the store was deleted or is another one: "
+            f"resume with the store the flow started with, or delete {state.path} to recompute what is missing")
 
 
-class _Heartbeat:
-    """Renews this worker's lease on its current job from a thread, while the job runs."""
+class _CtrlC:
+    """Ctrl-C raises ``KeyboardInterrupt`` as usual and is also remembered, so that library code that swallows
+    it (CPython's ``copyreg`` has a bare ``except``) cannot make the worker go on to the next job. Only in the
+    main thread, and only over Python's default handler."""
 
-    def __init__(self, path: Path, worker: str, lease_s: float):
-        self.path, self.worker, self.lease_s = path, worker, lease_s
-        self.seq: int | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
+    def __init__(self):
+        self.seen = False
+        self.active = (threading.current_thread() is threading.main_thread()
+                       and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+        if self.active:
+            signal.signal(signal.SIGINT, self._handle)
 
-    def _loop(self) -> None:
-        state = ResumeState(self.path)
-        try:
-            while not self._stop.wait(self.lease_s / 4):
-                if self.seq is not None:
-                    try:
-                        state.renew(self.seq, self.worker, self.lease_s)
-                    except sqlite3.OperationalError as err:  # busy for > timeout: retry later
-                        logger.warning("could not renew the lease on job row %s: %s", self.seq, err)
-        finally:
-            state.close()
+    def _handle(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
+    def close(self) -> None:
+        if self.active:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _outputs(store: JobStore, summary: dict[str, dict]) -> None:
@@ -195,7 +218,7 @@ def run_resumable(flow: Flow | Job | None, store: JobStore, workdir: str | os.Pa
     worker = f"{os.uname().nodename}:{os.getpid()}:{uuidlib.uuid4().hex[:8]}"
     store.connect()
     try:
-        _initialise(state, flow, workdir)
+        _initialise(state, flow, workdir, store)
         _check_store(state, store)
         if retry_failed and (n := state.reset_failed()):
             logger.info("retrying %d failed or skipped job(s)", n)
@@ -217,22 +240,57 @@ def run_resumable(flow: Flow | Job | None, store: JobStore, workdir: str | os.Pa
     return summary
 
 
+class JobDecodeError(ValueError):
+    """A job's stored JSON cannot be turned back into a job (broken JSON, or its code moved)."""
+
+
+def _run_claim(state: ResumeState, store: JobStore, claim: Claim, run_dir: Path, workdir: Path,
+               create_folders: bool) -> bool:
+    """Rebuild, run and record one claimed job; a failure (decoding included) is recorded, not raised.
+    Returns False if the claim was lost meanwhile."""
+    from contextlib import chdir
+
+    from jobflow import Job
+    from monty.json import MontyDecoder
+
+    try:
+        try:
+            job = MontyDecoder().decode(claim.job)
+        except Exception as err:
+            job = err
+        if not isinstance(job, Job):
+            raise JobDecodeError(f"cannot rebuild job {claim.name!r} (uuid {claim.uuid}) from its stored JSON "
+                                 f"({type(job).__name__}: {str(job)[:200]}): was its function moved or renamed? "
+                                 "Restore the code, or start over in a new workdir")
+        job_dir = run_dir
+        if create_folders:
+            job_dir = run_dir / f"{claim.name}-{claim.uuid}-{claim.idx}"
+            job_dir.mkdir(parents=True, exist_ok=True)
+        with chdir(job_dir):
+            response = job.run(store=store, job_dir=job_dir)
+    except Exception:
+        error = traceback.format_exc()
+        logger.error("job %s (%s, index %d) failed:\n%s", claim.name, claim.uuid, claim.idx, error)
+        return state.fail(claim, error)
+    if response.replace is not None or response.detour is not None or response.addition is not None:
+        mark_dynamic(workdir)  # before the state records them: see workdir.DYNAMIC_FILE
+    return state.finish(claim, response)
+
+
 def _work(state: ResumeState, store: JobStore, workdir: Path, run_dir: Path, worker: str,
           lease_s: float, poll_s: float, create_folders: bool, progress: bool,
           max_jobs: int | None) -> int:
     """The worker loop: claim, run, record; returns the number of jobs this worker ran."""
-    from contextlib import chdir
-
-    from monty.json import MontyDecoder
-
-    heartbeat = _Heartbeat(workdir / STATE_FILE, worker, lease_s)
+    heartbeat = Heartbeat(workdir / STATE_FILE, worker, lease_s)
     counts = state.counts()
     bar = tqdm(total=sum(counts.values()), initial=sum(counts.values()) - counts.get("pending", 0)
                - counts.get("running", 0), desc="jobs", unit="job",
                disable=None if progress else True)
-    n_run, last_refresh = 0, time.monotonic()
+    n_run, last_refresh, ctrl_c = 0, time.monotonic(), _CtrlC()
     try:
         while max_jobs is None or n_run < max_jobs:
+            if ctrl_c.seen:
+                raise KeyboardInterrupt  # a Ctrl-C that the last job swallowed
             if state.get_meta("stopped"):
                 logger.info("a job asked to stop the flow (stop_jobflow)")
                 break
@@ -252,21 +310,11 @@ def _work(state: ResumeState, store: JobStore, workdir: Path, run_dir: Path, wor
                 logger.error("%d job(s) wait on outputs nothing will produce: skipped", n)
                 break
             heartbeat.seq = claim.seq
-            job = MontyDecoder().decode(claim.job)
-            job_dir = run_dir
-            if create_folders:
-                job_dir = run_dir / f"{claim.name}-{claim.uuid}-{claim.idx}"
-                job_dir.mkdir(parents=True, exist_ok=True)
             try:
-                with chdir(job_dir):
-                    response = job.run(store=store, job_dir=job_dir)
-            except Exception:
-                error = traceback.format_exc()
-                logger.error("job %s (%s, index %d) failed:\n%s", claim.name, claim.uuid,
-                             claim.idx, error)
-                recorded = state.fail(claim, error)
-            else:
-                recorded = state.finish(claim, response)
+                recorded = _run_claim(state, store, claim, run_dir, workdir, create_folders)
+            except BaseException:  # Ctrl-C, SystemExit: give the job back for the next call
+                state.unclaim(claim)
+                raise
             if not recorded:
                 logger.warning("lost the claim on %s (%s): its lease ran out and another worker "
                                "took it over; that worker records it", claim.name, claim.uuid)
@@ -279,6 +327,7 @@ def _work(state: ResumeState, store: JobStore, workdir: Path, run_dir: Path, wor
                 bar.n = bar.total - counts.get("pending", 0) - counts.get("running", 0)
                 bar.refresh()
     finally:
+        ctrl_c.close()
         heartbeat.stop()
         bar.close()
     return n_run

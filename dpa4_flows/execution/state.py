@@ -15,20 +15,26 @@ One sqlite file per workdir (``<workdir>/state.sqlite``, WAL mode). Tables:
 
 A job is claimed inside a ``BEGIN IMMEDIATE`` transaction (sqlite's write lock), so two
 workers never claim the same job. A claim holds a lease the worker renews; a claim whose
-lease ran out, or whose process is gone (same host), is taken over.
+lease ran out, or whose process is gone (same host), is taken over; a ``Heartbeat`` thread renews
+the lease of the job a worker runs.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sqlite3
+import threading
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from dpa4_flows.execution.sqlite_db import open_sqlite, write_transaction
+from dpa4_flows.execution.workdir import FLOW_FILE, RunFileError
+
+logger = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -83,11 +89,18 @@ class ResumeState:
 
     def __init__(self, path: Path, timeout: float = 120.0):
         self.path = Path(path)
-        self.conn = open_sqlite(self.path, timeout)
-        with self.tx() as c:
-            for stmt in SCHEMA.split(";"):
-                if stmt.strip():
-                    c.execute(stmt)
+        try:
+            self.conn = open_sqlite(self.path, timeout)
+            with self.tx() as c:
+                for stmt in SCHEMA.split(";"):
+                    if stmt.strip():
+                        c.execute(stmt)
+        except sqlite3.DatabaseError as err:
+            if isinstance(err, sqlite3.OperationalError) and "locked" in str(err):
+                raise  # busy, not broken
+            raise RunFileError(
+                f"{self.path} is not a readable run state database ({err}); delete it (the next run "
+                f"rebuilds it from {FLOW_FILE} and the store, without rerunning stored jobs)") from err
 
     def close(self) -> None:
         self.conn.close()
@@ -222,6 +235,18 @@ class ResumeState:
             c.execute("UPDATE uuids SET status = 'failed' WHERE uuid = ?", (claim.uuid,))
         return True
 
+    def unclaim(self, claim: Claim) -> None:
+        """Give an interrupted job back (pending), so the next call runs it at once."""
+        with self.tx() as c:
+            c.execute("UPDATE jobs SET state = 'pending' WHERE seq = ? AND worker = ? AND state = 'running'",
+                      (claim.seq, claim.worker))
+
+    @staticmethod
+    def mark_done(c: sqlite3.Connection, keys: set[tuple[str, int]]) -> None:
+        """Record jobs ``(uuid, index)`` as done without running them (their output is stored)."""
+        c.executemany("UPDATE jobs SET state = 'done' WHERE uuid = ? AND idx = ?", sorted(keys))
+        c.executemany("UPDATE uuids SET status = 'done' WHERE uuid = ?", sorted({(u,) for u, _ in keys}))
+
     def reset_failed(self) -> int:
         """Put failed and skipped jobs back to pending (a new attempt); returns how many."""
         with self.tx() as c:
@@ -266,3 +291,30 @@ class ResumeState:
 
     def done_keys(self) -> list[tuple[str, int]]:
         return self.conn.execute("SELECT uuid, idx FROM jobs WHERE state = 'done'").fetchall()
+
+
+class Heartbeat:
+    """Renews this worker's lease on its current job from a thread, while the job runs."""
+
+    def __init__(self, path: Path, worker: str, lease_s: float):
+        self.path, self.worker, self.lease_s = path, worker, lease_s
+        self.seq: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        state = ResumeState(self.path)
+        try:
+            while not self._stop.wait(self.lease_s / 4):
+                if self.seq is not None:
+                    try:
+                        state.renew(self.seq, self.worker, self.lease_s)
+                    except sqlite3.OperationalError as err:  # busy for > timeout: retry later
+                        logger.warning("could not renew the lease on job row %s: %s", self.seq, err)
+        finally:
+            state.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
