@@ -37,7 +37,7 @@ def snapshot(
 
     Args:
         positions: ``[n_atoms, 3]`` Cartesian (A). cell: ``[3, 3]`` rows (A; ignored for a non-periodic system).
-        energy: eV. forces: ``[n_atoms, 3]`` eV/A. stress: ``[3, 3]`` eV/A^3, ASE sign (periodic only).
+        energy: eV. forces: ``[n_atoms, 3]`` eV/A. stress: ``[3, 3]`` eV/A^3, ASE sign (any periodic direction).
     """
     atoms = template.copy()
     if atoms.pbc.any():
@@ -45,7 +45,8 @@ def snapshot(
     atoms.set_positions(positions)
     if energy is not None:
         results = {"energy": energy, "free_energy": energy, "forces": forces}
-        if atoms.pbc.all():
+        # Slabs and wires have ASE's stress too (virial over the whole cell), unless the cell has no volume.
+        if atoms.pbc.any() and stress is not None and atoms.cell.volume > 0:
             results["stress"] = full_3x3_to_voigt_6_stress(stress)
         atoms.calc = SinglePointCalculator(atoms, **results)
     return atoms
