@@ -20,6 +20,7 @@ from dpa4_core.commands.common import add_command, format_table, print_json, pro
     structure_labels
 
 _SINGLE_FILE = (".xyz", ".extxyz")
+_VASP_NAMES = ("POSCAR", "CONTCAR", "CENTCAR", "OUTCAR", "XDATCAR")  # ase.io.read takes *POSCAR*.extxyz for VASP
 
 
 def _ase_relax(structures, args) -> list:
@@ -81,10 +82,12 @@ def rows(labels, inputs, results) -> list[dict]:
 
 
 def _output_paths(out: Path, files: list[str]) -> list[Path]:
-    """One extxyz per input file in the folder ``out`` (``<stem>_relaxed.extxyz``, numbered if stems repeat)."""
+    """One extxyz per input file in the folder ``out`` (``<stem>_relaxed.extxyz``, numbered if stems repeat;
+    VASP names in lower case, ``poscar_relaxed.extxyz``, which ``ase.io.read`` reads as extxyz)."""
     paths, seen = [], set()
     for index, file in enumerate(files):
         stem = Path(file).name.split(".")[0] or "structure"
+        stem = stem.lower() if any(name in stem for name in _VASP_NAMES) else stem
         name = f"{stem}_relaxed.extxyz" if stem not in seen else f"{stem}_{index}_relaxed.extxyz"
         seen.add(stem)
         paths.append(out / name)
