@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from dpa4_core.commands.common import add_command, format_table, print_json
+from dpa4_core.commands.common import add_command, format_table, print_json, progress
 
 _OVERALL = (("energy", "energy_mae_mev_per_atom", "energy_rmse_mev_per_atom", "meV/atom", "n_frames"),
             ("forces", "force_mae_mev_per_a", "force_rmse_mev_per_a", "meV/A", "n_atoms"),
@@ -17,7 +17,8 @@ _OVERALL = (("energy", "energy_mae_mev_per_atom", "energy_rmse_mev_per_atom", "m
 def tables(result: dict) -> str:
     """The overall, per-subset and per-element tables of a :meth:`EvalReport.to_dict`."""
     overall = format_table(["quantity", "MAE", "RMSE", "unit", "count"],
-                           [[name, result[mae], result[rmse], unit, result[n]] for name, mae, rmse, unit, n in _OVERALL],
+                           [[name, result[mae], result[rmse], unit, result[n]]
+                            for name, mae, rmse, unit, n in _OVERALL],
                            digits=3)
     subsets = format_table(
         ["subset", "frames", "E MAE", "E RMSE", "F MAE", "F RMSE", "S MAE", "S RMSE"],
@@ -40,7 +41,8 @@ def _cmd_eval(args) -> int:
 
     read = {k: v for k, v in (("format", args.format), ("stress_unit", args.stress_unit)) if v is not None}
     report = evaluate_report(args.checkpoint, args.data, batch_size=args.batch_size, dtype=args.dtype,
-                             allow_untrained_elements=args.allow_untrained_elements, **read)
+                             allow_untrained_elements=args.allow_untrained_elements, progress=progress(args),
+                             **read)
     result = report.to_dict()
     if args.predictions is not None:
         path = report.write_predictions(args.predictions)

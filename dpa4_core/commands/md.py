@@ -12,8 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from dpa4_core.commands.common import StructureFileError, add_command, format_table, print_json, progress, \
-    read_structures
+from dpa4_core.commands.common import (
+    StructureFileError,
+    add_command,
+    format_table,
+    print_json,
+    progress,
+    read_structures,
+)
 
 
 def summary(log, n_atoms: int, ensemble: str) -> dict:

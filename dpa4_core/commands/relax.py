@@ -16,8 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from dpa4_core.commands.common import add_command, format_table, print_json, progress, read_structures, \
-    structure_labels
+from dpa4_core.commands.common import (
+    add_command,
+    format_table,
+    print_json,
+    progress,
+    read_structures,
+    structure_labels,
+)
 
 _SINGLE_FILE = (".xyz", ".extxyz")
 _VASP_NAMES = ("POSCAR", "CONTCAR", "CENTCAR", "OUTCAR", "XDATCAR")  # ase.io.read takes *POSCAR*.extxyz for VASP
@@ -50,7 +56,7 @@ def _ase_relax(structures, args) -> list:
             atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces,
                                                **({"stress": stress} if atoms.pbc.any() else {}))
             results.append(RelaxResult(atoms, float(energy), forces, stress, int(opt.nsteps), converged, fmax))
-        except Exception as exc:  # one structure's failure must not stop the others; reported in the table
+        except Exception as exc:  # noqa: BLE001 - one failure must not stop the others (it is in the table)
             results.append(RelaxResult(atoms, None, None, None, 0, False, float("nan"),
                                        error=f"{type(exc).__name__}: {exc}"))
     return results
@@ -60,7 +66,8 @@ def _batched_relax(structures, args) -> list:
     from dpa4_core.dynamics import relax_batch
 
     return relax_batch(structures, args.model, fmax=args.fmax, max_steps=args.steps, relax_cell=args.cell,
-                       optimizer=args.optimizer, dtype=args.dtype, device=args.device, progress=progress(args),
+                       optimizer=args.optimizer, dtype=args.dtype, device=args.device,
+                       progress=progress(args),
                        allow_untrained_elements=args.allow_untrained_elements)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from ase.data import chemical_symbols
+from tqdm.auto import tqdm
 
 from dpa4_core.data.labels import check_energy_scale
 from dpa4_core.model.domain import check_elements
@@ -112,12 +113,15 @@ def _voigt(stress: np.ndarray) -> np.ndarray:
     return stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]].copy()
 
 
-def predict(model, dataset: FrameDataset, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def predict(model, dataset: FrameDataset, batch_size: int = 8,
+            progress: bool | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Energies ``[F]``, forces ``[N,3]`` and stresses ``[F,3,3]`` of ``model`` on ``dataset`` (float64 numpy),
-    batched in order exactly as :func:`dpa4_core.train.trainer.run_validation` does."""
+    batched in order exactly as :func:`dpa4_core.train.trainer.run_validation` does; a tqdm bar over batches
+    (``progress`` None: only on a terminal)."""
     dtype, device = model_dtype(model), next(model.parameters()).device
     energy, forces, stress = [], [], []
-    for start in range(0, len(dataset), batch_size):
+    starts = range(0, len(dataset), batch_size)
+    for start in tqdm(starts, desc="eval", unit="batch", disable=None if progress is None else not progress):
         batch, _ = dataset.batch(range(start, min(start + batch_size, len(dataset))), model.config.cutoff, dtype,
                                  device)
         out = model(batch)
@@ -138,13 +142,15 @@ def _subset_names(source, dataset: FrameDataset) -> list[str]:
 
 
 def evaluate_report(checkpoint_or_model, sources, batch_size: int = 8, dtype: str | torch.dtype | None = None,
-                    allow_untrained_elements: bool = False, **read_kwargs) -> EvalReport:
+                    allow_untrained_elements: bool = False, progress: bool | None = None,
+                    **read_kwargs) -> EvalReport:
     """Errors of a model on labelled frames, overall, per subset and per element (see the module docstring).
 
     Args:
         checkpoint_or_model: a checkpoint path or a loaded model.
         sources: a path or a list of paths (files or folders that :func:`load_dataset` reads); each is a subset.
         batch_size, dtype, allow_untrained_elements, read_kwargs: as :func:`dpa4_core.train.evaluate`.
+        progress: a bar over batches on stderr; None = only on a terminal.
 
     Raises:
         UntrainedElementError, DataError: as :func:`dpa4_core.train.evaluate`.
@@ -163,6 +169,6 @@ def evaluate_report(checkpoint_or_model, sources, batch_size: int = 8, dtype: st
     dataset.n_dropped = sum(p.n_dropped for p in parts)
     where = f"evaluation data {', '.join(str(s) for s in sources)}"
     check_elements(model, dataset.elements, allow_untrained_elements, where=where)
-    energy, forces, stress = predict(model, dataset, batch_size)
+    energy, forces, stress = predict(model, dataset, batch_size, progress)
     check_energy_scale(dataset.energy / dataset.n_atoms, energy / dataset.n_atoms, dataset.n_atoms, where=where)
     return EvalReport(dataset, energy, forces, stress, np.concatenate(subset), names)

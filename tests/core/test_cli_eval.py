@@ -69,7 +69,7 @@ def _check(printed: dict, expected: dict):
 
 
 def test_eval_errors_match_the_calculator_overall_per_subset_and_per_element(data, capsys):
-    tmp, sources = data
+    _, sources = data
     assert main(["eval", CK, *sources, "--dtype", "float64", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     rows = _reference(sources)
