@@ -135,12 +135,19 @@ def test_relax_batched_matches_ase_and_the_calculator(tmp_path, capsys):
 
 
 def test_relax_writes_one_file_per_input_into_a_folder(tmp_path, capsys):
-    ase.io.write(tmp_path / "POSCAR", _nb_cells(1)[0], format="vasp")
-    assert main(["relax", str(tmp_path / "POSCAR"), "--model", CK, "--no-cell", "--out", str(tmp_path / "out")]) == 0
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    first, second = _nb_cells(2)
+    ase.io.write(tmp_path / "POSCAR", first, format="vasp")
+    (tmp_path / "nb.json").write_text(json.dumps(AseAtomsAdaptor.get_structure(second).as_dict()))
+    assert main(["relax", str(tmp_path / "POSCAR"), str(tmp_path / "nb.json"), "--model", CK, "--no-cell",
+                 "--out", str(tmp_path / "out")]) == 0
     table = capsys.readouterr().out
-    assert "converged" in table and "yes" in table
-    (written,) = ase.io.read(tmp_path / "out" / "poscar_relaxed.extxyz", index=":")
-    assert np.allclose(written.cell.array, _nb_cells(1)[0].cell.array)  # --no-cell kept it
+    assert "converged" in table and table.count(" yes ") == 2
+    for name, before in (("poscar_relaxed.extxyz", first), ("nb_relaxed.extxyz", second)):
+        (written,) = ase.io.read(tmp_path / "out" / name, index=":")  # read back without naming the format
+        assert np.allclose(written.cell.array, before.cell.array)  # --no-cell kept it
+        assert written.info["converged"] and np.abs(written.get_forces()).max() < 0.05
 
 
 def test_md_nve_summary_and_extxyz_trajectory(tmp_path, capsys):
