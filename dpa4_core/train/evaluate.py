@@ -1,4 +1,5 @@
-"""``evaluate(checkpoint_or_model, data)``: energy, force and stress errors of a model on labelled data."""
+"""``evaluate(checkpoint_or_model, data)``: energy, force and stress errors of a model on labelled data (MAE; for
+RMSE, per-subset and per-element tables and per-frame predictions see :mod:`dpa4_core.train.evaluate_report`)."""
 
 from __future__ import annotations
 
@@ -37,11 +38,7 @@ def evaluate(checkpoint_or_model, data, batch_size: int = 8, dtype: str | torch.
         UntrainedElementError: the data holds elements the model was not trained on.
         DataError: labels in the wrong units (:func:`dpa4_core.data.labels.check_units`), named.
     """
-    model = checkpoint_or_model
-    if isinstance(model, str | Path):
-        model = load_checkpoint(model)
-    if dtype is not None:
-        model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+    model = load_model(checkpoint_or_model, dtype)
     r_min = float(getattr(model.config, "r_in", 0.0))
     dataset = data if isinstance(data, FrameDataset) else load_dataset(data, r_min=r_min, **read_kwargs)
     check_elements(model, dataset.elements, allow_untrained_elements, where=f"evaluation data {_name(data)}")
@@ -54,6 +51,16 @@ def evaluate(checkpoint_or_model, data, batch_size: int = 8, dtype: str | torch.
     metrics = accumulator.result()
     metrics["n_dropped"] = dataset.n_dropped
     return metrics
+
+
+def load_model(checkpoint_or_model, dtype: str | torch.dtype | None = None) -> torch.nn.Module:
+    """The model itself or the one in a checkpoint, cast to ``dtype`` when given."""
+    model = checkpoint_or_model
+    if isinstance(model, str | Path):
+        model = load_checkpoint(model)
+    if dtype is not None:
+        model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+    return model
 
 
 def _name(data) -> str:

@@ -108,3 +108,12 @@ class MetricLog:
         if self.enabled:
             with self.path.open("a") as stream:
                 stream.write(json.dumps(record) + "\n")
+
+
+def validation_line(step: int, epoch: float, loss: float, lr: float, metrics: dict) -> str:
+    """The progress line printed (stderr) at each validation: step, epoch, training loss, learning rate and the
+    validation energy and force MAEs (the same numbers ``metrics.jsonl`` records)."""
+    stress = metrics.get("stress_mae_gpa")
+    return (f"valid step {step:>6d}  epoch {epoch:7.2f}  loss {loss:.4g}  lr {lr:.3g}  "
+            f"E MAE {metrics['energy_mae_mev_per_atom']:.2f} meV/atom  F MAE {metrics['force_mae_mev_per_a']:.1f} meV/A"
+            + (f"  S MAE {stress:.3f} GPa" if stress is not None else ""))

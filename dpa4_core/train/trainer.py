@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from dpa4_core.train.run_state import (
     fingerprint,
     load_state,
     save_state,
+    validation_line,
 )
 from dpa4_core.train.schedule import EMA, wsd_lr, wsd_lr_at
 from dpa4_core.train.setup import (
@@ -242,6 +244,9 @@ def _run(ctx, config, model, train_set, valid_set, test_set, callback, extra_met
                 metrics = run_validation(model, valid_set, config.valid_batch_size,
                                          max_frames=config.max_valid_frames).result()
             log.write({"step": done, "split": "valid", **metrics})
+            if config.progress:  # one line per validation on stderr, above the bar
+                bar.write(validation_line(done, done * config.batch_size / len(train_set), parts["total"], lr,
+                                          metrics), file=sys.stderr)
             if _score(metrics) < best_score:
                 best_score, best_metrics = _score(metrics), metrics
                 save_model(out / "best.pt", done, metrics)

@@ -56,16 +56,41 @@ def test_train_prints_paths_and_metrics(trained):
 def test_eval_console_script_matches_python_api(trained):
     tmp, _ = trained
     checkpoint = tmp / "run" / "best.pt"
-    proc = subprocess.run([sys.executable, "-m", "dpa4_core.cli", "eval", str(checkpoint), MO],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    # float64: evaluate() rounds the labels to the model's dtype, the CLI keeps them in float64 (1e-4 meV apart)
+    argv = [sys.executable, "-m", "dpa4_core.cli", "eval", str(checkpoint), MO, "--dtype", "float64"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr
     printed = json.loads(proc.stdout)
     assert set(printed) >= {"energy_mae_mev_per_atom", "force_mae_mev_per_a", "stress_mae_gpa", "n_frames",
                             "n_atoms", "n_stress_frames"}
     assert printed["n_frames"] == printed["n_stress_frames"] == 11
-    expected = evaluate(checkpoint, MO)
+    expected = evaluate(checkpoint, MO, dtype="float64")
     for key in ("energy_mae_mev_per_atom", "force_mae_mev_per_a", "stress_mae_gpa"):
         assert printed[key] == pytest.approx(expected[key], rel=1e-6)
+
+
+def test_train_prints_one_line_per_validation_on_stderr(tmp_path, capsys):
+    """With progress on, each validation prints step, epoch, loss, lr and the validation MAEs that metrics.jsonl
+    records; stdout stays the JSON result and the log keeps its keys."""
+    config = tmp_path / "train.yaml"
+    config.write_text(YAML.format(data=MO, out=tmp_path / "run").replace("progress: false", "progress: true")
+                      .replace("steps: 2", "steps: 4"))
+    assert main(["train", str(config)]) == 0
+    captured = capsys.readouterr()
+    json.loads(captured.out)
+    lines = [line for line in captured.err.splitlines() if line.startswith("valid step")]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in records if r["split"] == "valid"]
+    train = {r["step"]: r for r in records if r["split"] == "train"}
+    assert len(lines) == len(valid) == 2
+    for line, record in zip(lines, valid):
+        step = record["step"]
+        assert line.split()[2] == str(step) and f"epoch {step * 2 / 8:7.2f}" in line  # 8 training frames
+        assert f"loss {train[step]['loss']['total']:.4g}" in line and f"lr {train[step]['lr']:.3g}" in line
+        assert f"E MAE {record['energy_mae_mev_per_atom']:.2f} meV/atom" in line
+        assert f"F MAE {record['force_mae_mev_per_a']:.1f} meV/A" in line
+        assert set(record) == {"step", "split", "energy_mae_mev_per_atom", "force_mae_mev_per_a", "stress_mae_gpa",
+                               "n_frames", "n_atoms", "n_stress_frames"}
 
 
 def test_finetune_from_flag(trained, capsys, tmp_path):
@@ -151,12 +176,12 @@ def test_an_import_error_inside_dpa4_is_raised_not_swallowed(monkeypatch):
 
 
 def test_missing_dependency_while_a_command_runs_exits_1(monkeypatch, capsys):
-    import dpa4_core.train
+    import dpa4_core.train.evaluate_report
 
     def needs_jobflow_remote(*args, **kwargs):
         raise ModuleNotFoundError("No module named 'jobflow_remote'", name="jobflow_remote")
 
-    monkeypatch.setattr(dpa4_core.train, "evaluate", needs_jobflow_remote)
+    monkeypatch.setattr(dpa4_core.train.evaluate_report, "evaluate_report", needs_jobflow_remote)
     assert main(["eval", "x.pt", MO]) == 1
     assert "pip install 'dpa4[distributed]'" in capsys.readouterr().err
 
