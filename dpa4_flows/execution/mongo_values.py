@@ -65,23 +65,27 @@ def hkey(value: Any) -> Any:
 
 
 def leaves(value: Any, parts: list[str], i: int = 0) -> list[Any]:
-    """Values a dotted key reaches in ``value`` (``MISSING`` where a branch has no such field)."""
+    """Values a dotted key reaches in ``value``; ``MISSING`` where an object lacks the field.
+
+    A numeric part indexes an array; any other part looks into each object element of an
+    array (not into nested arrays); a scalar on the way yields nothing (mongomock's reading:
+    ``{"a.b": None}`` does not match ``{"a": 1}``).
+    """
     if i == len(parts):
         return [value]
     part = parts[i]
     if isinstance(value, dict):
         return leaves(value[part], parts, i + 1) if part in value else [MISSING]
     if isinstance(value, list):
-        out: list[Any] = []
         if part.isdigit():
             index = int(part)
-            if index < len(value):
-                out.extend(leaves(value[index], parts, i + 1))
+            return leaves(value[index], parts, i + 1) if index < len(value) else []
+        out: list[Any] = []
         for element in value:
             if isinstance(element, dict):
                 out.extend(leaves(element, parts, i))
-        return out or [MISSING]
-    return [MISSING]
+        return out
+    return []
 
 
 def _scalar_key(value: Any) -> tuple:
@@ -109,4 +113,6 @@ def sort_key(doc: dict, parts: list[str], descending: bool) -> tuple:
             keys.extend(_scalar_key(v) for v in leaf)
         else:
             keys.append(_scalar_key(leaf))
+    if not keys:
+        keys.append((NULL,))
     return max(keys) if descending else min(keys)
