@@ -41,16 +41,20 @@ class QueryTooDeepError(UnsupportedQueryError):
 
 def check_values(criteria: Any) -> None:
     """Refuse nesting deeper than ``MAX_DEPTH`` and integers outside int64 (no recursion)."""
+    containers = (dict, list, tuple, set, frozenset)
     stack = [(criteria, 0)]
     while stack:
         value, depth = stack.pop()
-        if isinstance(value, (dict, list, tuple, set, frozenset)):
-            if depth >= MAX_DEPTH:
-                raise QueryTooDeepError(f"query nested deeper than {MAX_DEPTH} levels")
-            items = value.values() if isinstance(value, dict) else value
-            stack.extend((v, depth + 1) for v in items)
-        elif isinstance(value, int) and not isinstance(value, bool) and not INT64[0] <= value <= INT64[1]:
-            raise UnsupportedQueryError(f"query integer {value} does not fit in 64 bits")
+        if depth >= MAX_DEPTH:
+            raise QueryTooDeepError(f"query nested deeper than {MAX_DEPTH} levels")
+        for v in value.values() if isinstance(value, dict) else value:
+            kind = type(v)
+            if kind is str or kind is float:
+                continue
+            if isinstance(v, containers):
+                stack.append((v, depth + 1))
+            elif kind is int and not INT64[0] <= v <= INT64[1]:
+                raise UnsupportedQueryError(f"query integer {v} does not fit in 64 bits")
 
 
 def compile_query(criteria: dict | None) -> Predicate:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dpa4_flows.execution.mongo_json import INT64, dump_json, load_json  # noqa: F401 (re-exported)
-from dpa4_flows.execution.mongo_regex import UnsupportedQueryError  # noqa: F401 (re-exported)
+from dpa4_flows.execution.mongo_regex import UnsupportedQueryError
 
 #: Declared index keys: plain identifiers joined by dots (the only keys written into SQL text).
 KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -30,7 +30,7 @@ KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 LOW_CARDINALITY = ("index", "job_index")
 
 
-class InvalidIndexKeyError(ValueError):
+class InvalidIndexKeyError(UnsupportedQueryError):
     """An index key outside ``KEY_RE``."""
 
 
