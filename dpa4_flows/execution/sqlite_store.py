@@ -48,9 +48,6 @@ from dpa4_flows.execution.sqlite_db import (ReadOnlyStoreError, StoreFileError, 
 from dpa4_flows.execution.sqlite_query import (UnsupportedQueryError, check_index_key, dump_json, field_sql,
                                                get_field, load_json, prefilter, prefixes, project)
 
-__all__ = ["SQLiteStore", "InvalidStoreNameError", "UnsupportedQueryError", "StoreFileError",
-           "ReadOnlyStoreError", "DEFAULT_INDEXES"]
-
 logger = logging.getLogger(__name__)
 
 #: Keys indexed in every collection: what ``JobStore`` and its additional stores query.
@@ -156,8 +153,6 @@ class SQLiteStore(Store):
         """Use ``other``'s connection (same file), so both stores write in one transaction."""
         if other.database_path != self.database_path:
             raise StoreError(f"{self.name} cannot share the connection of {other.name}")
-        if self._conn is not None and self._conn is other._collection:
-            return
         self.close()
         self._ro = other._ro
         self.attach(other._collection, owner=False)
