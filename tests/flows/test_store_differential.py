@@ -75,16 +75,38 @@ def _walk(query):
 
 
 def _excluded(query: dict) -> bool:
-    """Corners where mongomock 4.3 departs from MongoDB, so it cannot be the oracle there:
+    """Corners where mongomock 4.3 departs from MongoDB, so it cannot be the oracle there
+    (:func:`_bool_vs_number` and :func:`_plain_sort_values` too):
 
     - ``{"a": {}}`` matches documents *without* ``a`` in mongomock (MongoDB: only ``a == {}``);
     - ``$not`` on a dotted path through a null (``{"a.b": {"$not": {"$exists": True}}}`` on
       ``{"a": None}``) is always false in mongomock; MongoDB negates (``$not $exists`` == ``$exists: False``).
       Excluded: ``$not`` on dotted keys, and ``$not`` of a condition holding None.
+    - booleans equal 0/1 in mongomock (Python's ``True == 1``): ``{"a": True}`` finds ``{"a": 1}``;
+      MongoDB never equates a boolean and a number. Excluded when one side holds a boolean and
+      the other a number equal to 0 or 1.
     """
     return any(v == {} and not k.startswith("$")
                or isinstance(v, dict) and "$not" in v and "." in k
                or k == "$not" and None in _flat(v) for k, v in _walk(query))
+
+
+def _scalars(value):
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return [x for v in value for x in _scalars(v)]
+    return [value]
+
+
+def _bool_vs_number(docs: list[dict], query: dict) -> bool:
+    def kinds(flat):
+        return (any(isinstance(x, bool) for x in flat),
+                any(not isinstance(x, bool) and isinstance(x, (int, float)) and x in (0, 1) for x in flat))
+    q_bool, q_num = kinds([x for k, v in _walk(query) if k != "$exists" and not isinstance(v, dict)
+                           for x in _scalars(v)])
+    d_bool, d_num = kinds(_scalars(docs))
+    return q_bool and d_num or q_num and d_bool
 
 
 def _flat(value):
@@ -114,12 +136,12 @@ def _mongo(coll, query, sort, skip, limit):
 QUERIES_PER_EXAMPLE = 4
 
 
-@settings(max_examples=-(-N_CASES // 3), deadline=None, derandomize=True, database=None,
+@settings(max_examples=N_CASES * 3 // 7, deadline=None, derandomize=True, database=None,
           suppress_health_check=list(HealthCheck))
 @given(docs=DOCS, queries=st.lists(st.tuples(FILTERS, SORTS, st.integers(0, 2), st.integers(0, 3)),
                                    min_size=QUERIES_PER_EXAMPLE, max_size=QUERIES_PER_EXAMPLE))
 def test_queries_equal_mongomock(stores, docs, queries):
-    """Each example: one random collection, four random queries (2,000 cases: 667 examples, ~25% of queries hit an excluded corner)."""
+    """Each example: one random collection, four random queries (857 examples for 2,000 cases: ~30% of queries hit an excluded corner)."""
     lite, db = stores
     docs = [{**d, "k": i} for i, d in enumerate(docs)]
     lite.remove_docs({})
@@ -129,7 +151,7 @@ def test_queries_equal_mongomock(stores, docs, queries):
     if docs:
         coll.insert_many([dict(d) for d in docs])
     for query, sort, skip, limit in queries:
-        if _excluded(query) or not _plain_sort_values(docs, sort):
+        if _excluded(query) or _bool_vs_number(docs, query) or not _plain_sort_values(docs, sort):
             continue
         expected = _mongo(coll, query, sort, skip, limit)
         got = [d["k"] for d in lite.query(query, properties=["k"], sort=dict([sort]) if sort else None,
@@ -144,4 +166,4 @@ CASES: list[int] = []
 def test_case_count_is_reported():
     """Runs after the property test: the number of query comparisons actually made."""
     print(f"\ndifferential cases compared with mongomock: {len(CASES)}")
-    assert len(CASES) >= 0.9 * N_CASES or not CASES
+    assert len(CASES) >= N_CASES or not CASES
