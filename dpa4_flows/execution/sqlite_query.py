@@ -1,226 +1,118 @@
-"""MongoDB filter -> SQL over JSON documents, for ``SQLiteStore`` (see its module docstring).
+"""SQL for ``SQLiteStore``: only what is safe and indexable; MongoDB semantics live in Python.
 
-A document is one JSON text column ``doc``; a dotted key ``a.b.0`` is the JSON path
-``$."a"."b"[0]`` read with ``json_extract``. The text of ``field_sql(key)`` is exactly the
-expression indexed by ``CREATE INDEX``, so sqlite's planner can match the two.
+Filters are evaluated by :mod:`dpa4_flows.execution.mongo_match` on decoded documents. SQL only
+narrows the rows to read (a *prefilter*, always a superset of the answer) through the expression
+indexes ``json_extract(doc, '$."key"')`` on declared keys. No user text ever reaches SQL text:
 
-Public API (all ``SQLiteStore`` uses): :func:`compile_filter` -> :class:`CompiledFilter`,
-:func:`field_sql`, :func:`register_functions`, :func:`dump_json` / :func:`load_json` (documents
-with datetimes), :func:`get_field` and :func:`project` (dotted keys on decoded documents).
+- a key appears in SQL only if it is a declared index key matching ``KEY_RE`` (letters, digits,
+  ``_``, dot-separated), checked again here, so quoting it cannot break out;
+- values are always bound parameters (``?``); a long ``$in`` is one JSON-array parameter.
+
+Prefilter for ``{key: v}`` / ``{key: {"$eq": v}}`` / ``{key: {"$in": [...]}}`` with plain values
+(strings without NUL, integers in int64, integral floats): rows whose indexed value equals ``v``,
+plus rows where ``key`` or one of its dotted prefixes holds an array (``json_extract`` returns
+array text, which starts with ``[``), because MongoDB also matches elements of arrays there.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from monty.json import jsanitize
+from dpa4_flows.execution.mongo_json import INT64, dump_json, load_json  # noqa: F401 (re-exported)
+from dpa4_flows.execution.mongo_regex import UnsupportedQueryError
 
+#: Declared index keys: plain identifiers joined by dots (the only keys written into SQL text).
+KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 #: Indexed keys with few distinct values: never the index that drives a combined look-up.
 LOW_CARDINALITY = ("index", "job_index")
 
 
-class UnsupportedQueryError(ValueError):
-    """A query uses a MongoDB operator or value that SQLiteStore does not implement."""
+class InvalidIndexKeyError(UnsupportedQueryError):
+    """An index key outside ``KEY_RE``."""
 
 
-def _encode(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return {"$date": value.isoformat()}
-    raise TypeError(f"object of type {type(value).__name__} is not JSON serialisable")
-
-
-def _decode_hook(d: dict) -> Any:
-    if len(d) == 1 and "$date" in d:
-        return datetime.fromisoformat(d["$date"])
-    return d
-
-
-def dump_json(value: Any, sort_keys: bool = False) -> str:
-    """JSON text of a (sanitised) document; datetimes become ``{"$date": iso-string}``."""
-    return json.dumps(value, sort_keys=sort_keys, default=_encode)
-
-
-def load_json(text: str) -> Any:
-    """Inverse of :func:`dump_json`: ``{"$date": ...}`` comes back as ``datetime``."""
-    # The object hook costs ~30%: only pay it when a date is present.
-    return json.loads(text, object_hook=_decode_hook) if '"$date"' in text else json.loads(text)
-
-
-def _json_path(key: str) -> str:
-    """MongoDB dotted key -> SQLite JSON path: ``a.b.0`` -> ``$."a"."b"[0]``."""
-    parts = []
-    for part in key.split("."):
-        if part.isdigit():
-            parts.append(f"[{part}]")
-        elif '"' in part or not part:
-            raise UnsupportedQueryError(f"unsupported key {key!r}")
-        else:
-            parts.append(f'."{part}"')
-    return "$" + "".join(parts)
+def check_index_key(key: str) -> str:
+    if not isinstance(key, str) or not KEY_RE.match(key):
+        raise InvalidIndexKeyError(
+            f"cannot index {key!r}: index keys are letters, digits and '_' joined by dots")
+    return key
 
 
 def field_sql(key: str) -> str:
-    """SQL expression reading dotted ``key`` of column ``doc``.
-
-    Exactly the text used in CREATE INDEX, so sqlite's planner matches the index."""
-    return f"json_extract(doc, '{_json_path(key)}')"
-
-
-def _type_of(key: str) -> str:
-    return f"json_type(doc, '{_json_path(key)}')"
+    """``json_extract`` of a declared key: exactly the text of its ``CREATE INDEX``."""
+    path = "$" + "".join(f'."{part}"' for part in check_index_key(key).split("."))
+    return f"json_extract(doc, '{path}')"
 
 
-def _date_col(key: str) -> str:
-    return f"json_extract(doc, '{_json_path(key)}.\"$date\"')"
+def prefixes(key: str) -> list[str]:
+    """``a.b.c`` -> ``["a", "a.b", "a.b.c"]`` (paths where an array makes MongoDB look inside)."""
+    parts = key.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
 @dataclass(frozen=True)
-class CompiledFilter:
-    """A MongoDB filter as SQL: ``WHERE {sql}`` with ``params`` bound to its ``?`` marks.
-
-    ``uses_index`` says an indexed key narrows the rows (then a sort should not drive the plan).
-    """
+class Prefilter:
+    """``_id IN ({sql})`` with ``params`` bound to its ``?`` marks; None where no index helps."""
 
     sql: str
     params: list[Any]
-    uses_index: bool
 
 
-def compile_filter(criteria: dict | None, indexed: set[str]) -> CompiledFilter:
-    """Compile ``criteria`` (the MongoDB subset of ``SQLiteStore``) for a table whose
-    ``indexed`` keys carry expression indexes; raises ``UnsupportedQueryError``."""
-    comp = _Compiler(indexed)
-    sql = comp.compile(criteria)
-    return CompiledFilter(sql, comp.params, comp.uses_index)
+def _plain(value: Any) -> Any:
+    """The SQL-comparable form of a plain query value, or None if it is not one."""
+    if isinstance(value, str):
+        return value if "\0" not in value else None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if INT64[0] <= value <= INT64[1] else None
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return None
 
 
-class _Compiler:
-    """Compile a MongoDB filter into an SQL expression with ``?`` parameters."""
-
-    def __init__(self, indexed: set[str]):
-        self.indexed = indexed
-        self.params: list[Any] = []
-        self.no_index: set[str] = set()  # keys compared without their index (see compile)
-        self.uses_index = False
-
-    def compile(self, criteria: dict | None) -> str:
-        if not criteria:
-            return "1"
-        if not isinstance(criteria, dict):
-            raise UnsupportedQueryError(f"criteria must be a dict, got {criteria!r}")
-        # Without statistics sqlite may drive {"uuid": u, "index": 1} through the "index"
-        # index, where every document has 1: O(N) per look-up. Let only the most selective
-        # indexed equality use its index; low-cardinality keys go last.
-        eq = [k for k, v in criteria.items() if k in self.indexed and isinstance(v, (str, int, float))
-              and not isinstance(v, bool)]
-        if eq:
-            self.uses_index = True
-            best = min(eq, key=lambda k: (k in LOW_CARDINALITY, eq.index(k)))
-            self.no_index = set(eq) - {best}
-        clauses = [self._top(k, v) for k, v in criteria.items()]
-        self.no_index = set()
-        return " AND ".join(f"({c})" for c in clauses)
-
-    def _top(self, key: str, value: Any) -> str:
-        if key in ("$and", "$or", "$nor"):
-            if not isinstance(value, list) or not value:
-                raise UnsupportedQueryError(f"{key} needs a non-empty list, got {value!r}")
-            parts = [f"({self.compile(v)})" for v in value]
-            if key == "$and":
-                return " AND ".join(parts)
-            joined = " OR ".join(f"COALESCE({p}, 0)" for p in parts)
-            return joined if key == "$or" else f"NOT ({joined})"
-        if key.startswith("$"):
-            raise UnsupportedQueryError(f"unsupported top-level operator {key!r}")
-        if isinstance(value, dict) and value and all(k.startswith("$") for k in value):
-            return " AND ".join(f"({self._op(key, op, v)})" for op, v in value.items())
-        return self._eq(key, value)
-
-    def _negate(self, sql: str) -> str:
-        return f"NOT COALESCE(({sql}), 0)"
-
-    def _eq(self, key: str, value: Any) -> str:
-        col = field_sql(key)
-        if value is None:
-            return f"{col} IS NULL"
-        if isinstance(value, bool):
-            return f"{_type_of(key)} = '{'true' if value else 'false'}'"
-        if isinstance(value, (dict, list)):
-            self.params.append(json.dumps(jsanitize(value), default=_encode))
-            return f"{col} = json(?)"
-        if isinstance(value, datetime):
-            col, value = _date_col(key), value.isoformat()
-        elif not isinstance(value, (str, int, float)):
-            raise UnsupportedQueryError(f"cannot compare {key!r} with {type(value).__name__}")
-        if key in self.indexed:
-            self.params.append(value)
-            # Unary + keeps the value but stops sqlite from using this key's index.
-            return f"+{col} = ?" if key in self.no_index else f"{col} = ?"
-        # MongoDB semantics: a scalar also matches an array that contains it.
-        self.params.extend([value, value])
-        path = _json_path(key)
-        return (f"{col} = ? OR ({_type_of(key)} = 'array' AND EXISTS "
-                f"(SELECT 1 FROM json_each(doc, '{path}') AS e WHERE e.value = ?))")
-
-    def _op(self, key: str, op: str, value: Any) -> str:
-        col = field_sql(key)
+def _candidate(value: Any) -> tuple[str, list] | None:
+    if isinstance(value, dict) and len(value) == 1:
+        (op, arg), = value.items()
         if op == "$eq":
-            return self._eq(key, value)
-        if op == "$ne":
-            return self._negate(self._eq(key, value))
-        if op in ("$in", "$nin"):
-            if not isinstance(value, (list, tuple, set)):
-                raise UnsupportedQueryError(f"{op} on {key!r} needs a list, got {value!r}")
-            value = list(value)
-            plain = all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value)
-            if key in self.indexed and plain:
-                # One JSON-array parameter: no limit on the number of values, index used.
-                self.uses_index = self.uses_index or op == "$in"
-                self.params.append(json.dumps(value))
-                sql = f"{col} IN (SELECT value FROM json_each(?))"
-            elif value:
-                sql = " OR ".join(f"COALESCE(({self._eq(key, v)}), 0)" for v in value)
-            else:
-                sql = "0"
-            return sql if op == "$in" else self._negate(sql)
-        if op in ("$gt", "$gte", "$lt", "$lte"):
-            sym = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}[op]
-            if isinstance(value, bool) or not isinstance(value, (int, float, str, datetime)):
-                raise UnsupportedQueryError(f"{op} on {key!r} with {value!r}")
-            if isinstance(value, datetime):
-                self.params.append(value.isoformat())
-                return f"{_date_col(key)} {sym} ?"
-            types = "('text')" if isinstance(value, str) else "('integer', 'real')"
-            self.params.append(value)
-            # Compare within one type bracket only, as MongoDB does.
-            return f"{_type_of(key)} IN {types} AND {col} {sym} ?"
-        if op == "$exists":
-            return f"{_type_of(key)} IS {'NOT ' if value else ''}NULL"
-        if op == "$regex":
-            self.params.append(value)
-            return f"{_type_of(key)} = 'text' AND regexp(?, {col})"
-        if op == "$size":
-            self.params.append(int(value))
-            return f"{_type_of(key)} = 'array' AND json_array_length(doc, '{_json_path(key)}') = ?"
-        if op == "$not":
-            if not isinstance(value, dict):
-                raise UnsupportedQueryError(f"$not on {key!r} needs an operator dict, got {value!r}")
-            return self._negate(" AND ".join(f"({self._op(key, o, v)})" for o, v in value.items()))
-        raise UnsupportedQueryError(f"unsupported operator {op!r} on key {key!r}")
+            value = arg
+        elif op == "$in" and isinstance(arg, (list, tuple)) and arg:
+            plain = [_plain(v) for v in arg]
+            return None if any(p is None for p in plain) else ("in", plain)
+        else:
+            return None
+    plain = _plain(value)
+    return None if plain is None else ("eq", [plain])
 
 
-def _regexp(pattern: str, text: str | None) -> bool:
-    return text is not None and re.search(pattern, text) is not None
-
-
-def register_functions(conn: sqlite3.Connection) -> None:
-    """Add the SQL functions compiled filters call (``regexp`` for ``$regex``) to ``conn``."""
-    conn.create_function("regexp", 2, _regexp, deterministic=True)
+def prefilter(criteria: dict | None, table: str, indexed: set[str]) -> Prefilter | None:
+    """Indexed superset of the rows matching ``criteria`` (module docstring), or None."""
+    if not criteria or not isinstance(criteria, dict):
+        return None
+    found = {}
+    for key, value in criteria.items():
+        if key in indexed and isinstance(key, str) and KEY_RE.match(key):
+            cand = _candidate(value)
+            if cand is not None:
+                found[key] = cand
+    if not found:
+        return None
+    order = list(found)
+    key = min(order, key=lambda k: (found[k][0] != "eq", k in LOW_CARDINALITY, order.index(k)))
+    kind, values = found[key]
+    col = field_sql(key)
+    if kind == "eq":
+        parts, params = [f'SELECT _id FROM "{table}" WHERE {col} = ?'], values
+    else:
+        parts = [f'SELECT _id FROM "{table}" WHERE {col} IN (SELECT value FROM json_each(?))']
+        params = [json.dumps(values)]
+    for prefix in prefixes(key):
+        arr = field_sql(prefix)
+        parts.append(f"SELECT _id FROM \"{table}\" WHERE {arr} >= '[' AND {arr} < '\\'")
+    return Prefilter(" UNION ALL ".join(parts), params)
 
 
 def get_field(doc: dict, key: str) -> Any:

@@ -40,7 +40,7 @@ class StoreConfigError(ValueError):
 
 
 def embedded_store(path: str | os.PathLike, indexes: list[str] | None = None,
-                   timeout: float = 120.0) -> JobStore:
+                   timeout: float = 120.0, read_only: bool = False) -> JobStore:
     """An on-disk JobStore in one sqlite3 file: no server, indexed, safe for several processes.
 
     Args:
@@ -49,21 +49,24 @@ def embedded_store(path: str | os.PathLike, indexes: list[str] | None = None,
         indexes: extra document keys to index (dotted, e.g. ``"metadata.candidate_id"``), on
             top of ``uuid``, ``index``, ``name``, ``hosts`` and ``completed_at``.
         timeout: seconds a writer waits for another process's lock before failing.
+        read_only: open the file read-only (also chosen when the file or its folder is not
+            writable); writes then raise ``ReadOnlyStoreError`` naming the file.
 
     Returns:
-        A ``jobflow.JobStore`` with docs in table ``outputs`` and a ``data`` additional store
-        in table ``data`` of the same file. It is MSONable (``as_dict``), so FireWorks can
-        serialise it into every Firework.
+        An ``EmbeddedJobStore`` (a ``jobflow.JobStore`` that writes a job's document and its
+        blobs in one transaction) with docs in table ``outputs`` and a ``data`` additional
+        store in table ``data`` of the same file. It is MSONable (``as_dict``), so FireWorks
+        can serialise it into every Firework.
     """
-    from jobflow import JobStore
+    from dpa4_flows.execution.sqlite_jobstore import EmbeddedJobStore
 
     path = Path(path).expanduser().resolve()
     if path.is_dir():
         path = path / DEFAULT_DB_NAME
     doc_indexes = ["uuid", "index", "name", "completed_at", *(indexes or [])]
-    docs = SQLiteStore(path, "outputs", indexes=doc_indexes, timeout=timeout)
-    data = SQLiteStore(path, DATA_STORE, timeout=timeout)
-    return JobStore(docs, additional_stores={DATA_STORE: data})
+    docs = SQLiteStore(path, "outputs", indexes=doc_indexes, timeout=timeout, read_only=read_only)
+    data = SQLiteStore(path, DATA_STORE, timeout=timeout, read_only=read_only)
+    return EmbeddedJobStore(docs, additional_stores={DATA_STORE: data})
 
 
 def memory_store() -> JobStore:
