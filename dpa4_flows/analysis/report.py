@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from dpa4_flows.analysis.metrics import discovery_metrics  # noqa: F401 - its former home
 from dpa4_flows.schemas import ScreeningReport, ScreeningRow, StabilityDoc
 
 logger = logging.getLogger(__name__)
@@ -156,35 +157,3 @@ def summary(report: ScreeningReport | dict[str, Any]) -> str:
         f"{report.n_candidates} candidates, {report.n_stable} on the hull, {report.n_failed} failed; "
         f"model {report.model_id}; references {report.reference_source}"
     )
-
-
-def discovery_metrics(e_hull_pred: Sequence[float], e_hull_true: Sequence[float], threshold: float = 0.0) -> dict:
-    """Classification of "stable" (``e_above_hull <= threshold``, eV/atom) by the model against reference values.
-
-    Returns ``precision``, ``recall``, ``f1``, ``accuracy``, ``prevalence`` (fraction truly stable) and ``daf``
-    (discovery acceleration factor = precision / prevalence, as in Matbench Discovery), plus the counts
-    ``tp, fp, tn, fn``. Undefined ratios (division by zero) are NaN.
-    """
-    import numpy as np
-
-    pred = np.asarray(e_hull_pred, dtype=float) <= threshold
-    true = np.asarray(e_hull_true, dtype=float) <= threshold
-    if pred.shape != true.shape or pred.ndim != 1:
-        raise ValueError(f"e_hull_pred {pred.shape} and e_hull_true {true.shape} must be 1-D of equal length")
-    tp, fp = int(np.sum(pred & true)), int(np.sum(pred & ~true))
-    tn, fn = int(np.sum(~pred & ~true)), int(np.sum(~pred & true))
-
-    def ratio(a: float, b: float) -> float:
-        return a / b if b else float("nan")
-
-    precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
-    prevalence = ratio(tp + fn, len(true))
-    return {
-        "tp": tp, "fp": fp, "tn": tn, "fn": fn,
-        "precision": precision,
-        "recall": recall,
-        "f1": ratio(2 * precision * recall, precision + recall) if tp else 0.0,
-        "accuracy": ratio(tp + tn, len(true)),
-        "prevalence": prevalence,
-        "daf": ratio(precision, prevalence),
-    }
