@@ -47,10 +47,11 @@ def discovery_metrics(e_hull_pred: Sequence[float], e_hull_true: Sequence[float]
 def labelled_metrics(rows: Sequence, threshold: float = 0.0) -> dict | None:
     """Discovery metrics over the ranked screening rows that carry a DFT label ``e_above_hull_dft`` (None if
     none does). Unranked rows (flagged, unconverged, failed, rejected) have no trustworthy prediction: they are
-    counted in ``n_labelled_unranked``, not scored."""
+    counted in ``n_labelled_unranked``, not scored. Undefined values are None (stores keep strict JSON)."""
     labelled = [r for r in rows if r.e_above_hull_dft is not None]
     pairs = [(r.e_above_hull, r.e_above_hull_dft) for r in labelled if r.status == "ranked"]
-    if not pairs:
+    if not labelled:
         return None
-    return {**discovery_metrics([p for p, _ in pairs], [t for _, t in pairs], threshold),
-            "n_labelled_unranked": len(labelled) - len(pairs)}
+    metrics = discovery_metrics([p for p, _ in pairs], [t for _, t in pairs], threshold) if pairs else {"n": 0}
+    metrics = {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in metrics.items()}
+    return {**metrics, "n_labelled_unranked": len(labelled) - len(pairs)}

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from dpa4_flows.analysis.report import STATUS_ORDER
 from dpa4_flows.schemas import RelaxedStructure, ScreeningRow, StabilityDoc
-
-STATUS_ORDER = ("ranked", "flagged", "unconverged", "failed", "rejected")
 
 
 def _failure(error: str) -> str:

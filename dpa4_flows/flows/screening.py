@@ -69,6 +69,7 @@ def screening_report(
     rejected: dict[str, str] | None = None,
     labels: dict[str, dict] | None = None,
     formulas: dict[str, str] | None = None,
+    phases: Any = None,
 ) -> ScreeningReport:
     """One row per candidate (relaxed, flagged, failed or rejected); CSV and hull PNG into ``output_dir``."""
     step = stability if isinstance(stability, StabilityStep) else StabilityStep(**stability)
@@ -77,6 +78,7 @@ def screening_report(
                           rejected, labels, formulas)
     ranked = [d for d in step.docs if d.candidate_id not in step.excluded]
     ref_entries = [] if isinstance(references, str) else relaxed_entries(references)
+    phase_entries = relaxed_entries(phases) if phases else []
     report = ScreeningReport(
         model_id=relax_docs[0].model_id if relax_docs else None,
         reference_source=reference_source,
@@ -93,6 +95,9 @@ def screening_report(
             for e in ref_entries if isinstance(e, dict)
         ] if ref_entries else [{"entries_file": references}],
     )
+    report.references += [{"entry_id": e["entry_id"], "formula": e["structure"].composition.reduced_formula,
+                           "energy_per_atom": e["energy"] / len(e["structure"]), "competing_phase": True}
+                          for e in phase_entries]
     if output_dir is not None:
         out = Path(output_dir).expanduser().resolve()
         report.csv_path = str(write_csv(results_dataframe(report), out / "screening.csv"))
@@ -181,7 +186,7 @@ class ScreeningMaker(Maker):
         stability.name = self.stability_maker.name
         report = screening_report(
             stability.output, [j.output for j in relax_jobs], references, source, self.output_dir,
-            rejected or None, labels or None, formulas or None,
+            rejected or None, labels or None, formulas or None, [j.output for j in phase_jobs] or None,
         )
         report.name = "DPA4 screening report"
         jobs += [stability, report]
