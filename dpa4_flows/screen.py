@@ -114,16 +114,19 @@ def _checked_inputs(options: ScreenOptions, model: Path):
     from dpa4_flows.structures.files import CandidateFileError, CandidateSet, read_candidate_files
 
     try:
-        get_model(model, options.device, options.dtype)  # fail here, not in every job; the jobs reuse this copy
-        known = model_elements(model)
-    except CheckpointError as exc:
-        raise ScreenInputError(f"cannot load the model: {str(exc).splitlines()[0]}") from exc
-    try:
         candidates = (read_candidate_files(options.candidates) if options.candidates
                       else CandidateSet(structures=default_candidates(n_random=options.n_random)))
         phases = read_candidate_files(options.competing_phases) if options.competing_phases else CandidateSet()
     except CandidateFileError as exc:
         raise ScreenInputError(str(exc)) from exc
+    if not candidates.structures:
+        reasons = "; ".join(f"{k}: {v}" for k, v in list(candidates.rejected.items())[:3])
+        raise ScreenInputError(f"no candidate can be read ({reasons})")
+    try:
+        get_model(model, options.device, options.dtype)  # fail here, not in every job; the jobs reuse this copy
+        known = model_elements(model)
+    except CheckpointError as exc:
+        raise ScreenInputError(f"cannot load the model: {str(exc).splitlines()[0]}") from exc
     if phases.rejected:
         raise ScreenInputError("competing phases must all be readable: " + "; ".join(
             f"{k}: {v}" for k, v in list(phases.rejected.items())[:3]))

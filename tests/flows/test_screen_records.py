@@ -109,3 +109,26 @@ def test_a_good_candidate_gets_the_same_result_with_or_without_the_broken_ones(s
     clean = pd.read_csv(alone / "screening.csv").set_index("candidate_id").loc["MoW-B2"]
     assert clean["energy_per_atom"] == pytest.approx(with_broken["energy_per_atom"], abs=1e-6)
     assert clean["n_steps"] == with_broken["n_steps"]
+
+
+def test_results_command_top_stable_json_csv(screened, capsys, tmp_path):
+    from dpa4_core.cli import main as dpa4
+
+    _, out, _ = screened
+    capsys.readouterr()
+    assert dpa4(["results", "--store", str(out), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["rows"]) == 6 and data["n_candidates"] == 6
+    assert [r["status"] for r in data["rows"]][:3] == ["ranked"] * 3
+    assert dpa4(["results", "--store", str(out), "--json", "--top", "2"]) == 0
+    assert [r["candidate_id"] for r in json.loads(capsys.readouterr().out)["rows"]] == \
+        [r["candidate_id"] for r in data["rows"][:2]]
+    assert dpa4(["results", "--store", str(out), "--json", "--stable-only"]) == 0
+    stable = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["candidate_id"] for r in stable] == [r["candidate_id"] for r in data["rows"] if r["is_stable"]]
+    assert dpa4(["results", "--store", str(out), "--csv", str(tmp_path / "t.csv"), "--stable-only"]) == 0
+    assert list(pd.read_csv(tmp_path / "t.csv")["candidate_id"]) == [r["candidate_id"] for r in stable]
+    assert capsys.readouterr().out.startswith(f"{len(stable)} rows written to")
+    assert dpa4(["results", "--store", str(out), "--top", "1"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert data["rows"][0]["candidate_id"] in table[1] and "6 candidates" in table[2]
