@@ -47,6 +47,24 @@ def _cmd_results(args) -> int:
     return 0
 
 
+def _cmd_candidates(args) -> int:
+    import sys
+
+    from dpa4_flows.structures.generate import PrototypeError, library, prototype_candidates
+
+    try:
+        found = prototype_candidates(args.elements, args.prototypes, dedupe=not args.no_dedupe)
+    except PrototypeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    for key, structure in found.items():
+        structure.to(filename=str(args.out / f"{key}.{args.format}"))
+    print(f"{len(found)} candidates from {len(args.prototypes or library())} prototypes written to {args.out} "
+          f"(screen them: dpa4 screen {args.out} --store DIR)")
+    return 0
+
+
 def register(sub) -> None:
     """Add ``screen`` and ``results`` to the ``dpa4`` parser's subcommands."""
     from dpa4_flows.screen import add_arguments
@@ -64,3 +82,12 @@ def register(sub) -> None:
     fmt.add_argument("--json", action="store_true", help="print the rows and summary as JSON")
     fmt.add_argument("--csv", type=Path, metavar="FILE", help="write the rows to a CSV file")
     p.set_defaults(func=_cmd_results)
+
+    p = sub.add_parser("candidates", help="candidate structures by element substitution into shipped prototypes")
+    p.add_argument("--elements", nargs="+", required=True, help="element symbols to substitute, e.g. Mo Nb Ta W")
+    p.add_argument("--prototypes", nargs="+", help="prototype names (default all: B2 L1_0 L1_2 D0_3 C15 rocksalt "
+                                                     "perovskite spinel fluorite)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the candidate files")
+    p.add_argument("--format", choices=["cif", "json"], default="cif", help="file format (default cif)")
+    p.add_argument("--no-dedupe", action="store_true", help="keep symmetry-equivalent duplicates")
+    p.set_defaults(func=_cmd_candidates)
