@@ -67,5 +67,5 @@ def test_candidates_command_writes_readable_files(tmp_path, capsys):
                  str(tmp_path / "c")]) == 0
     assert "3 candidates from 2 prototypes" in capsys.readouterr().out
     found = read_candidate_files([tmp_path / "c"])
-    assert sorted(found.structures) == ["MoNb-B2", "Nb3Mo-L1_2", "NbMo3-L1_2"] and not found.rejected
+    assert sorted(found.structures) == ["Nb3Mo-L1_2", "NbMo-B2", "NbMo3-L1_2"] and not found.rejected
     assert dpa4(["candidates", "--elements", "Mo", "--prototypes", "B2", "--out", str(tmp_path / "d")]) == 2
