@@ -132,3 +132,25 @@ def test_results_command_top_stable_json_csv(screened, capsys, tmp_path):
     assert dpa4(["results", "--store", str(out), "--top", "1"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert data["rows"][0]["candidate_id"] in table[1] and "6 candidates" in table[2]
+
+
+@pytest.mark.timeout(600)
+def test_two_workers_share_a_run_and_each_job_runs_once(tmp_path):
+    from dpa4_core.cli import main as dpa4
+    from dpa4_flows.execution.stores import embedded_store
+    from dpa4_flows.execution.workdir import load_flow
+
+    folder = tmp_path / "c"
+    folder.mkdir()
+    for name, a, species in (("MoW", 3.18, ("Mo", "W")), ("NbW", 3.25, ("Nb", "W")), ("MoNb", 3.22, ("Mo", "Nb"))):
+        _bcc(a, species).to(filename=str(folder / f"{name}.cif"))
+    out = tmp_path / "out"
+    assert dpa4(["screen", str(folder), "--store", str(out), "--model", "starter", "--chunk", "1", "--workers", "2",
+                 "--max-steps", "100", "--quiet"]) == 0
+    frame = pd.read_csv(out / "screening.csv")
+    assert sorted(frame["candidate_id"]) == ["MoNb", "MoW", "NbW"] and (frame["status"] == "ranked").all()
+    store = embedded_store(out / "jobs.sqlite")
+    store.connect()
+    uuids = [d["uuid"] for d in store.query({}, properties=["uuid"])]
+    assert sorted(uuids) == sorted(j.uuid for j in load_flow(out / "work").jobs)  # every job stored exactly once
+    assert (out / "screen.log").read_text().count("done:") == 3  # three candidate chunks, by either worker
