@@ -27,7 +27,7 @@ class PrototypeError(ValueError):
 @lru_cache(maxsize=1)
 def library() -> dict[str, dict]:
     """The shipped prototypes: ``{name: {"example", "spacegroup", "c_over_a", "sites": [[role, xyz], ...]}}``."""
-    text = files("dpa4_flows.structures").joinpath("prototypes/prototypes.json").read_text()
+    text = files("dpa4_flows.structures.prototypes").joinpath("prototypes.json").read_text()
     return {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
 
 
