@@ -57,6 +57,12 @@ class ScreeningRow(BaseModel):
     is_stable: bool | None = Field(None, description="On the hull within tolerance.")
     converged: bool | None = Field(None, description="Relaxation reached fmax within max_steps.")
     error: str | None = Field(None, description="Why the candidate has no result, if it failed.")
+    status: str = Field("ranked", description="'ranked' (on or above the hull), 'flagged' (left the physical "
+                        "regime), 'unconverged' (out of steps), 'failed' (relaxation failed or diverged) or "
+                        "'rejected' (not screened: unreadable, overlapping atoms, untrained elements).")
+    reason: str | None = Field(None, description="Why the candidate is not ranked (flag, failure or rejection).")
+    n_steps: int | None = Field(None, description="Optimiser steps of the relaxation.")
+    e_above_hull_dft: float | None = Field(None, description="DFT label carried by the candidate, eV/atom.")
 
 
 class ScreeningReport(BaseModel):
@@ -67,6 +73,9 @@ class ScreeningReport(BaseModel):
     n_candidates: int = Field(description="Number of candidates screened.")
     n_stable: int = Field(description="Candidates on the hull.")
     n_failed: int = Field(description="Candidates without a result (relaxation failed or not converged).")
+    n_flagged: int = Field(0, description="Candidates whose relaxation left the physical regime (not ranked).")
+    metrics: dict[str, Any] | None = Field(None, description="Discovery metrics against the candidates' DFT "
+                                           "e_above_hull labels, if they carry any.")
     rows: list[ScreeningRow] = Field(description="One row per candidate, sorted by e_above_hull.")
     stability: list[StabilityDoc] = Field(default_factory=list, description="Full stability documents.")
     references: list[dict[str, Any]] = Field(
@@ -104,6 +113,7 @@ class RelaxedStructure(BaseModel):
     n_steps: int | None = Field(None, description="Optimiser steps taken.")
     converged: bool = Field(False, description="Forces below fmax within max_steps.")
     error: str | None = Field(None, description="Exception type and message if this structure failed.")
+    flags: list[str] = Field(default_factory=list, description="Ways the relaxation left the physical regime.")
 
 
 class BatchRelaxDoc(BaseModel):

@@ -1,28 +1,34 @@
 """Screen candidate crystals for thermodynamic stability with DPA4: what ``dpa4 screen`` and
 ``workflows/screen_candidates.py`` run.
 
-Builds 41 bcc-derived Mo-Nb-Ta-W candidates (B2, B32, D0_3, L2_1, quaternary Y-type, random 32-atom alloys) or
-reads yours (``candidates``: CIF/POSCAR/JSON files or folders), relaxes them in chunks with the DPA4 model
-(default the starter model), relaxes bcc/fcc/hcp elemental references with the same model in the same flow (or
-uses a ``references`` entries JSON), builds the convex hull, and writes ``screening.csv`` and ``hull.png`` under
-``out``. Jobs run resumably in an embedded on-disk store (``<out>/jobs.sqlite``): run the same command again
-after an interruption and finished jobs are skipped; ``<out>/run.json`` refuses to mix two different runs.
+Candidates come from files, folders and globs (CIF, POSCAR, extxyz, pymatgen JSON, ASE db; default the 41 built-in
+bcc-derived Mo-Nb-Ta-W cells). Every candidate gets exactly one row: ranked (formation energy, energy above the
+hull), flagged (its relaxation left the physical regime), unconverged, failed, or rejected before relaxation
+(unreadable, overlapping atoms, elements outside the model's trained set); a bad candidate never affects another.
+Candidates are relaxed in chunks with the DPA4 model (default the starter model) next to the elemental references
+and ``--competing-phases`` in the same flow, so the hull is the model's own; ``screening.csv``, ``hull.png`` and
+``screen.log`` (one line per chunk) go to the run folder. Jobs run resumably in an embedded on-disk store
+(``<out>/jobs.sqlite``): rerun the same command after an interruption and finished jobs are skipped;
+``<out>/run.json`` refuses to mix two different runs.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import hashlib
 import json
 import logging
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
+
+from dpa4_flows.screen_args import ScreenOptions, add_arguments  # noqa: F401 - the public names of `dpa4 screen`
 
 logger = logging.getLogger(__name__)
 RUN_FILE = "run.json"
 WORK_DIR = "work"  # the runner's workdir inside ``out``
+LOG_FILE = "screen.log"  # one line per finished chunk (rate, ETA), warnings of the run
 #: Settings of the flow that change how it runs, not what it computes: a resumed run may change them.
 RUN_ONLY = ("device", "progress")
 REPORT_JOB = "DPA4 screening report"
@@ -36,54 +42,13 @@ class RunMismatchError(ScreenInputError):
     """``out`` holds a run made with other candidates, model or options."""
 
 
-@dataclass(frozen=True)
-class ScreenOptions:
-    """Inputs of :func:`screen`; the defaults of model, device, dtype and the relaxation come from settings."""
+def resolve_model(model: str | Path) -> Path:
+    """A checkpoint path from a path or a shipped model's name ('starter')."""
+    from dpa4_core.pretrained import STARTER
 
-    out: Path = Path("runs/screening")
-    model: Path | None = None
-    candidates: list[str] | None = None
-    references: Path | None = None
-    reference_prototypes: tuple[str, ...] = ("bcc",)
-    n_random: int = 2
-    chunk_size: int | None = None
-    fmax: float | None = None  # eV/A
-    max_steps: int | None = None
-    device: str | None = None
-    dtype: str | None = None
-    quiet: bool = False
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> ScreenOptions:
-        return cls(out=args.out, model=args.model, candidates=args.candidates, references=args.references,
-                   reference_prototypes=tuple(args.reference_prototypes), n_random=args.n_random,
-                   chunk_size=args.chunk_size, fmax=args.fmax, max_steps=args.max_steps, device=args.device,
-                   dtype=args.dtype, quiet=args.quiet)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The screening options, shared by ``dpa4 screen`` and the script; defaults from the ``DPA4_*`` settings."""
-    from dpa4_flows.settings import get_settings
-
-    settings = get_settings()
-    parser.add_argument("--out", type=Path, default=Path("runs/screening"), help="output folder (made absolute)")
-    parser.add_argument("--model", type=Path, default=settings.model, help="DPA4 checkpoint (.pt)")
-    parser.add_argument("--candidates", nargs="+", help="CIF/POSCAR/JSON files or folders (default: built-in set)")
-    parser.add_argument("--references", type=Path, help="entries JSON with elemental references from the same model")
-    parser.add_argument(
-        "--reference-prototypes", nargs="+", default=["bcc"], choices=["bcc", "fcc", "hcp"],
-        help="elemental reference structures relaxed with the model; the lowest per element is the reference "
-             "(default bcc: the DFT ground state of Mo, Nb, Ta and W, and the only phase the starter model was "
-             "trained on, which wrongly puts fcc/hcp Mo below bcc)",
-    )
-    parser.add_argument("--n-random", type=int, default=2, help="random 32-atom alloys in the built-in set")
-    parser.add_argument("--chunk-size", type=int, default=settings.chunk_size, help="structures per relax job")
-    parser.add_argument("--fmax", type=float, default=settings.fmax, help="force criterion, eV/A")
-    parser.add_argument("--max-steps", type=int, default=settings.max_steps, help="optimiser steps per structure")
-    parser.add_argument("--device", default=settings.device, help="torch device")
-    parser.add_argument("--dtype", default=settings.dtype, choices=["float32", "float64"])
-    parser.add_argument("--quiet", action="store_true", help="only warnings and the final table")
-    return parser
+    if str(model) in ("starter", "dpa4-starter") and not Path(model).exists():
+        return STARTER
+    return Path(model)
 
 
 def model_elements(path: Path) -> list[str] | None:
@@ -140,26 +105,51 @@ def exception_line(traceback_text: str | None) -> str:
 
 
 def _checked_inputs(options: ScreenOptions, model: Path):
-    """The candidates ``{id: Structure}`` after checking that the model loads and knows their elements."""
+    """(candidates, competing phases): candidates as a ``CandidateSet`` whose unscreenable members (unreadable,
+    overlapping atoms, elements the model was not trained on) are moved to ``rejected`` with their reasons."""
     from dpa4_core.io.checkpoint import CheckpointError
     from dpa4_flows.jobs.calculators import get_model
-    from dpa4_flows.structures.candidates import CandidateFileError, default_candidates, read_candidates
+    from dpa4_flows.structures.candidates import default_candidates
+    from dpa4_flows.structures.checks import rejection_reason
+    from dpa4_flows.structures.files import CandidateFileError, CandidateSet, read_candidate_files
 
     try:
-        candidates = (read_candidates(options.candidates) if options.candidates
-                      else default_candidates(n_random=options.n_random))
+        candidates = (read_candidate_files(options.candidates) if options.candidates
+                      else CandidateSet(structures=default_candidates(n_random=options.n_random)))
+        phases = read_candidate_files(options.competing_phases) if options.competing_phases else CandidateSet()
     except CandidateFileError as exc:
         raise ScreenInputError(str(exc)) from exc
+    if not candidates.structures:
+        reasons = "; ".join(f"{k}: {v}" for k, v in list(candidates.rejected.items())[:3])
+        raise ScreenInputError(f"no candidate can be read ({reasons})")
     try:
         get_model(model, options.device, options.dtype)  # fail here, not in every job; the jobs reuse this copy
         known = model_elements(model)
     except CheckpointError as exc:
         raise ScreenInputError(f"cannot load the model: {str(exc).splitlines()[0]}") from exc
-    if known:
-        foreign = sorted({el.symbol for s in candidates.values() for el in s.composition.elements} - set(known))
-        if foreign:
-            raise ScreenInputError(f"candidates contain {foreign}, but the model {model.name} knows only {known}")
-    return candidates
+    if phases.rejected:
+        raise ScreenInputError("competing phases must all be readable: " + "; ".join(
+            f"{k}: {v}" for k, v in list(phases.rejected.items())[:3]))
+    for key, structure in list(candidates.structures.items()):
+        reason = rejection_reason(structure, known)
+        if reason:
+            candidates.rejected[key] = reason
+            candidates.formulas[key] = structure.composition.reduced_formula
+            del candidates.structures[key]
+    bad_phases = {k: r for k, s in phases.structures.items() if (r := rejection_reason(s, known))}
+    if bad_phases:
+        raise ScreenInputError("competing phases cannot be screened: " + "; ".join(
+            f"{k}: {v}" for k, v in list(bad_phases.items())[:3]))
+    if not candidates.structures:
+        reasons = "; ".join(f"{k}: {v}" for k, v in list(candidates.rejected.items())[:3])
+        raise ScreenInputError(f"no candidate can be screened ({reasons})")
+    for key, reason in candidates.rejected.items():
+        logger.warning("not screened: %s: %s", key, reason)
+    return candidates, phases
+
+
+def _digest(items) -> str:
+    return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def screen(options: ScreenOptions) -> int:
@@ -171,8 +161,6 @@ def screen(options: ScreenOptions) -> int:
     """
     from dpa4_flows.analysis.report import format_table, results_dataframe, summary
     from dpa4_flows.execution.workdir import RunFileError
-    from dpa4_flows.flows.screening import ScreeningMaker
-    from dpa4_flows.jobs.batch_relax import BatchRelaxMaker
     from dpa4_flows.jobs.calculators import ModelFileError, checkpoint_path, file_sha256
     from dpa4_flows.schemas import ScreeningReport
     from dpa4_flows.settings import get_settings
@@ -182,43 +170,39 @@ def screen(options: ScreenOptions) -> int:
     options = replace(options, **{k: getattr(settings, k) for k in unset})
     out = options.out.expanduser().resolve()
     try:
-        model = checkpoint_path(options.model)
+        model = checkpoint_path(resolve_model(options.model))
     except ModelFileError:
         print(f"error: model file {options.model} not found. Train the starter model (see README) or pass "
               "--model PATH/TO/checkpoint.pt", file=sys.stderr)
         return 2
     try:
-        candidates = _checked_inputs(options, model)
-        ids = list(candidates)
-        structures = [candidates[i] for i in ids]
-        digest = hashlib.sha256(json.dumps([[i, s.as_dict()] for i, s in zip(ids, structures)], sort_keys=True,
-                                           default=str).encode()).hexdigest()
+        if options.workers < 1:
+            raise ScreenInputError(f"--workers {options.workers} must be >= 1")
+        candidates, phases = _checked_inputs(options, model)
         fingerprint = {
-            "candidates_sha256": digest,
+            "candidates_sha256": _digest([[i, s.as_dict()] for i, s in candidates.structures.items()]),
             "model_sha256": file_sha256(model),
             "options": {"chunk_size": options.chunk_size, "fmax": options.fmax, "max_steps": options.max_steps,
                         "dtype": options.dtype, "reference_prototypes": list(options.reference_prototypes),
                         "references": str(options.references.resolve()) if options.references else None},
         }
+        if candidates.rejected or phases.structures or options.max_volume_change != 0.30:  # older runs: unchanged
+            fingerprint["screen"] = {"rejected": _digest(candidates.rejected),
+                                     "phases": _digest([[i, s.as_dict()] for i, s in phases.structures.items()]),
+                                     "max_volume_change": options.max_volume_change}
         check_run(out, fingerprint)
     except (ScreenInputError, RunFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-
-    relax = BatchRelaxMaker(
-        calculator_kwargs={"model": str(model), "device": options.device, "dtype": options.dtype},
-        fmax=options.fmax, max_steps=options.max_steps, progress=not options.quiet,
-    )
-    maker = ScreeningMaker(relax_maker=relax, chunk_size=options.chunk_size, output_dir=str(out),
-                           reference_entries=str(options.references) if options.references else None,
-                           prototypes=tuple(options.reference_prototypes))
-    flow = maker.make(structures, ids)
-    logger.info("%d candidates, %d jobs, model %s (sha256 %s...), output %s",
-                len(ids), len(flow.jobs), model, fingerprint["model_sha256"][:12], out)
+    flow = _flow(options, model, out, candidates, phases)
+    logger.info("%d candidates (%d not screened), %d competing phases, %d jobs, model %s (sha256 %s...), output %s",
+                len(candidates), len(candidates.rejected), len(phases.structures), len(flow.jobs), model,
+                fingerprint["model_sha256"][:12], out)
 
     start = time.perf_counter()
     try:
-        result = _run(flow, out, progress=not options.quiet)
+        with _progress_log(out / LOG_FILE):
+            result = _run(flow, out, progress=not options.quiet, workers=options.workers)
     except ValueError as exc:  # an unreadable run file or store, a workdir of another run: one line
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -234,13 +218,60 @@ def screen(options: ScreenOptions) -> int:
     report = ScreeningReport(**next(s["output"] for s in result.values() if s["name"] == REPORT_JOB))
     print(format_table(results_dataframe(report)))
     print(summary(report))
-    print(f"table: {report.csv_path}\nhull plot: {report.plot_path}\n"
+    print(f"table: {report.csv_path}\nhull plot: {report.plot_path}\nlog: {out / LOG_FILE}\n"
           f"({time.perf_counter() - start:.1f} s; store {out / 'jobs.sqlite'})")
     return 0
 
 
-def _run(flow, out: Path, progress: bool) -> dict:
-    """Run ``flow`` resumably in ``<out>/work``, resuming the persisted flow there if it is the same work."""
+def _flow(options: ScreenOptions, model: Path, out: Path, candidates, phases):
+    from dpa4_flows.flows.screening import ScreeningMaker
+    from dpa4_flows.jobs.batch_relax import BatchRelaxMaker
+
+    regime = {} if options.max_volume_change == 0.30 else {"max_volume_change": options.max_volume_change}
+    relax = BatchRelaxMaker(
+        calculator_kwargs={"model": str(model), "device": options.device, "dtype": options.dtype},
+        fmax=options.fmax, max_steps=options.max_steps, progress=not options.quiet, regime=regime,
+    )
+    maker = ScreeningMaker(relax_maker=relax, chunk_size=options.chunk_size, output_dir=str(out),
+                           reference_entries=str(options.references) if options.references else None,
+                           prototypes=tuple(options.reference_prototypes))
+    return maker.make(list(candidates.structures.values()), list(candidates.structures),
+                      rejected=candidates.rejected, labels=candidates.labels, formulas=candidates.formulas,
+                      phases=phases.structures or None)
+
+
+@contextlib.contextmanager
+def _progress_log(path: Path):
+    """Append the chunks' progress lines (and warnings) of this process to ``path`` while the run lasts."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    progress = logging.getLogger("dpa4_flows.progress")
+    level = progress.level
+    progress.setLevel(logging.INFO)
+    progress.addHandler(handler)
+    try:
+        yield
+    finally:
+        progress.removeHandler(handler)
+        progress.setLevel(level)
+        handler.close()
+
+
+def _worker(out: str, log: str) -> None:
+    """Body of an extra ``--workers`` process (spawned): run jobs of the persisted flow until none is left."""
+    from dpa4_flows.execution.runner import run_resumable
+    from dpa4_flows.execution.stores import embedded_store
+
+    with _progress_log(Path(log)):
+        run_resumable(None, embedded_store(Path(out) / "jobs.sqlite"), Path(out) / WORK_DIR, progress=False,
+                      include_outputs=False)
+
+
+def _run(flow, out: Path, progress: bool, workers: int = 1) -> dict:
+    """Run ``flow`` resumably in ``<out>/work`` (with ``workers`` processes), resuming the persisted flow there if
+    it is the same work."""
+    import multiprocessing
+
     from dpa4_flows.execution.fingerprint import flow_fingerprint
     from dpa4_flows.execution.runner import run_resumable
     from dpa4_flows.execution.stores import embedded_store
@@ -254,7 +285,21 @@ def _run(flow, out: Path, progress: bool) -> dict:
             raise RunMismatchError(f"{work} holds the flow of another run (jobs or inputs differ); "
                                    f"use a new --out, or delete {out} to start over")
         flow = persisted
-    return run_resumable(flow, embedded_store(out / "jobs.sqlite"), work, progress=progress)
+    store = embedded_store(out / "jobs.sqlite")
+    if workers == 1:
+        return run_resumable(flow, store, work, progress=progress)
+    run_resumable(flow, store, work, progress=False, include_outputs=False, max_jobs=0)  # persist the flow
+    context = multiprocessing.get_context("spawn")  # never fork a process that holds torch threads
+    procs = [context.Process(target=_worker, args=(str(out), str(out / LOG_FILE)), daemon=True)
+             for _ in range(workers - 1)]
+    for proc in procs:
+        proc.start()
+    try:
+        result = run_resumable(None, store, work, progress=progress)
+    finally:
+        for proc in procs:
+            proc.join()
+    return result
 
 
 def stored_report(store_path: str | Path):

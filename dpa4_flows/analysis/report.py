@@ -15,14 +15,16 @@ from typing import Any
 
 import pandas as pd
 
+from dpa4_flows.analysis.metrics import discovery_metrics  # noqa: F401 - its former home
 from dpa4_flows.schemas import ScreeningReport, ScreeningRow, StabilityDoc
 
 logger = logging.getLogger(__name__)
 
 COLUMNS = [
     "candidate_id", "formula", "n_atoms", "energy_per_atom", "formation_energy_per_atom",
-    "e_above_hull", "is_stable", "converged", "error",
+    "e_above_hull", "is_stable", "converged", "error", "status", "reason", "n_steps", "e_above_hull_dft",
 ]
+STATUS_ORDER = ("ranked", "flagged", "unconverged", "failed", "rejected")
 
 
 def results_dataframe(results: ScreeningReport | Sequence[ScreeningRow | StabilityDoc | dict]) -> pd.DataFrame:
@@ -36,7 +38,10 @@ def results_dataframe(results: ScreeningReport | Sequence[ScreeningRow | Stabili
         data = item.model_dump(exclude={"structure"}) if hasattr(item, "model_dump") else dict(item)
         records.append({col: data.get(col) for col in COLUMNS})
     frame = pd.DataFrame.from_records(records, columns=COLUMNS)
-    return frame.sort_values(["e_above_hull", "formula"], na_position="last", kind="stable").reset_index(drop=True)
+    frame["status"] = frame["status"].fillna("ranked")
+    order = frame["status"].map({s: i for i, s in enumerate(STATUS_ORDER)}).fillna(len(STATUS_ORDER))
+    return (frame.assign(_order=order).sort_values(["_order", "e_above_hull", "formula"], na_position="last",
+                                                   kind="stable").drop(columns="_order").reset_index(drop=True))
 
 
 def format_table(frame: pd.DataFrame, max_rows: int | None = None) -> str:
@@ -50,6 +55,8 @@ def format_table(frame: pd.DataFrame, max_rows: int | None = None) -> str:
             "E_hull (meV/at)": (frame["e_above_hull"] * 1000).round(1),
             "stable": frame["is_stable"].map({True: "yes", False: "no"}).fillna("-"),
             "relaxed": frame["converged"].map({True: "yes", False: "no"}).fillna("-"),
+            "status": frame["status"],
+            "reason": frame["reason"].fillna("").str.slice(0, 70),
         }
     )
     if max_rows is not None and len(view) > max_rows:
@@ -152,39 +159,18 @@ def summary(report: ScreeningReport | dict[str, Any]) -> str:
     """One line: how many candidates, stable, failed, and the model."""
     if isinstance(report, dict):
         report = ScreeningReport(**report)
-    return (
-        f"{report.n_candidates} candidates, {report.n_stable} on the hull, {report.n_failed} failed; "
-        f"model {report.model_id}; references {report.reference_source}"
+    line = (
+        f"{report.n_candidates} candidates, {report.n_stable} on the hull, {report.n_flagged} flagged, "
+        f"{report.n_failed} failed; model {report.model_id}; references {report.reference_source}"
     )
+    if report.metrics:
+        m = report.metrics
 
+        def fmt(key: str, scale: float = 1.0, unit: str = "") -> str:
+            value = m.get(key)
+            return "n/a" if value is None else f"{scale * value:.3g}{unit}"
 
-def discovery_metrics(e_hull_pred: Sequence[float], e_hull_true: Sequence[float], threshold: float = 0.0) -> dict:
-    """Classification of "stable" (``e_above_hull <= threshold``, eV/atom) by the model against reference values.
-
-    Returns ``precision``, ``recall``, ``f1``, ``accuracy``, ``prevalence`` (fraction truly stable) and ``daf``
-    (discovery acceleration factor = precision / prevalence, as in Matbench Discovery), plus the counts
-    ``tp, fp, tn, fn``. Undefined ratios (division by zero) are NaN.
-    """
-    import numpy as np
-
-    pred = np.asarray(e_hull_pred, dtype=float) <= threshold
-    true = np.asarray(e_hull_true, dtype=float) <= threshold
-    if pred.shape != true.shape or pred.ndim != 1:
-        raise ValueError(f"e_hull_pred {pred.shape} and e_hull_true {true.shape} must be 1-D of equal length")
-    tp, fp = int(np.sum(pred & true)), int(np.sum(pred & ~true))
-    tn, fn = int(np.sum(~pred & ~true)), int(np.sum(~pred & true))
-
-    def ratio(a: float, b: float) -> float:
-        return a / b if b else float("nan")
-
-    precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
-    prevalence = ratio(tp + fn, len(true))
-    return {
-        "tp": tp, "fp": fp, "tn": tn, "fn": fn,
-        "precision": precision,
-        "recall": recall,
-        "f1": ratio(2 * precision * recall, precision + recall) if tp else 0.0,
-        "accuracy": ratio(tp + tn, len(true)),
-        "prevalence": prevalence,
-        "daf": ratio(precision, prevalence),
-    }
+        line += (f"\nagainst DFT labels ({m['n']} ranked candidates): F1 {fmt('f1')}, DAF {fmt('daf')}, "
+                 f"precision {fmt('precision')}, recall {fmt('recall')}, accuracy {fmt('accuracy')}, "
+                 f"MAE {fmt('mae', 1000, ' meV/atom')}, RMSE {fmt('rmse', 1000, ' meV/atom')}, R2 {fmt('r2')}")
+    return line

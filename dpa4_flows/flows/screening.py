@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,12 @@ from jobflow import Flow, Maker, job
 from pymatgen.core import Element, Lattice, Structure
 
 from dpa4_flows.jobs.batch_relax import BatchRelaxMaker
-from dpa4_flows.jobs.stability import StabilityMaker, relaxed_entries
+from dpa4_flows.analysis.metrics import labelled_metrics
 from dpa4_flows.analysis.report import plot_hull, results_dataframe, write_csv
-from dpa4_flows.schemas import BatchRelaxDoc, ScreeningReport, ScreeningRow, StabilityDoc
+from dpa4_flows.analysis.rows import screening_rows
+from dpa4_flows.flows.stability_step import StabilityStep, screening_stability
+from dpa4_flows.jobs.stability import StabilityMaker, relaxed_entries
+from dpa4_flows.schemas import BatchRelaxDoc, ScreeningReport
 from dpa4_flows.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -57,53 +61,47 @@ def reference_structures(elements: list[str], prototypes: tuple[str, ...] = PROT
 
 @job(output_schema=ScreeningReport)
 def screening_report(
-    stability: list[StabilityDoc],
+    stability: Any,
     relaxations: list[BatchRelaxDoc],
     references: Any,
     reference_source: str,
     output_dir: str | None = None,
+    rejected: dict[str, str] | None = None,
+    labels: dict[str, dict] | None = None,
+    formulas: dict[str, str] | None = None,
+    phases: Any = None,
 ) -> ScreeningReport:
-    """Join relaxation and stability results into one report; write CSV and hull PNG into ``output_dir``."""
-    docs = [d if isinstance(d, StabilityDoc) else StabilityDoc(**d) for d in stability]
-    by_id = {d.candidate_id: d for d in docs}
+    """One row per candidate (relaxed, flagged, failed or rejected); CSV and hull PNG into ``output_dir``."""
+    step = stability if isinstance(stability, StabilityStep) else StabilityStep(**stability)
     relax_docs = [r if isinstance(r, BatchRelaxDoc) else BatchRelaxDoc(**r) for r in relaxations]
-    rows = []
-    for result in (res for doc in relax_docs for res in doc.results):
-        stab = by_id.get(result.candidate_id)
-        n_atoms = stab.n_atoms if stab else (len(result.structure) if result.structure else 0)
-        rows.append(
-            ScreeningRow(
-                candidate_id=result.candidate_id,
-                formula=result.formula,
-                n_atoms=n_atoms,
-                energy_per_atom=result.energy_per_atom,
-                formation_energy_per_atom=stab.formation_energy_per_atom if stab else None,
-                e_above_hull=stab.e_above_hull if stab else None,
-                is_stable=stab.is_stable if stab else None,
-                converged=result.converged,
-                error=result.error or (None if stab else "no stability result"),
-            )
-        )
-    rows.sort(key=lambda r: (r.e_above_hull is None, r.e_above_hull or 0.0, r.formula))
+    rows = screening_rows((res for doc in relax_docs for res in doc.results), step.docs, step.excluded,
+                          rejected, labels, formulas)
+    ranked = [d for d in step.docs if d.candidate_id not in step.excluded]
     ref_entries = [] if isinstance(references, str) else relaxed_entries(references)
+    phase_entries = relaxed_entries(phases) if phases else []
     report = ScreeningReport(
         model_id=relax_docs[0].model_id if relax_docs else None,
         reference_source=reference_source,
         n_candidates=len(rows),
         n_stable=sum(1 for r in rows if r.is_stable),
-        n_failed=sum(1 for r in rows if r.e_above_hull is None),
+        n_failed=sum(1 for r in rows if r.status in ("failed", "rejected", "unconverged")),
+        n_flagged=sum(1 for r in rows if r.status == "flagged"),
+        metrics=labelled_metrics(rows),
         rows=rows,
-        stability=docs,
+        stability=step.docs,
         references=[
             {"entry_id": e["entry_id"], "formula": e["structure"].composition.reduced_formula,
              "energy_per_atom": e["energy"] / len(e["structure"])}
             for e in ref_entries if isinstance(e, dict)
         ] if ref_entries else [{"entries_file": references}],
     )
+    report.references += [{"entry_id": e["entry_id"], "formula": e["structure"].composition.reduced_formula,
+                           "energy_per_atom": e["energy"] / len(e["structure"]), "competing_phase": True}
+                          for e in phase_entries]
     if output_dir is not None:
         out = Path(output_dir).expanduser().resolve()
         report.csv_path = str(write_csv(results_dataframe(report), out / "screening.csv"))
-        report.plot_path = str(plot_hull(docs, out / "hull.png", title=f"DPA4 screening ({len(rows)} candidates)"))
+        report.plot_path = str(plot_hull(ranked, out / "hull.png", title=f"DPA4 screening ({len(rows)} candidates)"))
     return report
 
 
@@ -140,32 +138,38 @@ class ScreeningMaker(Maker):
         if self.output_dir is not None:
             self.output_dir = str(Path(self.output_dir).expanduser().resolve())
 
-    def make(self, candidates: list[Structure], candidate_ids: list[str] | None = None) -> Flow:
-        """The flow for ``candidates`` (ids default to ``"cand-0"``, ...). Its output is the report."""
+    def make(self, candidates: list[Structure], candidate_ids: list[str] | None = None, *,
+             rejected: dict[str, str] | None = None, labels: dict[str, dict] | None = None,
+             formulas: dict[str, str] | None = None, phases: dict[str, Structure] | None = None) -> Flow:
+        """The flow for ``candidates`` (ids default to ``"cand-0"``, ...). Its output is the report.
+
+        ``rejected`` ({id: reason}) are candidates not screened (their ``formulas`` optional), each still one row
+        of the report; ``labels`` ({id: {"e_above_hull": eV/atom}}) are DFT labels for the report's metrics;
+        ``phases`` ({id: Structure}) are competing phases relaxed with the same model and added to the hull as
+        references (ids get the prefix ``phase:``), not ranked.
+        """
         if not candidates:
             raise ScreeningInputError("no candidates to screen")
-        for i, s in enumerate(candidates):
+        for i, s in enumerate([*candidates, *(phases or {}).values()]):
             if not isinstance(s, Structure):
                 raise ScreeningInputError(f"candidate {i} is a {type(s).__name__}, not a pymatgen Structure")
         ids = [f"cand-{i}" for i in range(len(candidates))] if candidate_ids is None else list(map(str, candidate_ids))
         if len(ids) != len(candidates):
             raise ScreeningInputError(f"{len(ids)} candidate_ids for {len(candidates)} candidates")
-        duplicates = sorted({c for c in ids if ids.count(c) > 1})
+        counts = Counter([*ids, *(rejected or {})])
+        duplicates = sorted(c for c, n in counts.items() if n > 1)
         if duplicates:
             raise ScreeningInputError(f"duplicate candidate ids {duplicates[:5]}")
-        if any(c.startswith("ref:") for c in ids):
-            raise ScreeningInputError("candidate ids may not start with 'ref:' (reserved for references)")
+        if any(c.startswith(("ref:", "phase:")) for c in counts):
+            raise ScreeningInputError("candidate ids may not start with 'ref:' or 'phase:' (reserved for references)")
 
-        jobs = []
-        relax_jobs = []
-        for start in range(0, len(candidates), self.chunk_size):
-            chunk = self.relax_maker.make(candidates[start:start + self.chunk_size], ids[start:start + self.chunk_size])
-            chunk.name = f"{self.relax_maker.name} {start // self.chunk_size + 1}"
-            relax_jobs.append(chunk)
-        jobs.extend(relax_jobs)
-
+        relax_jobs = self._chunks(candidates, ids, self.relax_maker.name)
+        phase_jobs = self._chunks(list(phases.values()), [f"phase:{k}" for k in phases],
+                                  "DPA4 competing phases") if phases else []
+        jobs = [*relax_jobs, *phase_jobs]
         if self.reference_entries is None:
-            elements = sorted({el.symbol for s in candidates for el in s.composition.elements})
+            elements = sorted({el.symbol for s in [*candidates, *(phases or {}).values()]
+                               for el in s.composition.elements})
             refs = reference_structures(elements, tuple(self.prototypes))
             ref_job = self.relax_maker.make(list(refs.values()), list(refs))
             ref_job.name = "DPA4 elemental references"
@@ -174,12 +178,26 @@ class ScreeningMaker(Maker):
         else:
             references, source = self.reference_entries, "user"
 
-        stability = self.stability_maker.make(
-            [j.output for j in relax_jobs], references, model_id=relax_jobs[0].output.model_id
+        stability = screening_stability(
+            [j.output for j in relax_jobs], references, [j.output for j in phase_jobs] or None,
+            regime=self.relax_maker.regime, tolerance=self.stability_maker.tolerance,
+            method=self.stability_maker.method, model_id=relax_jobs[0].output.model_id,
         )
+        stability.name = self.stability_maker.name
         report = screening_report(
-            stability.output, [j.output for j in relax_jobs], references, source, self.output_dir
+            stability.output, [j.output for j in relax_jobs], references, source, self.output_dir,
+            rejected or None, labels or None, formulas or None, [j.output for j in phase_jobs] or None,
         )
         report.name = "DPA4 screening report"
         jobs += [stability, report]
         return Flow(jobs, output=report.output, name=self.name)
+
+    def _chunks(self, structures: list[Structure], ids: list[str], name: str) -> list:
+        """One relaxation job per chunk of ``chunk_size`` structures, each logging its progress line."""
+        jobs, size = [], self.chunk_size
+        n = -(-len(structures) // size)
+        for i, start in enumerate(range(0, len(structures), size)):
+            job_ = self.relax_maker.make(structures[start:start + size], ids[start:start + size], chunk=(i + 1, n))
+            job_.name = f"{name} {i + 1}"
+            jobs.append(job_)
+        return jobs

@@ -26,6 +26,8 @@ from dpa4_flows.schemas import BatchRelaxDoc, RelaxedStructure
 from dpa4_flows.settings import get_settings
 
 logger = logging.getLogger(__name__)
+#: One line per finished screening chunk; ``dpa4 screen`` writes it to the run's log file.
+progress_logger = logging.getLogger("dpa4_flows.progress")
 
 ENGINES = ("auto", "batched", "ase")
 
@@ -74,6 +76,8 @@ class BatchRelaxMaker(Maker):
             instead of reporting them as failed with ``UntrainedElementError``.
         engine: "auto" (batched when possible), "batched" (require it), or "ase" (loop).
         progress: show a tqdm bar over structures (quiet off a terminal).
+        regime: keyword arguments of :class:`dpa4_flows.analysis.regime.RegimeLimits` for the geometry flags of
+            every relaxed structure (``{}``: the defaults; None: no flags).
     """
 
     name: str = "DPA4 batch relax"
@@ -89,6 +93,7 @@ class BatchRelaxMaker(Maker):
     allow_untrained_elements: bool = False
     engine: Literal["auto", "batched", "ase"] = "auto"
     progress: bool = True
+    regime: dict | None = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -99,9 +104,18 @@ class BatchRelaxMaker(Maker):
             raise BatchRelaxError(f"max_steps={self.max_steps} must be >= 0")
 
     @job(output_schema=BatchRelaxDoc)
-    def make(self, structures: list[Structure], candidate_ids: list[str] | None = None) -> BatchRelaxDoc:
-        """Relax ``structures`` (ids default to ``"0"``, ``"1"``, ...); see :meth:`relax`."""
-        return self.relax(structures, candidate_ids)
+    def make(self, structures: list[Structure], candidate_ids: list[str] | None = None,
+             chunk: tuple[int, int] | None = None) -> BatchRelaxDoc:
+        """Relax ``structures`` (ids default to ``"0"``, ``"1"``, ...); see :meth:`relax`. ``chunk`` =
+        (index, count) of this job among a screening's chunks: one progress line (rate, ETA) when it ends."""
+        doc = self.relax(structures, candidate_ids)
+        if chunk is not None:
+            index, count = chunk
+            rate = len(doc.results) / max(doc.elapsed_time, 1e-9)
+            eta = (count - index) * doc.elapsed_time
+            progress_logger.info("chunk %d/%d done: %d structures in %.1f s (%.2f structures/s); ETA %.0f s at this "
+                                 "rate", index, count, len(doc.results), doc.elapsed_time, rate, eta)
+        return doc
 
     def _use_batched(self) -> bool:
         is_dpa4 = str(self.calculator_meta) == calculators.DPA4_CALCULATOR_META
@@ -121,6 +135,8 @@ class BatchRelaxMaker(Maker):
         start = time.perf_counter()
         use_batched = self._use_batched() if structures else False
         results = self._relax_batched(structures, ids) if use_batched else self._relax_ase(structures, ids)
+        if self.regime is not None:
+            _flag(structures, results, self.regime)
         return BatchRelaxDoc(
             results=results,
             model_id=calculators.model_identifier(self.calculator_meta, self.calculator_kwargs),
@@ -186,6 +202,18 @@ class BatchRelaxMaker(Maker):
             progress=None if self.progress else False,
         )
         return [_from_engine(cid, s, r) for cid, s, r in zip(ids, structures, raw, strict=True)]
+
+
+def _flag(structures: list[Any], results: list[RelaxedStructure], regime: dict) -> None:
+    """Set ``flags`` of every relaxed structure that left the physical regime (see analysis.regime)."""
+    from dpa4_flows.analysis.regime import RegimeLimits, geometry_flags
+
+    limits = RegimeLimits(**regime)
+    for initial, result in zip(structures, results):
+        if result.structure is not None and isinstance(initial, Structure):
+            result.flags = geometry_flags(initial, result.structure, limits)
+            if result.flags:
+                logger.warning("%s left the physical regime: %s", result.candidate_id, "; ".join(result.flags))
 
 
 def _from_engine(candidate_id: str, initial: Structure, result: Any) -> RelaxedStructure:

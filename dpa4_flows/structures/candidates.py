@@ -1,5 +1,5 @@
 """Candidate crystals for screening: bcc-derived orderings in a 16-site cell, random 32-site alloys, and
-user files (CIF, POSCAR, pymatgen JSON).
+user files (:mod:`dpa4_flows.structures.files`).
 
 The 16-site cell is the conventional bcc cube doubled (edge 2 a0). Its sites split into four fcc
 sublattices: alpha (0,0,0), beta (1/2,0,0), gamma (1/4,1/4,1/4) and delta (3/4,3/4,3/4) plus fcc
@@ -11,12 +11,12 @@ element per sublattice). Lattice constants follow Vegard's law from the elementa
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 
 import numpy as np
-from monty.json import MontyDecoder
 from pymatgen.core import Lattice, Structure
+
+from dpa4_flows.structures.files import CandidateFileError, read_candidate_files  # noqa: F401 - public here too
 
 #: Room-temperature bcc lattice constants (A) of the refractory metals the starter model knows.
 BCC_LATTICE = {"Mo": 3.147, "Nb": 3.300, "Ta": 3.303, "W": 3.165}
@@ -28,11 +28,6 @@ SUBLATTICES = {
     "gamma": _FCC + 0.25,
     "delta": _FCC + 0.75,
 }
-SUPPORTED_SUFFIXES = (".cif", ".json", ".vasp", ".poscar")
-
-
-class CandidateFileError(ValueError):
-    """A candidate file is missing, unreadable, or holds no crystal structure."""
 
 
 def vegard_a0(composition: dict[str, float]) -> float:
@@ -96,57 +91,12 @@ def default_candidates(elements: list[str] | None = None, n_random: int = 2) -> 
     return {**bcc_orderings(elements), **random_alloys(elements, n_random)}
 
 
-def _read_json(path: Path) -> dict[str, Structure]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CandidateFileError(f"{path}: not valid JSON ({exc})") from exc
-    decoded = MontyDecoder().process_decoded(data)
-    if isinstance(decoded, Structure):
-        return {path.stem: decoded}
-    if isinstance(decoded, dict):
-        items = list(decoded.items())
-    elif isinstance(decoded, list):
-        items = [(f"{path.stem}-{i}", s) for i, s in enumerate(decoded)]
-    else:
-        raise CandidateFileError(f"{path}: expected a Structure, a list or a dict of Structures")
-    bad = [str(k) for k, s in items if not isinstance(s, Structure)]
-    if bad:
-        raise CandidateFileError(f"{path}: entries {bad[:5]} are not pymatgen Structures")
-    return {str(k): s for k, s in items}
-
-
 def read_candidates(paths: list[str | Path]) -> dict[str, Structure]:
-    """Structures from files or folders (CIF, POSCAR/.vasp, pymatgen JSON), keyed by file stem.
-
-    Raises :class:`CandidateFileError` naming the file for a missing or unreadable file, or duplicate ids.
-    """
-    out: dict[str, Structure] = {}
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw).expanduser().resolve()
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in SUPPORTED_SUFFIXES or p.name == "POSCAR")
-            if not found:
-                raise CandidateFileError(f"folder {path} has no {', '.join(SUPPORTED_SUFFIXES)} files")
-            files += found
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise CandidateFileError(f"candidate file {str(raw)!r} does not exist")
-    for path in files:
-        if path.suffix.lower() == ".json":
-            structures = _read_json(path)
-        else:
-            try:
-                structures = {path.stem: Structure.from_file(path)}
-            except Exception as exc:  # noqa: BLE001 - parsers raise many types; name the file instead
-                reason = f"{type(exc).__name__}: {exc}"
-                raise CandidateFileError(f"{path}: cannot read a crystal structure ({reason})") from exc
-        for key, structure in structures.items():
-            if key in out:
-                raise CandidateFileError(f"duplicate candidate id {key!r} (from {path})")
-            if len(structure) == 0 or not structure.is_ordered:
-                raise CandidateFileError(f"{path}: candidate {key!r} is empty or has partial occupancies")
-            out[key] = structure
-    return out
+    """Structures from files, folders and globs (see :func:`dpa4_flows.structures.files.read_candidate_files`),
+    keyed by candidate id; strict: raises :class:`CandidateFileError` naming the first unreadable candidate
+    (``dpa4 screen`` instead keeps every readable one and records why the others were not screened)."""
+    found = read_candidate_files(paths)
+    if found.rejected:
+        key, reason = next(iter(found.rejected.items()))
+        raise CandidateFileError(f"candidate {key!r}: {reason}")
+    return found.structures

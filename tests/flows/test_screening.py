@@ -226,7 +226,7 @@ def test_screen_candidates_script_errors(tmp_path, capsys):
     bad = tmp_path / "bad.cif"
     bad.write_text("not a cif")
     assert script.main(["--out", str(tmp_path / "o"), "--model", str(model), "--candidates", str(bad)]) == 2
-    assert "bad.cif: cannot read a crystal structure" in capsys.readouterr().err
+    assert "no candidate can be read (bad: unreadable file bad.cif" in capsys.readouterr().err
     assert script.main(["--out", str(tmp_path / "o"), "--model", str(model), "--candidates",
                         str(tmp_path / "nothing.json")]) == 2
     assert "does not exist" in capsys.readouterr().err

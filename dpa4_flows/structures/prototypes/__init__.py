@@ -1,0 +1,1 @@
+"""The prototype library of :mod:`dpa4_flows.structures.generate` (package data: prototypes.json)."""
