@@ -108,9 +108,9 @@ def test_bounds_give_clear_errors(store):
     store.update([{"k": i, "owner": f"o{i}"} for i in range(50)])
     values = [f"o{i}" for i in range(100_000)]
     for query in ({"owner": {"$in": values}}, {"k": {"$in": list(range(100_000))}}):  # indexed / not
-        t0 = time.perf_counter()
+        t0 = time.process_time()  # CPU time: a busy shared machine stretched wall time past 1 s
         assert len(_keys(store, query)) == 50
-        assert time.perf_counter() - t0 < 1.0
+        assert time.process_time() - t0 < 2.0  # 0.5-0.7 s measured; the old store failed or took minutes
     deep: dict = {"a": 1}
     for _ in range(200):
         deep = {"$and": [deep]}
