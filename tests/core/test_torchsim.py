@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from ase.build import bulk
 
 ts = pytest.importorskip("torch_sim", reason="optional dependency: pip install 'dpa4[torchsim]'")
 
@@ -46,9 +47,9 @@ def test_torch_sims_validator_accepts_the_adapter():
     from torch_sim.models.interface import validate_model_outputs
 
     validate_model_outputs(adapter, torch.device("cpu"), torch.float64)
+    silicon = ts.io.atoms_to_state([bulk("Si", "diamond", a=5.43)], torch.device("cpu"), torch.float64)
     with pytest.raises(UntrainedElementError, match="Si"):
-        DPA4Model(starter_checkpoint(), dtype="float64")(ts.io.atoms_to_state(
-            [__import__("ase.build", fromlist=["bulk"]).bulk("Si", "diamond", a=5.43)], "cpu", torch.float64))
+        DPA4Model(starter_checkpoint(), dtype="float64")(silicon)
 
 
 def test_batched_results_equal_the_ase_calculator(model):
