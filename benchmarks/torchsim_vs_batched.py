@@ -14,6 +14,11 @@ checkpoint, float64 for both.
 Run with one thread so that CPU time is per core:
 
     OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 python benchmarks/torchsim_vs_batched.py [--n 64] [--repeats 3]
+
+Measured (torch 2.13 CPU, torch-sim 0.3.0, one thread, on a 2-core machine shared with other jobs: CPU time is
+the fair measure, wall time is not): 64/64 converged by both; torch-sim 80.7 CPU s (2855 relaxations/CPU-h),
+relax_batch 60.4 CPU s (3812 relaxations/CPU-h); max |dE| 0.31 meV/atom at fmax 0.05 (median 0.045), falling to
+0.010 meV/atom at ``--fmax 0.005`` (16 cells): both reach the same minima, the difference is the tolerance.
 """
 
 from __future__ import annotations
