@@ -14,6 +14,8 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,6 +26,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from dpa4_core.data.batch import MIN_DISTANCE, AtomsBatch, InvalidStructureError, resolve_dtype, skin_list_valid
 from dpa4_core.io.checkpoint import load_for_inference
+from dpa4_core.io.files import file_sha256
 from dpa4_core.model.derivatives import STRESS_MIN_VOLUME
 from dpa4_core.model.domain import check_elements
 from dpa4_core.pretrained import starter_checkpoint
@@ -55,6 +58,24 @@ def _model_source(
         ) from None
 
 
+@lru_cache(maxsize=32)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a checkpoint, once per (path, size, modification time) per process."""
+    return file_sha256(path)
+
+
+def model_provenance(source: DPA4 | str | os.PathLike) -> dict[str, str | None]:
+    """Which model a calculator runs: ``{"model": file name, "checkpoint": absolute path, "sha256": hex digest}``
+    for a checkpoint file; ``{"model": "DPA4 (in memory)", "checkpoint": None, "sha256": None}`` for a model
+    object (it has no file to point to)."""
+    if isinstance(source, str | os.PathLike):
+        path = Path(source).expanduser().resolve()
+        stat = path.stat()
+        digest = _sha256(str(path), stat.st_size, stat.st_mtime_ns)
+        return {"model": path.name, "checkpoint": str(path), "sha256": digest}
+    return {"model": "DPA4 (in memory)", "checkpoint": None, "sha256": None}
+
+
 @dataclass(frozen=True)
 class _ListReference:
     """The geometry a cached neighbour list was built at: ``numbers [N]``, ``pbc [3]``, ``positions [N, 3]`` (A),
@@ -82,6 +103,10 @@ class DPA4Calculator(Calculator):
     Periodicity is per direction. Slabs and wires (e.g. ``pbc=(True, True, False)``) get ASE's stress: the
     virial over the volume of the whole cell, vacuum included; without a vacuum cell vector (zero volume), and for
     structures open in every direction, ``get_stress`` raises ``PropertyNotImplementedError``.
+
+    ``todict()`` and ``parameters`` (what ASE databases and trajectories store with every result) record the model:
+    ``model`` (checkpoint file name), ``checkpoint`` (absolute path), ``sha256`` (of the file), ``dtype``,
+    ``device``, ``skin`` and ``allow_untrained_elements`` (see :func:`model_provenance` for model objects).
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
@@ -102,10 +127,16 @@ class DPA4Calculator(Calculator):
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype, CalculatorSetupError)
         # A private cast copy: never change the caller's model or torch's global default dtype.
-        self.model = load_for_inference(_model_source(model, checkpoint), self.dtype, self.device, CalculatorSetupError)
+        source = _model_source(model, checkpoint)
+        self.model = load_for_inference(source, self.dtype, self.device, CalculatorSetupError)
         self.cutoff = float(self.model.config.cutoff)
         self.skin = float(skin)
         self.allow_untrained_elements = bool(allow_untrained_elements)
+        # What ASE's todict() returns and ase.db / Trajectory store: plain JSON values only.
+        self.parameters.update(
+            model_provenance(source), dtype=str(self.dtype).removeprefix("torch."), device=str(self.device),
+            skin=self.skin, allow_untrained_elements=self.allow_untrained_elements,
+        )
         self._accepted_numbers: frozenset[int] = frozenset()  # elements check_elements already let through
         self._lock = threading.RLock()  # get_property -> calculate re-enters it
         # The cached list survives reset(): some ase versions reset the calculator whenever the atoms

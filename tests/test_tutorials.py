@@ -55,6 +55,11 @@ EXPECTED = {
          "MoW-B2", "4 job documents", "tutorial 06 done"],
         ["fireworks_jobs.sqlite"],
     ),
+    "07_atomate2_flows": (
+        ['force_field_name="DPA4" is refused', "calculator parameters: model", "EOS (Birch-Murnaghan)",
+         "elastic tensor (GPa)", "phonons:", "job documents in atomate2.sqlite", "tutorial 07 done"],
+        ["atomate2.sqlite", "07_atomate2_flows_eos.png", "07_atomate2_flows_phonons.png"],
+    ),
 }
 
 
@@ -131,6 +136,21 @@ def _check_06_scaling_out(stdout: str, out: Path, physical: bool) -> None:
     assert hull == 0.0 and re.search(r"db_id\s+\d\s+READY\s+DPA4 batch relax 1", stdout)
     if physical:
         assert -200 < float(re.search(r"MoW-B2\s+MoW\s+16\s+(\S+)", table).group(1)) < 50, "meV/atom"
+
+
+def _check_07_atomate2_flows(stdout: str, out: Path, physical: bool) -> None:
+    bulk = _number(stdout, r"B0 = (\S+) GPa")
+    c11, c12, c44 = (_number(stdout, rf"{name} = ([-\d.]+)") for name in ("C11", "C12", "C44"))
+    k_vrh = _number(stdout, r"K_VRH = (\S+),")
+    assert all(math.isfinite(x) for x in (bulk, c11, c12, c44, k_vrh))
+    assert abs(k_vrh - (c11 + 2 * c12) / 3) < 1e-3 * abs(k_vrh) + 0.1, "cubic K_VRH = (C11 + 2 C12) / 3"
+    assert re.search(r"imaginary modes: (yes|no) \(lowest frequency", stdout)
+    assert _number(stdout, r"(\d+) job documents in atomate2.sqlite") >= 10, "EOS, elastic and phonon jobs stored"
+    if physical:
+        assert 3.05 < _number(stdout, r"a0 = (\S+) A") < 3.30, "bcc W: a0 3.165 A in experiment"
+        assert 200 < bulk < 400 and abs(k_vrh - bulk) < 0.15 * bulk, "W: B 310 GPa; the EOS and C_ij agree"
+        assert 50 < c44 < 300 and c11 > c12 > 0
+        assert 4 < _number(stdout, r"highest (\S+) THz") < 9, "W: highest phonon frequency about 6.4 THz"
 
 
 CHECKS = {name: globals()[f"_check_{name}"] for name in EXPECTED}
