@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from functools import lru_cache
 from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,18 +49,11 @@ def checkpoint_path(path: str | Path) -> Path:
     return resolved
 
 
-@lru_cache(maxsize=64)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    from dpa4_core.io.files import file_sha256 as sha256_of
-
-    return sha256_of(path)
-
-
 def file_sha256(path: str | Path) -> str:
     """sha256 hex digest of a checkpoint, computed once per (path, size, mtime) per process."""
-    resolved = checkpoint_path(path)
-    stat = resolved.stat()
-    return _sha256_cached(str(resolved), stat.st_size, stat.st_mtime_ns)
+    from dpa4_core.calculator import model_provenance
+
+    return model_provenance(checkpoint_path(path))["sha256"]
 
 
 def _file_key(path: Path) -> tuple:
@@ -121,8 +113,13 @@ def get_calculator(calculator_meta: str = DPA4_CALCULATOR_META, **kwargs: Any) -
     allow = kwargs.get("allow_untrained_elements", False)
     if not isinstance(allow, bool):
         raise ValueError(f"allow_untrained_elements must be True or False, got {allow!r}")
-    return DPA4Calculator(model=get_model(kwargs["model"], device, dtype), device=device, dtype=dtype,
-                          allow_untrained_elements=allow)
+    calculator = DPA4Calculator(model=get_model(kwargs["model"], device, dtype), device=device, dtype=dtype,
+                                allow_untrained_elements=allow)
+    # Built around the cached model object: record the file it came from, as DPA4Calculator(checkpoint=...) does.
+    from dpa4_core.calculator import model_provenance
+
+    calculator.parameters.update(model_provenance(checkpoint_path(kwargs["model"])))
+    return calculator
 
 
 def model_identifier(calculator_meta: str, calculator_kwargs: dict) -> str:

@@ -306,3 +306,16 @@ def test_default_model_is_the_starter_and_relaxes_bcc_metals(tmp_path, monkeypat
         assert doc.structure.lattice.a == pytest.approx(a_pbe, rel=0.015)
         assert doc.structure.lattice.a == pytest.approx(doc.structure.lattice.c, abs=1e-3)  # stays cubic
     assert list(tmp_path.iterdir()) == []
+
+
+def test_job_calculators_record_the_checkpoint_they_run(tiny_checkpoint):
+    """A job's calculator wraps a cached model object, yet todict() names the file and its hash (issue 17)."""
+    from dpa4_core.io.files import file_sha256
+
+    calculators.clear()
+    calc = DPA4StaticMaker(calculator_kwargs={"model": str(tiny_checkpoint), "dtype": "float64"}).calculator
+    recorded = calc.todict()
+    assert recorded["checkpoint"] == str(tiny_checkpoint.resolve())
+    assert recorded["model"] == tiny_checkpoint.name
+    assert recorded["sha256"] == file_sha256(tiny_checkpoint)
+    assert recorded["dtype"] == "float64"
