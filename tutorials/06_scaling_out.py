@@ -7,7 +7,7 @@
 #
 # | | laptop / one node | cluster |
 # |---|---|---|
-# | store | `embedded_store(path)`: one sqlite file, indexed, several processes on one machine | `mongo_store()`: MongoDB, from `jobflow.yaml` |
+# | store | `embedded_store(path)`: one sqlite file, indexed, several processes on one machine | `mongo_store(host=...)` or `configured_store()` (from `jobflow.yaml`) |
 # | manager | `run_resumable(flow, store, workdir)` (resumable, several workers per node) | FireWorks (`fireworks_workflow` + `rlaunch`/`qlaunch`) or jobflow-remote (`submit_remote` + `jf runner start`) |
 #
 # Facts worth knowing (checked on this project's stack, see `shared/design/workflow-stack.md`):
@@ -36,7 +36,7 @@ from dpa4_flows.flows.screening import ScreeningMaker
 from dpa4_flows.jobs.batch_relax import BatchRelaxMaker
 from dpa4_flows.execution.results import flow_results
 from dpa4_flows.analysis.report import format_table, results_dataframe
-from dpa4_flows.execution.stores import StoreConfigError, embedded_store, memory_store, mongo_store
+from dpa4_flows.execution.stores import StoreConfigError, configured_store, embedded_store, memory_store, mongo_store
 
 QUICK = quick()
 OUT = output_dir("06_scaling_out")
@@ -54,17 +54,18 @@ print(type(store.docs_store).__name__, store.docs_store.collection_name, "+ addi
 # %% [markdown]
 # ... or from jobflow's own configuration, so `run_locally`, FireWorks and your scripts share one setting:
 # put a `JOB_STORE` in `~/.jobflow.yaml`, or point `JOBFLOW_CONFIG_FILE` at a file such as
-# `examples/jobflow.yaml` (shown below). `mongo_store()` refuses jobflow's silent in-memory fallback.
+# `examples/jobflow.yaml` (shown below). `configured_store()` returns the store it declares (MongoDB here; the
+# embedded store or any maggma store elsewhere) and refuses jobflow's silent in-memory fallback.
 
 # %%
 example = REPO / "examples" / "jobflow.yaml"
 print("\n".join(line for line in example.read_text().splitlines()[12:22] if "password" not in line))
 os.environ["JOBFLOW_CONFIG_FILE"] = str(example)
-store = mongo_store()
+store = configured_store()
 print("from jobflow.yaml:", type(store.docs_store).__name__, store.docs_store.host, store.docs_store.database)
 os.environ["JOBFLOW_CONFIG_FILE"] = str(OUT / "no-such-jobflow.yaml")
 try:
-    mongo_store()
+    configured_store()
 except StoreConfigError as err:
     print("without a JOB_STORE:", str(err)[:96], "...")
 del os.environ["JOBFLOW_CONFIG_FILE"]

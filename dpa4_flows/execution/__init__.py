@@ -1,6 +1,7 @@
 """Running jobflow flows and keeping their results; nothing here knows DPA4 (or the rest of dpa4_flows).
 
-- ``stores``: JobStore factories (``embedded_store``, ``mongo_store``, ``memory_store``) and ``check_persistent``.
+- ``stores``: JobStore factories (``embedded_store``, ``mongo_store``, ``memory_store``), ``configured_store`` (what
+  jobflow.yaml declares) and ``check_persistent``.
 - ``sqlite_store``: ``SQLiteStore``, the indexed embedded maggma Store. Filters are evaluated by ``mongo_match``
   (MongoDB semantics in Python; ``mongo_values`` orders values, ``mongo_regex`` bounds ``$regex``) after an indexed
   prefilter from ``sqlite_query`` (bound parameters only); documents are stored losslessly by ``mongo_json``;
