@@ -186,6 +186,8 @@ def screen(options: ScreenOptions) -> int:
                         "dtype": options.dtype, "reference_prototypes": list(options.reference_prototypes),
                         "references": str(options.references.resolve()) if options.references else None},
         }
+        if options.checks():  # older runs: unchanged
+            fingerprint["checks"] = options.checks()
         if candidates.rejected or phases.structures or options.max_volume_change != 0.30:  # older runs: unchanged
             fingerprint["screen"] = {"rejected": _digest(candidates.rejected),
                                      "phases": _digest([[i, s.as_dict()] for i, s in phases.structures.items()]),
@@ -234,7 +236,7 @@ def _flow(options: ScreenOptions, model: Path, out: Path, candidates, phases):
     )
     maker = ScreeningMaker(relax_maker=relax, chunk_size=options.chunk_size, output_dir=str(out),
                            reference_entries=str(options.references) if options.references else None,
-                           prototypes=tuple(options.reference_prototypes))
+                           prototypes=tuple(options.reference_prototypes), **options.checks())
     return maker.make(list(candidates.structures.values()), list(candidates.structures),
                       rejected=candidates.rejected, labels=candidates.labels, formulas=candidates.formulas,
                       phases=phases.structures or None)
