@@ -5,7 +5,8 @@
   (:func:`dpa4_flows.screen.screen`, also ``workflows/screen_candidates.py``);
 - ``dpa4 results --store DIR [--top K] [--json | --csv FILE] [--stable-only]``: the screening table stored in a
   run's job store;
-- ``dpa4 candidates ...``: candidate structures from the prototype library (:mod:`dpa4_flows.structures.generate`).
+- ``dpa4 candidates ...``: candidate structures from the prototype library (:mod:`dpa4_flows.structures.generate`)
+  or ordered decorations of a parent lattice (``--parent bcc --max-sites N``, :mod:`dpa4_flows.structures.decorations`).
 """
 
 from __future__ import annotations
@@ -50,17 +51,23 @@ def _cmd_results(args) -> int:
 def _cmd_candidates(args) -> int:
     import sys
 
+    from dpa4_flows.structures.decorations import decorations
     from dpa4_flows.structures.generate import PrototypeError, library, prototype_candidates
 
     try:
-        found = prototype_candidates(args.elements, args.prototypes, dedupe=not args.no_dedupe)
+        if args.parent:
+            found = decorations(args.parent, args.elements, args.max_sites, dedupe=not args.no_dedupe)
+        else:
+            found = prototype_candidates(args.elements, args.prototypes, dedupe=not args.no_dedupe)
     except PrototypeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     for key, structure in found.items():
         structure.to(filename=str(args.out / f"{key}.{args.format}"))
-    print(f"{len(found)} candidates from {len(args.prototypes or library())} prototypes written to {args.out} "
+    source = (f"orderings of {args.parent} up to {args.max_sites} sites" if args.parent
+              else f"{len(args.prototypes or library())} prototypes")
+    print(f"{len(found)} candidates from {source} written to {args.out} "
           f"(screen them: dpa4 screen {args.out} --store DIR)")
     return 0
 
@@ -87,6 +94,9 @@ def register(sub) -> None:
     p.add_argument("--elements", nargs="+", required=True, help="element symbols to substitute, e.g. Mo Nb Ta W")
     p.add_argument("--prototypes", nargs="+", help="prototype names (default all: B2 L1_0 L1_2 D0_3 C15 rocksalt "
                                                      "perovskite spinel fluorite)")
+    p.add_argument("--parent", choices=["bcc", "fcc"], help="instead of prototypes: every symmetry-distinct "
+                   "ordering of the elements on supercells of this parent lattice (with --max-sites)")
+    p.add_argument("--max-sites", type=int, default=4, help="largest supercell of --parent, in sites (default 4)")
     p.add_argument("--out", type=Path, required=True, help="folder for the candidate files")
     p.add_argument("--format", choices=["cif", "json"], default="cif", help="file format (default cif)")
     p.add_argument("--no-dedupe", action="store_true", help="keep symmetry-equivalent duplicates")

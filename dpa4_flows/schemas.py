@@ -45,6 +45,25 @@ class StabilityDoc(BaseModel):
     structure: Structure | None = Field(None, description="Relaxed structure of the candidate, if known.")
 
 
+class MDCheck(BaseModel):
+    """A short NVT run of one relaxed candidate at one temperature (see :mod:`dpa4_flows.analysis.md_verdict`)."""
+
+    candidate_id: str = Field(description="Identifier of the candidate.")
+    temperature: float = Field(description="Thermostat temperature, K.")
+    steps: int = Field(description="MD steps run.")
+    verdict: str = Field(description="'stable', 'melted' (MSD above the Lindemann bound), 'decomposed' (atoms "
+                         "collapsed, or the space group changed without melting) or 'failed'.")
+    reason: str | None = Field(None, description="Why the verdict is not 'stable'.")
+    msd: float | None = Field(None, description="Mean square displacement over the second half, A^2.")
+    msd_bound: float | None = Field(None, description="Lindemann bound (lindemann * d_nn)^2, A^2.")
+    spacegroup_initial: str | None = Field(None, description="Space group of the relaxed structure.")
+    spacegroup_final: str | None = Field(None, description="Space group of the second half's averaged structure.")
+    spacegroup_kept: bool | None = Field(None, description="The space group survived the run.")
+    max_displacement: float | None = Field(None, description="Largest displacement of an atom, A.")
+    mean_temperature: float | None = Field(None, description="Mean kinetic temperature of the second half, K.")
+    epot_drift: float | None = Field(None, description="Slope of the potential energy, eV/atom/ps.")
+
+
 class ScreeningRow(BaseModel):
     """One row of the screening table."""
 
@@ -63,6 +82,12 @@ class ScreeningRow(BaseModel):
     reason: str | None = Field(None, description="Why the candidate is not ranked (flag, failure or rejection).")
     n_steps: int | None = Field(None, description="Optimiser steps of the relaxation.")
     e_above_hull_dft: float | None = Field(None, description="DFT label carried by the candidate, eV/atom.")
+    md: list[MDCheck] = Field(default_factory=list, description="Short NVT checks, one per temperature (if asked).")
+    md_verdict: str | None = Field(None, description="The MD verdicts, e.g. '300K stable; 1500K melted'.")
+    e_above_hull_mean: float | None = Field(None, description="Committee mean of e_above_hull, eV/atom.")
+    e_above_hull_std: float | None = Field(None, description="Committee spread (std) of e_above_hull, eV/atom.")
+    stability_uncertain: bool | None = Field(None, description="The stable/unstable call could flip within "
+                                             "k * std of the committee (None without a committee).")
 
 
 class ScreeningReport(BaseModel):

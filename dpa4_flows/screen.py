@@ -186,6 +186,8 @@ def screen(options: ScreenOptions) -> int:
                         "dtype": options.dtype, "reference_prototypes": list(options.reference_prototypes),
                         "references": str(options.references.resolve()) if options.references else None},
         }
+        if options.checks():  # older runs: unchanged
+            fingerprint["checks"] = options.checks()
         if candidates.rejected or phases.structures or options.max_volume_change != 0.30:  # older runs: unchanged
             fingerprint["screen"] = {"rejected": _digest(candidates.rejected),
                                      "phases": _digest([[i, s.as_dict()] for i, s in phases.structures.items()]),
@@ -201,8 +203,12 @@ def screen(options: ScreenOptions) -> int:
 
     start = time.perf_counter()
     try:
-        with _progress_log(out / LOG_FILE):
-            result = _run(flow, out, progress=not options.quiet, workers=options.workers)
+        from dpa4_flows.screen_progress import CandidateProgress
+
+        bar = CandidateProgress(out / WORK_DIR / "state.sqlite", len(candidates.structures), options.chunk_size,
+                                enabled=not options.quiet)  # the one bar: over candidates, not jobs or steps
+        with _progress_log(out / LOG_FILE), bar:
+            result = _run(flow, out, progress=False, workers=options.workers)
     except ValueError as exc:  # an unreadable run file or store, a workdir of another run: one line
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -230,11 +236,11 @@ def _flow(options: ScreenOptions, model: Path, out: Path, candidates, phases):
     regime = {} if options.max_volume_change == 0.30 else {"max_volume_change": options.max_volume_change}
     relax = BatchRelaxMaker(
         calculator_kwargs={"model": str(model), "device": options.device, "dtype": options.dtype},
-        fmax=options.fmax, max_steps=options.max_steps, progress=not options.quiet, regime=regime,
+        fmax=options.fmax, max_steps=options.max_steps, progress=False, regime=regime,
     )
     maker = ScreeningMaker(relax_maker=relax, chunk_size=options.chunk_size, output_dir=str(out),
                            reference_entries=str(options.references) if options.references else None,
-                           prototypes=tuple(options.reference_prototypes))
+                           prototypes=tuple(options.reference_prototypes), **options.checks())
     return maker.make(list(candidates.structures.values()), list(candidates.structures),
                       rejected=candidates.rejected, labels=candidates.labels, formulas=candidates.formulas,
                       phases=phases.structures or None)

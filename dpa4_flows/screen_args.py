@@ -31,6 +31,23 @@ class ScreenOptions:
     workers: int = 1
     max_volume_change: float = 0.30
     quiet: bool = False
+    md_temperatures: tuple[float, ...] = ()
+    md_threshold: float = 50.0  # meV/atom above the hull
+    md_steps: int = 1000
+    committee: tuple[str, ...] = ()
+    committee_k: float = 1.0
+
+    def checks(self) -> dict:
+        """The optional MD and committee settings of ``ScreeningMaker`` (empty when none is asked for)."""
+        out = {}
+        if self.md_temperatures:
+            out.update(md_temperatures=tuple(self.md_temperatures), md_threshold=self.md_threshold / 1000.0,
+                       md_steps=self.md_steps)
+        if self.committee:
+            members = tuple(str(Path(c).expanduser().resolve()) if Path(c).expanduser().exists() else str(c)
+                            for c in self.committee)  # a name that is no file is passed through
+            out.update(committee=members, committee_k=self.committee_k)
+        return out
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ScreenOptions:
@@ -39,7 +56,9 @@ class ScreenOptions:
                    references=args.references, reference_prototypes=tuple(args.reference_prototypes),
                    n_random=args.n_random, chunk_size=args.chunk_size, fmax=args.fmax, max_steps=args.max_steps,
                    device=args.device, dtype=args.dtype, workers=args.workers,
-                   max_volume_change=args.max_volume_change, quiet=args.quiet)
+                   max_volume_change=args.max_volume_change, quiet=args.quiet,
+                   md_temperatures=tuple(args.md_temperature or ()), md_threshold=args.md_threshold,
+                   md_steps=args.md_steps, committee=tuple(args.committee or ()), committee_k=args.committee_k)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -75,5 +94,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="flag (do not rank) relaxations that change the volume by more than this fraction")
     parser.add_argument("--device", default=settings.device, help="torch device")
     parser.add_argument("--dtype", default=settings.dtype, choices=["float32", "float64"])
+    parser.add_argument("--md-temperature", nargs="+", type=float, metavar="K",
+                        help="short NVT (batched engine) at each temperature for the candidates near the hull: "
+                             "MSD, space group kept, verdict stable/melted/decomposed")
+    parser.add_argument("--md-threshold", type=float, default=50.0, metavar="MEV",
+                        help="MD only for candidates within this many meV/atom of the hull (default 50)")
+    parser.add_argument("--md-steps", type=int, default=1000, help="MD steps of 2 fs (default 1000)")
+    parser.add_argument("--committee", nargs="+", metavar="PATH",
+                        help="checkpoints computing single points of the relaxed structures (relaxation uses "
+                             "--model only): mean and spread of e_above_hull, stability_uncertain flag")
+    parser.add_argument("--committee-k", type=float, default=1.0,
+                        help="flag stability_uncertain where the call flips within k committee std (default 1)")
     parser.add_argument("--quiet", action="store_true", help="only warnings and the final table")
     return parser

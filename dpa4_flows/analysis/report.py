@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 COLUMNS = [
     "candidate_id", "formula", "n_atoms", "energy_per_atom", "formation_energy_per_atom",
     "e_above_hull", "is_stable", "converged", "error", "status", "reason", "n_steps", "e_above_hull_dft",
+    "md_verdict", "e_above_hull_mean", "e_above_hull_std", "stability_uncertain",
 ]
 STATUS_ORDER = ("ranked", "flagged", "unconverged", "failed", "rejected")
 
@@ -59,6 +60,12 @@ def format_table(frame: pd.DataFrame, max_rows: int | None = None) -> str:
             "reason": frame["reason"].fillna("").str.slice(0, 70),
         }
     )
+    if frame["md_verdict"].notna().any():
+        view.insert(6, "MD", frame["md_verdict"].fillna("-"))
+    if frame["e_above_hull_std"].notna().any():
+        view.insert(5, "committee (meV/at)", [
+            "-" if pd.isna(m) else f"{1000 * m:.1f}+-{1000 * s:.1f}{' ?' if u else ''}"
+            for m, s, u in zip(frame["e_above_hull_mean"], frame["e_above_hull_std"], frame["stability_uncertain"])])
     if max_rows is not None and len(view) > max_rows:
         view = view.head(max_rows)
     return view.to_string(index=False)

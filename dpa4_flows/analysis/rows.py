@@ -53,3 +53,27 @@ def screening_rows(results: Iterable[RelaxedStructure], stability: Iterable[Stab
                              r.formula, r.candidate_id))
     return rows
 
+
+
+def attach_checks(rows: list[ScreeningRow], md=None, committee=None) -> None:
+    """Put the MD checks (outputs of the MD jobs) and committee statistics (output of the committee job) on the
+    rows of their candidates."""
+    from dpa4_flows.analysis.md_verdict import md_summary
+    from dpa4_flows.schemas import MDCheck
+
+    by_id = {r.candidate_id: r for r in rows}
+    for step in md or []:
+        for check in (step.checks if hasattr(step, "checks") else step["checks"]):
+            check = check if isinstance(check, MDCheck) else MDCheck(**check)
+            if check.candidate_id in by_id:
+                by_id[check.candidate_id].md.append(check)
+    for row in rows:
+        row.md_verdict = md_summary(row.md)
+    if committee:
+        docs = committee.docs if hasattr(committee, "docs") else committee["docs"]
+        for doc in docs:
+            doc = doc if isinstance(doc, dict) else doc.model_dump()
+            row = by_id.get(doc["candidate_id"])
+            if row is not None:
+                row.e_above_hull_mean, row.e_above_hull_std = doc["mean"], doc["std"]
+                row.stability_uncertain = doc["stability_uncertain"]

@@ -3,7 +3,9 @@
 Every job is known when the flow is built (no dynamic replace/addition), so the flow is easy to persist and
 resume: each chunk of candidates is one job, the elemental reference phases (bcc, fcc and hcp of every
 element, relaxed with the same model) are one more, then one stability job and one report job. With a
-user-supplied entries JSON the reference job is left out.
+user-supplied entries JSON the reference job is left out. Optional, between stability and report: one short NVT
+job per ``md_temperatures`` entry for the candidates within ``md_threshold`` of the hull
+(:mod:`dpa4_flows.jobs.md_screen`), and one committee job (:mod:`dpa4_flows.jobs.committee`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pymatgen.core import Element, Lattice, Structure
 from dpa4_flows.jobs.batch_relax import BatchRelaxMaker
 from dpa4_flows.analysis.metrics import labelled_metrics
 from dpa4_flows.analysis.report import plot_hull, results_dataframe, write_csv
-from dpa4_flows.analysis.rows import screening_rows
+from dpa4_flows.analysis.rows import attach_checks, screening_rows
 from dpa4_flows.flows.stability_step import StabilityStep, screening_stability
 from dpa4_flows.jobs.stability import StabilityMaker, relaxed_entries
 from dpa4_flows.schemas import BatchRelaxDoc, ScreeningReport
@@ -70,12 +72,15 @@ def screening_report(
     labels: dict[str, dict] | None = None,
     formulas: dict[str, str] | None = None,
     phases: Any = None,
+    md: Any = None,
+    committee: Any = None,
 ) -> ScreeningReport:
     """One row per candidate (relaxed, flagged, failed or rejected); CSV and hull PNG into ``output_dir``."""
     step = stability if isinstance(stability, StabilityStep) else StabilityStep(**stability)
     relax_docs = [r if isinstance(r, BatchRelaxDoc) else BatchRelaxDoc(**r) for r in relaxations]
     rows = screening_rows((res for doc in relax_docs for res in doc.results), step.docs, step.excluded,
                           rejected, labels, formulas)
+    attach_checks(rows, md, committee)
     ranked = [d for d in step.docs if d.candidate_id not in step.excluded]
     ref_entries = [] if isinstance(references, str) else relaxed_entries(references)
     phase_entries = relaxed_entries(phases) if phases else []
@@ -117,6 +122,10 @@ class ScreeningMaker(Maker):
             elemental phases in the flow (energies must come from the same model).
         prototypes: elemental phases relaxed as references when ``reference_entries`` is None.
         output_dir: folder for ``screening.csv`` and ``hull.png`` (absolute; None: no files).
+        md_temperatures: K; a short NVT check per temperature of the candidates within ``md_threshold``
+            (eV/atom) of the hull, ``md_steps`` steps of 2 fs (none by default).
+        committee: checkpoints (or model names) computing single points of the relaxed structures: the mean
+            and spread of e_above_hull, ``stability_uncertain`` within ``committee_k`` std.
     """
 
     name: str = "DPA4 screening"
@@ -126,6 +135,11 @@ class ScreeningMaker(Maker):
     reference_entries: str | None = None
     prototypes: tuple[str, ...] = PROTOTYPES
     output_dir: str | None = None
+    md_temperatures: tuple[float, ...] = ()
+    md_threshold: float = 0.05
+    md_steps: int = 1000
+    committee: tuple[str, ...] = ()
+    committee_k: float = 1.0
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1:
@@ -137,6 +151,11 @@ class ScreeningMaker(Maker):
             self.reference_entries = str(Path(self.reference_entries).expanduser().resolve())
         if self.output_dir is not None:
             self.output_dir = str(Path(self.output_dir).expanduser().resolve())
+        if any(not t >= 0 for t in self.md_temperatures) or self.md_steps < 2:
+            raise ScreeningInputError(f"MD needs temperatures >= 0 K and >= 2 steps; got {self.md_temperatures}, "
+                                      f"{self.md_steps} steps")
+        if self.committee_k < 0:
+            raise ScreeningInputError(f"committee_k={self.committee_k} must be >= 0")
 
     def make(self, candidates: list[Structure], candidate_ids: list[str] | None = None, *,
              rejected: dict[str, str] | None = None, labels: dict[str, dict] | None = None,
@@ -184,13 +203,38 @@ class ScreeningMaker(Maker):
             method=self.stability_maker.method, model_id=relax_jobs[0].output.model_id,
         )
         stability.name = self.stability_maker.name
+        checks = self._checks(stability, relax_jobs, references, phase_jobs)
         report = screening_report(
             stability.output, [j.output for j in relax_jobs], references, source, self.output_dir,
             rejected or None, labels or None, formulas or None, [j.output for j in phase_jobs] or None,
+            [j.output for j in checks if j.name.startswith("DPA4 MD")] or None,
+            next((j.output for j in checks if j.name == "DPA4 committee"), None),
         )
         report.name = "DPA4 screening report"
-        jobs += [stability, report]
+        jobs += [stability, *checks, report]
         return Flow(jobs, output=report.output, name=self.name)
+
+    def _checks(self, stability, relax_jobs, references, phase_jobs) -> list:
+        """The optional MD jobs (one per temperature) and committee job, on the stability job's output."""
+        from dpa4_flows.jobs.committee import committee_stability
+        from dpa4_flows.jobs.md_screen import md_stability
+
+        kwargs = self.relax_maker.calculator_kwargs
+        jobs = []
+        for temperature in self.md_temperatures:
+            md = md_stability(stability.output, float(temperature), self.md_steps, self.md_threshold, kwargs)
+            md.name = f"DPA4 MD {temperature:g} K"
+            jobs.append(md)
+        if self.committee:
+            members = [str(m) for m in self.committee]
+            committee = committee_stability(
+                [j.output for j in relax_jobs], references, [j.output for j in phase_jobs] or None,
+                stability.output, members, k=self.committee_k, regime=self.relax_maker.regime,
+                tolerance=self.stability_maker.tolerance, device=kwargs.get("device", "cpu"),
+                dtype=kwargs.get("dtype", "float32"))
+            committee.name = "DPA4 committee"
+            jobs.append(committee)
+        return jobs
 
     def _chunks(self, structures: list[Structure], ids: list[str], name: str) -> list:
         """One relaxation job per chunk of ``chunk_size`` structures, each logging its progress line."""
