@@ -268,6 +268,9 @@ def _worker(out: str, log: str) -> None:
     from dpa4_flows.execution.runner import run_resumable
     from dpa4_flows.execution.stores import embedded_store
 
+    import torch
+
+    torch.set_num_threads(1)  # N workers on N cores: one thread each (the small models are dispatch-bound)
     with _progress_log(Path(log)):
         run_resumable(None, embedded_store(Path(out) / "jobs.sqlite"), Path(out) / WORK_DIR, progress=False,
                       include_outputs=False)
@@ -300,9 +303,18 @@ def _run(flow, out: Path, progress: bool, workers: int = 1) -> dict:
              for _ in range(workers - 1)]
     for proc in procs:
         proc.start()
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         result = run_resumable(None, store, work, progress=progress)
+    except BaseException:  # Ctrl-C or a failure: stop the workers too (a killed worker loses nothing)
+        for proc in procs:
+            proc.terminate()
+        raise
     finally:
+        torch.set_num_threads(threads)
         for proc in procs:
             proc.join()
     return result

@@ -87,7 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--n-random", type=int, default=2, help="random 32-atom alloys in the built-in set")
     parser.add_argument("--chunk", "--chunk-size", dest="chunk_size", type=int, default=settings.chunk_size,
                         help="structures per relax job")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the run (default 1)")
+    parser.add_argument("--workers", type=int, default=available_cores(),
+                        help="worker processes sharing the run, one torch thread each when more than one "
+                             "(default: this machine's cores, %(default)s)")
     parser.add_argument("--fmax", type=float, default=settings.fmax, help="force criterion, eV/A")
     parser.add_argument("--max-steps", type=int, default=settings.max_steps, help="optimiser steps per structure")
     parser.add_argument("--max-volume-change", type=float, default=0.30,
@@ -107,3 +109,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="flag stability_uncertain where the call flips within k committee std (default 1)")
     parser.add_argument("--quiet", action="store_true", help="only warnings and the final table")
     return parser
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, as a batch scheduler sets it), at least 1."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)

@@ -154,3 +154,18 @@ def test_two_workers_share_a_run_and_each_job_runs_once(tmp_path):
     uuids = [d["uuid"] for d in store.query({}, properties=["uuid"])]
     assert sorted(uuids) == sorted(j.uuid for j in load_flow(out / "work").jobs)  # every job stored exactly once
     assert (out / "screen.log").read_text().count("done:") == 3  # three candidate chunks, by either worker
+
+
+def test_workers_default_to_the_cores_this_process_may_use():
+    """Issue 15: `--workers` defaults to the machine's cores (its CPU affinity, as a scheduler sets it)."""
+    import argparse
+    import os
+
+    from dpa4_flows.screen_args import ScreenOptions, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args([])
+    args.quiet = False
+    assert ScreenOptions.from_args(args).workers == len(os.sched_getaffinity(0))
+    assert parser.parse_args(["--workers", "1"]).workers == 1
