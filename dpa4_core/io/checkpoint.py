@@ -182,13 +182,22 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     Raises:
         CheckpointNotFoundError: no file at ``path``.
         CheckpointError: the file is corrupt, truncated, not a DPA4 checkpoint, from a newer format, or holds
-            NaN/inf weights (named).
+            NaN/inf weights (named); a deepmd-kit DPA4 ``.pt`` (read by :mod:`dpa4_core.io.deepmd`) that uses an
+            option dpa4 does not reproduce (every one named); a frozen ``.pt2`` program.
     """
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise CheckpointNotFoundError(f"DPA4 checkpoint {path} does not exist")
+    from dpa4_core.io import deepmd
+
+    if deepmd.is_pt2_archive(path):
+        deepmd.refuse_pt2(path)
     payload = safe_load(path, map_location, CheckpointError,
                         "is not a readable DPA4 checkpoint (corrupt, truncated or not a torch file)")
+    if deepmd.deepmd_state(payload) is not None:  # the authors' deepmd-kit format, told apart by content
+        from dpa4_core.io.deepmd_options import deepmd_checkpoint_data
+
+        return deepmd_checkpoint_data(path, payload)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_TAG:
         raise CheckpointError(
             f"{path} is a torch file but not a DPA4 checkpoint (no {FORMAT_TAG!r} format tag; "

@@ -1,0 +1,126 @@
+"""Write the deepmd-kit DPA4 test fixtures under tests/fixtures/deepmd/ (run in the side environment, not ours).
+
+deepmd-kit is a peer, never a dependency: this script runs in a separate venv that has it (see
+tests/fixtures/deepmd/README.md for the exact setup) and writes *outputs* only: a small random-weight checkpoint
+saved with the keys ``dp --pt train`` writes, and deepmd-kit's energy, forces and virial for a few vendored
+Mo-Nb-Ta-W frames in float64. The tests read these files with dpa4 alone.
+
+    .venv-dp/bin/python benchmarks/deepmd/make_fixtures.py            # from the repository root
+
+Every parameter gets seeded noise (several deepmd modules start at zero, which would hide their mapping) and the
+per-type energy offsets (``out_bias``, ``bias_atom_e``) and ``out_std`` are made nonzero / away from 1.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("DP_TRITON_INFER", "0")  # deepmd's pure-PyTorch kernels, exact in float64
+
+import torch  # noqa: E402
+from deepmd.pt.model.model import get_model  # noqa: E402
+from deepmd.pt.train.wrapper import ModelWrapper  # noqa: E402
+from deepmd.utils.argcheck import normalize  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "tests" / "fixtures" / "deepmd"
+SEED = 20261207
+TYPE_MAP = ["W", "Nb", "Mo"]  # deliberately not in atomic-number order
+# (file, frame index): a bcc alloy, another alloy, a slab, a strained elemental cell (off-diagonal virial).
+FRAMES = [("NbMo_SS", 0), ("NbW_SS", 0), ("W_Surface", 1), ("Mo_Elastic", 5)]
+
+# The smallest deepmd-kit DPA4 that is closest to dpa4's own model: one block, tiny widths, no bridging,
+# edge_norm off (the released Mini setting), every other option at deepmd-kit 3.2.0's default.
+DESCRIPTOR = {"type": "dpa4", "rcut": 5.0, "sel": 64, "channels": 8, "n_radial": 8, "lmax": 2, "mmax": 1,
+              "kmax": 1, "n_blocks": 1, "mixing_layers": 2, "edge_norm": False, "precision": "float64",
+              "seed": 1}
+FITTING = {"type": "dpa4_ener", "precision": "float64", "seed": 2}
+
+
+def model_params() -> dict:
+    """deepmd-kit's normalised model section, as ``dp --pt train`` stores it (argcheck defaults filled in)."""
+    raw = {"model": {"type": "dpa4", "type_map": TYPE_MAP, "descriptor": DESCRIPTOR, "fitting_net": FITTING},
+           "learning_rate": {"type": "exp", "start_lr": 1e-3, "stop_lr": 1e-5},
+           "loss": {"type": "ener"}, "training": {"training_data": {"systems": ["unused"]}, "numb_steps": 1}}
+    return normalize(raw)["model"]
+
+
+def randomise(model: torch.nn.Module, generator: torch.Generator) -> None:
+    """Seeded noise on every parameter (zero-initialised modules included) and nonzero energy offsets.
+
+    Buffers other than the energy statistics are fixed constants of the maths (sign tables, index maps, norm
+    balance weights) and stay untouched.
+    """
+    with torch.no_grad():
+        for _, parameter in model.named_parameters():
+            parameter.add_(0.2 * torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
+        for name, buffer in model.named_buffers():
+            if name.endswith(("out_bias", "bias_atom_e")):
+                buffer.copy_(torch.randn(buffer.shape, generator=generator, dtype=buffer.dtype) * 3.0 - 5.0)
+            elif name.endswith("out_std"):
+                buffer.copy_(1.5 + torch.rand(buffer.shape, generator=generator, dtype=buffer.dtype))
+
+
+def read_frame(name: str, index: int) -> dict:
+    """A vendored maml frame (pymatgen structure dict) as symbols, Cartesian positions and cell rows."""
+    with gzip.open(ROOT / "data" / "maml_MoNbTaW" / f"{name}.json.gz", "rt") as stream:
+        structure = json.load(stream)[index]["structure"]
+    return {"source": f"data/maml_MoNbTaW/{name}.json.gz[{index}]",
+            "symbols": [site["species"][0]["element"] for site in structure["sites"]],
+            "positions": [site["xyz"] for site in structure["sites"]],
+            "cell": structure["lattice"]["matrix"]}
+
+
+def evaluate(model: torch.nn.Module, frame: dict) -> dict:
+    coord = torch.tensor(frame["positions"], dtype=torch.float64).reshape(1, -1, 3)
+    atype = torch.tensor([[TYPE_MAP.index(s) for s in frame["symbols"]]])
+    box = torch.tensor(frame["cell"], dtype=torch.float64).reshape(1, 9)
+    out = {key: value.detach() for key, value in model(coord, atype, box=box).items()}
+    return {"energy": float(out["energy"].reshape(())), "atom_energy": out["atom_energy"].reshape(-1).tolist(),
+            "forces": out["force"].reshape(-1, 3).tolist(), "virial": out["virial"].reshape(3, 3).tolist()}
+
+
+def write_multitask(params: dict) -> None:
+    """A two-head file as the multi-task trainer writes it (weights under model.<head>., configs in model_dict),
+    in float32 to stay small; only the loader's head selection reads it."""
+    heads = {}
+    for index, name in enumerate(("Alloy", "Other")):
+        head_params = json.loads(json.dumps(params))
+        head_params["descriptor"]["precision"] = head_params["fitting_net"]["precision"] = "float32"
+        head_params["descriptor"]["seed"] = 10 + index
+        head_params["model_branch_alias"] = ["MoNbW"] if name == "Alloy" else []
+        heads[name] = head_params
+    models = {name: get_model(head) for name, head in heads.items()}
+    wrapper = ModelWrapper(models, model_params={"model_dict": heads})
+    torch.save({"model": wrapper.state_dict()}, OUT / "dpa4_tiny_multitask.pt")
+
+
+def main() -> int:
+    torch.manual_seed(SEED)
+    params = model_params()
+    model = get_model(params).to(torch.float64)
+    wrapper = ModelWrapper(model, model_params=params)
+    randomise(model, torch.Generator().manual_seed(SEED))
+    model.eval()
+    OUT.mkdir(parents=True, exist_ok=True)
+    # The trainer's layout: {"model": wrapper.state_dict()} with _extra_state = {model_params, train_infos}.
+    torch.save({"model": wrapper.state_dict()}, OUT / "dpa4_tiny.pt")
+    write_multitask(params)
+    frames = [read_frame(name, index) for name, index in FRAMES]
+    for frame in frames:
+        frame["deepmd"] = evaluate(model, frame)
+    import deepmd
+
+    reference = {"checkpoint": "dpa4_tiny.pt", "deepmd_kit": deepmd.__version__, "torch": torch.__version__,
+                 "dtype": "float64", "type_map": TYPE_MAP, "frames": frames}
+    (OUT / "dpa4_tiny_reference.json").write_text(json.dumps(reference, indent=1) + "\n")
+    print(f"wrote {OUT}/dpa4_tiny.pt and dpa4_tiny_reference.json ({len(frames)} frames)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

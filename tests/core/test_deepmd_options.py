@@ -1,0 +1,103 @@
+"""deepmd-kit DPA4 options (dpa4_core.io.deepmd_options): a checkpoint whose options dpa4 does not reproduce never
+loads, and the refusal names every such option with its value. The most important guarantee of the deepmd loader.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from dpa4_core.calculator import DPA4Calculator
+from dpa4_core.dynamics import relax_batch
+from dpa4_core.io import deepmd_options as opts
+from dpa4_core.io.checkpoint import CheckpointError, load_checkpoint, load_for_inference
+from dpa4_core.io.deepmd import read_deepmd_checkpoint
+
+from _vendored import read_vendored
+
+SINGLE = Path(__file__).resolve().parents[1] / "fixtures" / "deepmd" / "dpa4_tiny.pt"
+
+
+def _unreproduced(section: str, options: dict, sizes: dict, no_effect: frozenset, accepted: dict) -> list[str]:
+    """The options of one section that dpa4 does not reproduce, written out independently of check_options."""
+    prefix = f"{section}." if section else ""
+    return [f"{prefix}{name}={value!r}" for name, value in options.items()
+            if name not in sizes and name not in no_effect and value not in accepted.get(name, ())]
+
+
+def _refusal(path: Path) -> str:
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    return str(caught.value)
+
+
+def _edited(tmp_path: Path, edit) -> Path:
+    payload = torch.load(SINGLE, map_location="cpu", weights_only=True)
+    edit(payload["model"])
+    path = tmp_path / "edited.pt"
+    torch.save(payload, path)
+    return path
+
+
+def test_refusal_names_every_unreproduced_option_with_its_value_and_every_missing_component():
+    checkpoint = read_deepmd_checkpoint(SINGLE)
+    expected = (_unreproduced("", checkpoint.model_params, opts.MODEL_SIZES, opts.MODEL_NO_EFFECT,
+                              opts.MODEL_ACCEPTED)
+                + _unreproduced("descriptor", checkpoint.descriptor, opts.DESCRIPTOR_SIZES,
+                                opts.DESCRIPTOR_NO_EFFECT, opts.DESCRIPTOR_ACCEPTED)
+                + _unreproduced("fitting_net", checkpoint.fitting_net, {}, opts.FITTING_NO_EFFECT,
+                                opts.FITTING_ACCEPTED))
+    assert "descriptor.edge_norm=False" in expected and "bridging_method='None'" in expected
+    message = _refusal(SINGLE)
+    assert str(SINGLE) in message and "\n" not in message  # one line for the CLI
+    for item in expected:
+        assert item in message, item
+    for component in opts.MISSING_COMPONENTS:
+        assert component in message
+    assert "descriptor.version_tensor=1.2" in message
+
+
+@pytest.mark.parametrize("load", ["calculator", "relax_batch", "load_for_inference"])
+def test_every_entry_point_refuses_the_deepmd_checkpoint(load):
+    with pytest.raises(CheckpointError, match="descriptor.use_env_seed=True"):
+        if load == "calculator":
+            DPA4Calculator.from_checkpoint(SINGLE, dtype="float64")
+        elif load == "relax_batch":
+            relax_batch([read_vendored("maml_MoNbTaW", "NbMo_SS.json.gz", index=0)], str(SINGLE), max_steps=1)
+        else:
+            load_for_inference(SINGLE, torch.float64)
+
+
+def test_an_option_unknown_to_dpa4_is_refused_by_name(tmp_path):
+    def add_option(state):
+        state["_extra_state"]["model_params"]["descriptor"]["spin_magic"] = 3
+        state["_extra_state"]["model_params"]["hessian_mode"] = True
+    message = _refusal(_edited(tmp_path, add_option))
+    assert "descriptor.spin_magic=3 (an option unknown to this dpa4)" in message
+    assert "hessian_mode=True (an option unknown to this dpa4)" in message
+
+
+def test_a_feature_dpa4_lacks_is_refused_when_switched_on(tmp_path):
+    def switch_on(state):
+        params = state["_extra_state"]["model_params"]
+        params["descriptor"].update(n_focus=2, exclude_types=[[0, 1]], add_chg_spin_ebd=True)
+        params["fitting_net"]["numb_fparam"] = 2
+        params["lora"] = {"rank": 4, "alpha": None}
+        state["model.Default.atomic_model.descriptor.blocks.0.so2_conv.so2_linears.0.A_m.0"] = torch.zeros(2, 2)
+    message = _refusal(_edited(tmp_path, switch_on))
+    for item in ["descriptor.n_focus=2 (dpa4 implements only 1 yet)", "descriptor.exclude_types=[[0, 1]]",
+                 "descriptor.add_chg_spin_ebd=True", "fitting_net.numb_fparam=2",
+                 "lora={'rank': 4, 'alpha': None}", "LoRA adapter weights not folded"]:
+        assert item in message, item
+    checkpoint = read_deepmd_checkpoint(_edited(tmp_path, lambda state: None))
+    unchanged = opts.check_options(checkpoint).refused
+    assert not any("n_focus" in line or "LoRA" in line for line in unchanged)  # the defaults themselves pass
+
+
+def test_sizes_map_onto_dpa4config_fields():
+    report = opts.check_options(read_deepmd_checkpoint(SINGLE))
+    assert report.fields == {"cutoff": 5.0, "channels": 8, "lmax": 2, "mmax": 1, "kmax": 1, "n_blocks": 1,
+                             "n_radial": 8, "so2_layers": 2, "rank": 1, "attn_heads": 1, "r_in": 0.5, "r_out": 0.8}
+    assert not report.supported
