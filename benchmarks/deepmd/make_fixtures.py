@@ -13,6 +13,7 @@ per-type energy offsets (``out_bias``, ``bias_atom_e``) and ``out_std`` are made
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 import os
@@ -99,6 +100,43 @@ def write_multitask(params: dict) -> None:
     torch.save({"model": wrapper.state_dict()}, OUT / "dpa4_tiny_multitask.pt")
 
 
+def edge_vectors(generator: torch.Generator) -> torch.Tensor:
+    """Random directions and lengths plus the poles (+-z exactly, and a hair off them) and the axes."""
+    special = torch.tensor([[0.0, 0.0, 2.1], [0.0, 0.0, -2.7], [1e-9, 0.0, 3.0], [0.0, -1e-9, -3.0],
+                            [2.5, 0.0, 0.0], [0.0, -2.2, 0.0], [1.0, 1.0, -1e-3]], dtype=torch.float64)
+    random = torch.randn(13, 3, generator=generator, dtype=torch.float64)
+    random = random / random.norm(dim=1, keepdim=True) * (0.6 + 4.2 * torch.rand(13, 1, generator=generator,
+                                                                                 dtype=torch.float64))
+    return torch.cat([special, random])
+
+
+def components(model: torch.nn.Module, frames: list[dict]) -> dict:
+    """deepmd-kit's own values of the components dpa4 maps one by one: edge frames, Wigner-D blocks l = 0..4, radial
+    basis and envelopes of the fixture's descriptor, and the per-type energy offset measured through its forward
+    pass with the fitting net's output layer zeroed (so each atom energy is the offset alone)."""
+    from deepmd.pt.model.descriptor.sezm_nn.wignerd import WignerDCalculator, build_edge_quaternion
+
+    descriptor = model.atomic_model.descriptor
+    vectors = edge_vectors(torch.Generator().manual_seed(SEED + 1))
+    quaternion = build_edge_quaternion(vectors)
+    wigner, _ = WignerDCalculator(4, dtype=torch.float64)(quaternion)
+    distances = torch.linspace(0.0, 5.5, 23, dtype=torch.float64)[:, None]
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, parameter in zeroed.named_parameters():
+            if "fitting_net" in name and "output_layer" in name:
+                parameter.zero_()
+    offsets: dict[str, float] = {}
+    for frame in frames:
+        for symbol, energy in zip(frame["symbols"], evaluate(zeroed, frame)["atom_energy"]):
+            offsets[symbol] = energy
+    blocks = [wigner[:, l * l:(l + 1) ** 2, l * l:(l + 1) ** 2].tolist() for l in range(5)]  # noqa: E741
+    return {"edge_vectors": vectors.tolist(), "edge_quaternion": quaternion.tolist(), "wigner_blocks": blocks, "distances": distances.reshape(-1).tolist(),
+            "radial_basis": descriptor.radial_basis(distances).tolist(),
+            "edge_envelope": descriptor.edge_envelope(distances).reshape(-1).tolist(),
+            "energy_offset_by_symbol": offsets}
+
+
 def main() -> int:
     torch.manual_seed(SEED)
     params = model_params()
@@ -118,7 +156,9 @@ def main() -> int:
     reference = {"checkpoint": "dpa4_tiny.pt", "deepmd_kit": deepmd.__version__, "torch": torch.__version__,
                  "dtype": "float64", "type_map": TYPE_MAP, "frames": frames}
     (OUT / "dpa4_tiny_reference.json").write_text(json.dumps(reference, indent=1) + "\n")
-    print(f"wrote {OUT}/dpa4_tiny.pt and dpa4_tiny_reference.json ({len(frames)} frames)")
+    (OUT / "dpa4_tiny_components.json").write_text(json.dumps(components(model, frames)) + "\n")
+    print(f"wrote {OUT}: dpa4_tiny.pt, dpa4_tiny_multitask.pt, dpa4_tiny_reference.json ({len(frames)} frames), "
+          "dpa4_tiny_components.json")
     return 0
 
 

@@ -67,22 +67,23 @@ _LORA_KEY = re.compile(r"(^|\.)[AB]_(by_l|m0|m)(\.|$)")
 # The descriptor layout versions whose maths dpa4 reproduces (``descriptor.version_tensor``).
 ACCEPTED_VERSIONS: tuple[float, ...] = ()
 
-# deepmd-kit DPA4 components that no option switches off and that differ from dpa4's (first reading of deepmd-kit
-# 3.2.0's source; ../shared/design/deepmd-dpa4-format.md has the details).
+# deepmd-kit DPA4 components that no option switches off and that dpa4's model computes differently (first reading
+# of deepmd-kit 3.2.0's source; ../shared/design/deepmd-dpa4-format.md has the details). Conventions that change
+# only the weight map (spherical-harmonic signs, the radial-basis prefactor, the per-type energy offset) are not
+# here: dpa4_core.io.deepmd_weights maps them, checked against deepmd-kit's values.
 MISSING_COMPONENTS = (
     "one type-embedding table for node and edge-type terms, the edge-type term unenveloped and added after the "
     "l>=1 initial embedding",
-    "radial basis without the sqrt(2/r_c) prefactor; radial MLP without biases",
-    "zone-bridging gate computed from the clamped length",
-    "real spherical harmonics with deepmd's sign per +-m pair",
+    "radial MLP without biases and its placement of the edge envelope",
+    "zone bridging switchable off (bridging_method 'None'); with 'zbl', the gate from the clamped length and an "
+    "untapered fp64 ZBL",
     "environment FiLM filter (RBF-MLP with environment type embeddings, scalar strengths, uncentred RMS norm)",
     "norm placement and epsilons (no pre-norm before SO(2), post-norm eps 1 or 1e-5, uncentred RMS norms)",
     "degree coupling linear in every degree's radial features, without bias",
     "SO(2) stack without activation after its last layer",
     "attention logits and per-head output gate from the pre-mixed scalars; null mass softplus(zeta)+1e-7",
-    "EquivariantFFN read-out and the GLU energy fitting net (sezm_ener)",
-    "no isolated-atom tanh(d_i) factor and no scalar density",
-    "energy offset per type = out_bias + bias_atom_e (by type_map)",
+    "EquivariantFFN blocks and read-out, and the GLU energy fitting net (sezm_ener)",
+    "no isolated-atom tanh(d_i) factor",
 )
 
 

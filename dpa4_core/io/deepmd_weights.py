@@ -1,0 +1,76 @@
+"""deepmd-kit DPA4 weights and conventions expressed in dpa4's (the weight map, one component at a time).
+
+Each function here is checked against deepmd-kit's own numbers (tests/fixtures/deepmd/, written by
+benchmarks/deepmd/make_fixtures.py) in tests/core/test_deepmd_weights.py. Verified so far:
+
+- edge frames: deepmd-kit's two-chart quaternion blend is dpa4's ``geometry.frames.edge_quaternion`` up to the
+  quaternion's overall sign (the same rotation; both map the edge onto +z), poles included;
+- real spherical harmonics / Wigner-D: ``D_dpa4 = S D_deepmd S`` with the diagonal sign ``S`` of
+  :func:`sh_signs` (``+m`` carries ``(-1)^m``, ``-m`` carries ``-(-1)^m``, ``m = 0`` unchanged), so a
+  degree-l weight acting on the m index maps as ``W_dpa4 = S W_deepmd S``;
+- radial basis: deepmd-kit's ``w_n sinc(w_n r / pi) E_7(r / r_c)`` is dpa4's ``RadialBasis`` without its
+  ``sqrt(2 / r_c)`` prefactor (``adam_freqs`` are the frequencies; the prefactor folds into the next layer);
+  the edge envelope ``E_5`` is dpa4's ``polynomial_envelope(r / r_c, 5)``;
+- energy offset per type: ``out_bias + bias_atom_e`` (``out_std`` does not scale energies), by ``type_map``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from dpa4_core.io.checkpoint import CheckpointError
+from dpa4_core.io.deepmd import DeepmdCheckpoint
+
+N_ELEMENTS = 119
+
+
+def sh_signs(l: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:  # noqa: E741
+    """The diagonal ``S`` (``[2l+1]``, m = -l..l) with ``D_dpa4^l = S D_deepmd^l S`` and ``Y_dpa4 = S Y_deepmd``."""
+    signs = [(-1.0) ** abs(m) * (1.0 if m >= 0 else -1.0) if m else 1.0 for m in range(-l, l + 1)]
+    return torch.tensor(signs, dtype=dtype)
+
+
+def radial_frequencies(checkpoint: DeepmdCheckpoint) -> torch.Tensor:
+    """deepmd-kit's learnt radial frequencies ``w_n`` (1/A) as dpa4's ``RadialBasis.frequencies`` ``[n_radial]``."""
+    name = "atomic_model.descriptor.radial_basis.adam_freqs"
+    if name not in checkpoint.state_dict:
+        raise CheckpointError(f"{checkpoint.path}: no {name} in the checkpoint")
+    return checkpoint.state_dict[name].reshape(-1).clone()
+
+
+def radial_basis_scale(cutoff: float) -> float:
+    """deepmd-kit's radial basis = this factor x dpa4's (dpa4 multiplies by ``sqrt(2 / r_c)``): multiply the
+    weights that read deepmd's basis by it to read dpa4's instead."""
+    return 1.0 / math.sqrt(2.0 / cutoff)
+
+
+def atomic_numbers(checkpoint: DeepmdCheckpoint) -> list[int]:
+    """The atomic number of each deepmd type (``type_map`` symbols); an unknown symbol is refused by name."""
+    from ase.data import atomic_numbers as table
+
+    unknown = [symbol for symbol in checkpoint.type_map if symbol not in table or table[symbol] == 0]
+    if unknown:
+        raise CheckpointError(f"{checkpoint.path}: type_map holds symbols that are not elements: {unknown}")
+    return [table[symbol] for symbol in checkpoint.type_map]
+
+
+def energy_offsets(checkpoint: DeepmdCheckpoint) -> torch.Tensor:
+    """Per-element energy offset ``[119]`` (eV, by atomic number; 0 for elements outside ``type_map``):
+    ``out_bias[0, t, 0] + bias_atom_e[t, 0]`` of each type ``t`` (deepmd-kit's SeZM atomic model adds
+    ``out_bias`` to the energy unscaled; its fitting net adds ``bias_atom_e``)."""
+    state = checkpoint.state_dict
+    missing = [name for name in ("atomic_model.out_bias", "atomic_model.fitting_net.bias_atom_e") if name not in state]
+    if missing:
+        raise CheckpointError(f"{checkpoint.path}: missing energy offsets {missing}")
+    n_types = len(checkpoint.type_map)
+    out_bias = state["atomic_model.out_bias"].to(torch.float64)
+    fitting_bias = state["atomic_model.fitting_net.bias_atom_e"].to(torch.float64)
+    if out_bias.shape[:2] != (1, n_types) or fitting_bias.shape[0] != n_types:
+        raise CheckpointError(f"{checkpoint.path}: energy offsets of shapes {tuple(out_bias.shape)} and "
+                              f"{tuple(fitting_bias.shape)} do not fit {n_types} types")
+    offsets = torch.zeros(N_ELEMENTS, dtype=torch.float64)
+    for index, number in enumerate(atomic_numbers(checkpoint)):
+        offsets[number] = out_bias[0, index, 0] + fitting_bias[index, 0]
+    return offsets
