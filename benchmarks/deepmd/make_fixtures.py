@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "tests" / "fixtures" / "deepmd"
 SEED = 20261207
 TYPE_MAP = ["W", "Nb", "Mo"]  # deliberately not in atomic-number order
-# (file, frame index): a bcc alloy, another alloy, a slab, a strained elemental cell (off-diagonal virial).
-FRAMES = [("NbMo_SS", 0), ("NbW_SS", 0), ("W_Surface", 1), ("Mo_Elastic", 5)]
+# (file, frame index): two bcc alloys with displaced atoms, a slab, a sheared elemental cell (off-diagonal virial).
+FRAMES = [("NbMo_SS", 334), ("NbW_SS", 346), ("W_Surface", 1), ("Mo_Elastic", 0)]
 
 # The smallest deepmd-kit DPA4 that is closest to dpa4's own model: one block, tiny widths, no bridging,
 # edge_norm off (the released Mini setting), every other option at deepmd-kit 3.2.0's default.
@@ -137,6 +137,32 @@ def components(model: torch.nn.Module, frames: list[dict]) -> dict:
             "energy_offset_by_symbol": offsets}
 
 
+# deepmd-kit modules whose outputs are recorded on the first frame, in the order of the forward pass.
+STAGES = ["descriptor.type_embedding", "descriptor.env_seed_embedding", "descriptor.gie", "descriptor.blocks.0",
+          "descriptor.output_ffn", "fitting_net"]
+
+
+def intermediates(model: torch.nn.Module, frame: dict) -> dict:
+    """Per-stage outputs of deepmd-kit's forward pass on one frame (node features in deepmd's real-SH signs), so a
+    mismatch in dpa4's mapped model points at its module."""
+    records: dict[str, list] = {}
+    handles = []
+    for stage in STAGES:
+        module = model.atomic_model.get_submodule(stage)
+
+        def hook(_module, _inputs, output, stage=stage):
+            tensor = output[0] if isinstance(output, tuple) else output
+            tensor = tensor["energy"] if isinstance(tensor, dict) else tensor  # the fitting net's atom energies
+            records[stage] = {"shape": list(tensor.shape), "values": tensor.detach().reshape(-1).tolist()}
+        handles.append(module.register_forward_hook(hook))
+    try:
+        evaluate(model, frame)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {"frame": frame["source"], "stages": records}
+
+
 def main() -> int:
     torch.manual_seed(SEED)
     params = model_params()
@@ -156,7 +182,9 @@ def main() -> int:
     reference = {"checkpoint": "dpa4_tiny.pt", "deepmd_kit": deepmd.__version__, "torch": torch.__version__,
                  "dtype": "float64", "type_map": TYPE_MAP, "frames": frames}
     (OUT / "dpa4_tiny_reference.json").write_text(json.dumps(reference, indent=1) + "\n")
-    (OUT / "dpa4_tiny_components.json").write_text(json.dumps(components(model, frames)) + "\n")
+    values = components(model, frames)
+    values["intermediates"] = intermediates(model, frames[0])
+    (OUT / "dpa4_tiny_components.json").write_text(json.dumps(values) + "\n")
     print(f"wrote {OUT}: dpa4_tiny.pt, dpa4_tiny_multitask.pt, dpa4_tiny_reference.json ({len(frames)} frames), "
           "dpa4_tiny_components.json")
     return 0
