@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from dpa4_core.io.checkpoint import CheckpointError, CheckpointNotFoundError, safe_load
+from dpa4_core.io.checkpoint_data import CheckpointError, CheckpointNotFoundError, safe_load
 
 # deepmd-kit's names for the DPA4 model type (its argcheck aliases).
 DPA4_TYPE_NAMES = frozenset({"dpa4", "DPA4", "SeZM", "sezm"})

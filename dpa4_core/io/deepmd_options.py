@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from pathlib import Path
-
-from dpa4_core.io.checkpoint import CheckpointData, CheckpointError
+from dpa4_core.config import DPA4Config
+from dpa4_core.io.checkpoint_data import CheckpointData, CheckpointError
 from dpa4_core.io.deepmd import DeepmdCheckpoint, read_deepmd_checkpoint
 
 # deepmd option -> DPA4Config field (same meaning and units).
@@ -143,7 +143,7 @@ def check_options(checkpoint: DeepmdCheckpoint) -> OptionReport:
     return report
 
 
-def deepmd_config(checkpoint: DeepmdCheckpoint):
+def deepmd_config(checkpoint: DeepmdCheckpoint) -> DPA4Config:
     """The ``DPA4Config`` that reproduces ``checkpoint``, or ``CheckpointError`` naming every option (with its
     value) and every component that dpa4 does not implement yet. Nothing is approximated."""
     report = check_options(checkpoint)
@@ -153,8 +153,6 @@ def deepmd_config(checkpoint: DeepmdCheckpoint):
         raise CheckpointError(
             f"{checkpoint.path}{head} is a deepmd-kit DPA4 checkpoint that this dpa4 cannot reproduce exactly; "
             f"not implemented yet ({len(lines)}): " + "; ".join(lines))
-    from dpa4_core.config import DPA4Config
-
     return DPA4Config(**report.fields)
 
 

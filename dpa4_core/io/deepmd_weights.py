@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from dpa4_core.io.checkpoint import CheckpointError
+from dpa4_core.io.checkpoint_data import CheckpointError
 from dpa4_core.io.deepmd import DeepmdCheckpoint
 
 N_ELEMENTS = 119
