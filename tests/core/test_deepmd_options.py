@@ -101,3 +101,15 @@ def test_sizes_map_onto_dpa4config_fields():
     assert report.fields == {"cutoff": 5.0, "channels": 8, "lmax": 2, "mmax": 1, "kmax": 1, "n_blocks": 1,
                              "n_radial": 8, "so2_layers": 2, "rank": 1, "attn_heads": 1, "r_in": 0.5, "r_out": 0.8}
     assert not report.supported
+
+
+def test_dpa4_eval_refuses_the_deepmd_checkpoint_in_one_line(tmp_path, capsys):
+    from ase.io import write
+
+    from dpa4_core.cli import main
+
+    frames = tmp_path / "frames.extxyz"
+    write(frames, read_vendored("maml_MoNbTaW", "NbMo_SS.json.gz", index=0))
+    assert main(["eval", str(SINGLE), str(frames)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "descriptor.edge_norm=False" in error[0]
