@@ -41,6 +41,13 @@ class DPA4Config:
         env_dim, env_axis: width G of the environment-matrix filter and the number K of its columns in the
             Gram matrix ``G_i = A_i^T A_i[:, :K]`` (initial FiLM embedding).
         readout_hidden: width of the residual scalar MLP of the energy readout.
+        embedding: "dpa4" (this specification) or "deepmd" (deepmd-kit DPA4's initial embedding, for its
+            checkpoints: radial MLP without biases; the edge-type term ``T[Z_src] + T[Z_dst]`` not enveloped and added
+            to the blocks' radial features only, not to the l >= 1 embedding; environment filter
+            ``g = MLP(cat[MLP(phi), T_env[Z_src], T_env[Z_dst]])`` without biases; FiLM with one scale and one shift
+            strength and no norm). Checked against deepmd-kit's own values (tests/core/test_deepmd_embedding.py).
+        env_type_dim, env_radial_dim, env_hidden: widths of the "deepmd" environment filter (its type embedding,
+            its radial projection and its hidden layer); unused by "dpa4".
         scalar_density: add the radial density ``n_i sum_j eta_j rho_ij,0`` to the initial l = 0 features,
             the l = 0 term of the l >= 1 embedding (Y_00 = 1). An addition to the specification (which builds
             l = 0 from the FiLM-modulated type embedding only): it gives the first block how many neighbours
@@ -76,6 +83,10 @@ class DPA4Config:
     env_dim: int = 16
     env_axis: int = 4
     readout_hidden: int = 64
+    embedding: str = "dpa4"
+    env_type_dim: int = 8
+    env_radial_dim: int = 32
+    env_hidden: int = 64
     scalar_density: bool = True
     zbl: bool = True
     zbl_taper_end: float = 1.0
@@ -83,7 +94,8 @@ class DPA4Config:
 
     def __post_init__(self) -> None:
         positive = ["channels", "n_blocks", "so2_layers", "rank", "hidden", "ffn_hidden", "ffn_scalar_hidden", "radial_hidden",
-                    "n_radial", "attn_heads", "attn_dim", "env_dim", "env_axis", "readout_hidden"]
+                    "n_radial", "attn_heads", "attn_dim", "env_dim", "env_axis", "readout_hidden", "env_type_dim", "env_radial_dim",
+                    "env_hidden"]
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -94,6 +106,8 @@ class DPA4Config:
             raise ConfigError(f"DPA4Config.mmax must be an integer in 0..lmax={self.lmax}, got {self.mmax!r}")
         if not isinstance(self.kmax, int) or not 0 <= self.kmax <= max(self.lmax, 0):
             raise ConfigError(f"DPA4Config.kmax must be an integer in 0..lmax={self.lmax}, got {self.kmax!r}")
+        if self.embedding not in ("dpa4", "deepmd"):
+            raise ConfigError(f"DPA4Config.embedding must be 'dpa4' or 'deepmd', got {self.embedding!r}")
         if self.ffn not in ("bilinear", "gated"):
             raise ConfigError(f"DPA4Config.ffn must be 'bilinear' or 'gated', got {self.ffn!r}")
         if self.hidden % self.attn_heads:

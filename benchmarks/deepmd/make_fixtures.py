@@ -155,6 +155,11 @@ def intermediates(model: torch.nn.Module, frame: dict) -> dict:
             tensor = tensor["energy"] if isinstance(tensor, dict) else tensor  # the fitting net's atom energies
             records[stage] = {"shape": list(tensor.shape), "values": tensor.detach().reshape(-1).tolist()}
         handles.append(module.register_forward_hook(hook))
+
+    def block_input(_module, inputs):  # the initial node features: FiLM-ed l = 0 and the l >= 1 embedding
+        records["descriptor.blocks.0:input"] = {"shape": list(inputs[0].shape),
+                                                "values": inputs[0].detach().reshape(-1).tolist()}
+    handles.append(model.atomic_model.descriptor.blocks[0].register_forward_pre_hook(block_input))
     try:
         evaluate(model, frame)
     finally:

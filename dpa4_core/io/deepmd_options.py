@@ -71,13 +71,12 @@ ACCEPTED_VERSIONS: tuple[float, ...] = ()
 # of deepmd-kit 3.2.0's source; ../shared/design/deepmd-dpa4-format.md has the details). Conventions that change
 # only the weight map (spherical-harmonic signs, the radial-basis prefactor, the per-type energy offset) are not
 # here: dpa4_core.io.deepmd_weights maps them, checked against deepmd-kit's values.
+# Done: the initial embedding (DPA4Config.embedding = "deepmd", equal to deepmd-kit's node features entering the
+# first block, tests/core/test_deepmd_embedding.py).
 MISSING_COMPONENTS = (
-    "one type-embedding table for node and edge-type terms, the edge-type term unenveloped and added after the "
-    "l>=1 initial embedding",
-    "radial MLP without biases and its placement of the edge envelope",
     "zone bridging switchable off (bridging_method 'None'); with 'zbl', the gate from the clamped length and an "
     "untapered fp64 ZBL",
-    "environment FiLM filter (RBF-MLP with environment type embeddings, scalar strengths, uncentred RMS norm)",
+    "blocks reading every degree's radial features plus the unenveloped edge-type term",
     "norm placement and epsilons (no pre-norm before SO(2), post-norm eps 1 or 1e-5, uncentred RMS norms)",
     "degree coupling linear in every degree's radial features, without bias",
     "SO(2) stack without activation after its last layer",
@@ -139,8 +138,32 @@ def check_options(checkpoint: DeepmdCheckpoint) -> OptionReport:
     if any(_LORA_KEY.search(name) for name in checkpoint.state_dict):
         report.refused.append("LoRA adapter weights not folded into the base weights (save the fine-tuned "
                               "model with deepmd-kit's merged checkpoint)")
+    report.fields.update(_embedding_fields(checkpoint))
     report.missing_components = list(MISSING_COMPONENTS)
     return report
+
+
+# deepmd weights whose shapes give the widths of the "deepmd" initial embedding: (key, axis) per DPA4Config field.
+_WIDTHS = {"radial_hidden": ("radial_embedding.net.0.matrix", 1),
+           "env_radial_dim": ("env_seed_embedding.rbf_proj_layer1.matrix", 1),
+           "env_type_dim": ("env_seed_embedding.env_type_embed.adam_type_embedding", 1),
+           "env_hidden": ("env_seed_embedding.g_layer1.matrix", 1),
+           "env_dim": ("env_seed_embedding.g_layer2.matrix", 1)}
+
+
+def _embedding_fields(checkpoint: DeepmdCheckpoint) -> dict[str, Any]:
+    """The ``DPA4Config`` fields of deepmd-kit's initial embedding, widths read off the weights."""
+    prefix = "atomic_model.descriptor."
+    state = checkpoint.state_dict
+    fields = {"embedding": "deepmd", "scalar_density": False,
+              "zbl": checkpoint.model_params.get("bridging_method") == "zbl"}
+    for name, (key, axis) in _WIDTHS.items():
+        if prefix + key in state:
+            fields[name] = int(state[prefix + key].shape[axis])
+    projection = state.get(prefix + "env_seed_embedding.output_proj.matrix")
+    if projection is not None and fields.get("env_dim"):
+        fields["env_axis"] = int(projection.shape[0]) // fields["env_dim"]
+    return fields
 
 
 def deepmd_config(checkpoint: DeepmdCheckpoint) -> DPA4Config:

@@ -74,3 +74,43 @@ def energy_offsets(checkpoint: DeepmdCheckpoint) -> torch.Tensor:
     for index, number in enumerate(atomic_numbers(checkpoint)):
         offsets[number] = out_bias[0, index, 0] + fitting_bias[index, 0]
     return offsets
+
+
+def _matrix(checkpoint: DeepmdCheckpoint, name: str) -> torch.Tensor:
+    """A deepmd ``MLPLayer.matrix`` ``[in, out]`` as a ``torch.nn.Linear`` weight ``[out, in]``."""
+    key = f"atomic_model.descriptor.{name}"
+    if key not in checkpoint.state_dict:
+        raise CheckpointError(f"{checkpoint.path}: no {key} in the checkpoint")
+    return checkpoint.state_dict[key].t()
+
+
+def _by_element(table: torch.Tensor, numbers: list[int], out: torch.Tensor) -> None:
+    """Rows of a deepmd per-type table (``ntypes`` rows, plus a padding row) into a table by atomic number."""
+    for index, number in enumerate(numbers):
+        out[number] = table[index]
+
+
+@torch.no_grad()
+def map_embedding(checkpoint: DeepmdCheckpoint, model: torch.nn.Module) -> None:
+    """Copy deepmd-kit's type embedding, radial basis and MLP, and environment FiLM into ``model.radial`` and
+    ``model.embedding`` of a ``DPA4`` built with ``embedding="deepmd"`` (the radial-basis prefactor is folded into
+    the first layers that read the basis; per-type rows go to their atomic numbers)."""
+    numbers = atomic_numbers(checkpoint)
+    state = checkpoint.state_dict
+    radial, embedding = model.radial, model.embedding
+    scale = radial_basis_scale(radial.cutoff)
+    types = state["atomic_model.descriptor.type_embedding.adam_type_embedding"]
+    _by_element(types, numbers, embedding.types.weight)
+    _by_element(types, numbers, radial.edge_types.weight)  # deepmd uses the one table for both
+    radial.basis.frequencies.copy_(radial_frequencies(checkpoint))
+    radial.mlp[0].weight.copy_(_matrix(checkpoint, "radial_embedding.net.0.matrix") * scale)
+    radial.mlp[2].weight.copy_(_matrix(checkpoint, "radial_embedding.net.2.matrix"))
+    embedding.filter_radial[0].weight.copy_(_matrix(checkpoint, "env_seed_embedding.rbf_proj_layer1.matrix") * scale)
+    embedding.filter_radial[2].weight.copy_(_matrix(checkpoint, "env_seed_embedding.rbf_proj_layer2.matrix"))
+    _by_element(state["atomic_model.descriptor.env_seed_embedding.env_type_embed.adam_type_embedding"], numbers,
+                embedding.filter_types.weight)
+    embedding.filter_mlp[0].weight.copy_(_matrix(checkpoint, "env_seed_embedding.g_layer1.matrix"))
+    embedding.filter_mlp[2].weight.copy_(_matrix(checkpoint, "env_seed_embedding.g_layer2.matrix"))
+    embedding.film.weight.copy_(_matrix(checkpoint, "env_seed_embedding.output_proj.matrix"))
+    strengths = [state[f"atomic_model.descriptor.film_{kind}_strength_log"].reshape(1) for kind in ("scale", "shift")]
+    embedding.log_scale.copy_(torch.stack(strengths))

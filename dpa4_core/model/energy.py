@@ -58,9 +58,12 @@ class DPA4(nn.Module):
             raise TypeError(f"config must be a DPA4Config, got {type(config).__name__}")
         self.config = config
         c = config
-        self.radial = RadialEmbedding(c.n_radial, c.radial_hidden, c.lmax, c.channels, c.cutoff, c.n_elements)
+        deepmd = c.embedding == "deepmd"
+        self.radial = RadialEmbedding(c.n_radial, c.radial_hidden, c.lmax, c.channels, c.cutoff, c.n_elements,
+                                      separate_edge_types=deepmd)
         self.embedding = NodeEmbedding(c.channels, c.lmax, c.n_radial, c.env_dim, c.env_axis, c.n_elements,
-                                       c.scalar_density)
+                                       c.scalar_density, deepmd_filter=deepmd, env_type_dim=c.env_type_dim,
+                                       env_radial_dim=c.env_radial_dim, env_hidden=c.env_hidden)
         self.blocks = nn.ModuleList(
             InteractionBlock(c.channels, c.hidden, c.lmax, c.mmax, c.so2_layers, c.rank, c.attn_heads, c.attn_dim,
                              c.ffn, c.ffn_hidden, c.kmax, c.ffn_scalar_hidden)
@@ -98,6 +101,8 @@ class DPA4(nn.Module):
         phi, rho = self.radial(cache.bridged, cache.envelope, numbers[edge_src], numbers[edge_dst])
         x = self.embedding(numbers, cache, phi, rho)
         rho0 = rho[:, 0]
+        if self.radial.separate_edge_types:  # deepmd-kit: the blocks see the edge-type term, not enveloped
+            rho0 = rho0 + self.radial.edge_type_term(numbers[edge_src], numbers[edge_dst]).to(rho0.dtype)
         for block in self.blocks:
             x = block(x, cache, rho0)
         network = self.readout(x[:, 0]).to(edge_vec.dtype) * torch.tanh(cache.degree)
