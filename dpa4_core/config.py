@@ -46,6 +46,11 @@ class DPA4Config:
             to the blocks' radial features only, not to the l >= 1 embedding; environment filter
             ``g = MLP(cat[MLP(phi), T_env[Z_src], T_env[Z_dst]])`` without biases; FiLM with one scale and one shift
             strength and no norm). Checked against deepmd-kit's own values (tests/core/test_deepmd_embedding.py).
+        readout: "dpa4" (norm, residual SiLU MLP, linear head) or "deepmd" (deepmd-kit DPA4's residual GLU on the
+            scalars, width ``ffn_hidden``, then its GLU fitting net of width ``readout_hidden``; see
+            ``dpa4_core/model/glu_readout.py``).
+        degree_switch: multiply the learned energy by ``tanh(d_i)`` so an isolated atom has its bias energy only
+            (deepmd-kit's DPA4 has no such factor).
         env_type_dim, env_radial_dim, env_hidden: widths of the "deepmd" environment filter (its type embedding,
             its radial projection and its hidden layer); unused by "dpa4".
         scalar_density: add the radial density ``n_i sum_j eta_j rho_ij,0`` to the initial l = 0 features,
@@ -84,6 +89,8 @@ class DPA4Config:
     env_axis: int = 4
     readout_hidden: int = 64
     embedding: str = "dpa4"
+    readout: str = "dpa4"
+    degree_switch: bool = True
     env_type_dim: int = 8
     env_radial_dim: int = 32
     env_hidden: int = 64
@@ -106,8 +113,9 @@ class DPA4Config:
             raise ConfigError(f"DPA4Config.mmax must be an integer in 0..lmax={self.lmax}, got {self.mmax!r}")
         if not isinstance(self.kmax, int) or not 0 <= self.kmax <= max(self.lmax, 0):
             raise ConfigError(f"DPA4Config.kmax must be an integer in 0..lmax={self.lmax}, got {self.kmax!r}")
-        if self.embedding not in ("dpa4", "deepmd"):
-            raise ConfigError(f"DPA4Config.embedding must be 'dpa4' or 'deepmd', got {self.embedding!r}")
+        for name in ("embedding", "readout"):
+            if getattr(self, name) not in ("dpa4", "deepmd"):
+                raise ConfigError(f"DPA4Config.{name} must be 'dpa4' or 'deepmd', got {getattr(self, name)!r}")
         if self.ffn not in ("bilinear", "gated"):
             raise ConfigError(f"DPA4Config.ffn must be 'bilinear' or 'gated', got {self.ffn!r}")
         if self.hidden % self.attn_heads:
@@ -125,7 +133,7 @@ class DPA4Config:
                 f"DPA4Config needs 0 < r_in < r_out < cutoff, got r_in={self.r_in}, r_out={self.r_out}, "
                 f"cutoff={self.cutoff}"
             )
-        for name in ("zbl", "scalar_density"):
+        for name in ("zbl", "scalar_density", "degree_switch"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"DPA4Config.{name} must be a bool, got {getattr(self, name)!r}")
         taper = self.zbl_taper_end

@@ -72,7 +72,8 @@ ACCEPTED_VERSIONS: tuple[float, ...] = ()
 # only the weight map (spherical-harmonic signs, the radial-basis prefactor, the per-type energy offset) are not
 # here: dpa4_core.io.deepmd_weights maps them, checked against deepmd-kit's values.
 # Done: the initial embedding (DPA4Config.embedding = "deepmd", equal to deepmd-kit's node features entering the
-# first block, tests/core/test_deepmd_embedding.py).
+# first block, tests/core/test_deepmd_embedding.py); the read-out and GLU fitting net (readout = "deepmd", no
+# isolated-atom factor: degree_switch = False; tests/core/test_deepmd_readout.py).
 MISSING_COMPONENTS = (
     "zone bridging switchable off (bridging_method 'None'); with 'zbl', the gate from the clamped length and an "
     "untapered fp64 ZBL",
@@ -81,8 +82,7 @@ MISSING_COMPONENTS = (
     "degree coupling linear in every degree's radial features, without bias",
     "SO(2) stack without activation after its last layer",
     "attention logits and per-head output gate from the pre-mixed scalars; null mass softplus(zeta)+1e-7",
-    "EquivariantFFN blocks and read-out, and the GLU energy fitting net (sezm_ener)",
-    "no isolated-atom tanh(d_i) factor",
+    "EquivariantFFN in the blocks",
 )
 
 
@@ -148,14 +148,15 @@ _WIDTHS = {"radial_hidden": ("radial_embedding.net.0.matrix", 1),
            "env_radial_dim": ("env_seed_embedding.rbf_proj_layer1.matrix", 1),
            "env_type_dim": ("env_seed_embedding.env_type_embed.adam_type_embedding", 1),
            "env_hidden": ("env_seed_embedding.g_layer1.matrix", 1),
-           "env_dim": ("env_seed_embedding.g_layer2.matrix", 1)}
+           "env_dim": ("env_seed_embedding.g_layer2.matrix", 1),
+           "ffn_hidden": ("output_ffn.so3_linear_2.weight", 1)}
 
 
 def _embedding_fields(checkpoint: DeepmdCheckpoint) -> dict[str, Any]:
     """The ``DPA4Config`` fields of deepmd-kit's initial embedding, widths read off the weights."""
     prefix = "atomic_model.descriptor."
     state = checkpoint.state_dict
-    fields = {"embedding": "deepmd", "scalar_density": False,
+    fields = {"embedding": "deepmd", "readout": "deepmd", "degree_switch": False, "scalar_density": False,
               "zbl": checkpoint.model_params.get("bridging_method") == "zbl"}
     for name, (key, axis) in _WIDTHS.items():
         if prefix + key in state:
@@ -163,6 +164,9 @@ def _embedding_fields(checkpoint: DeepmdCheckpoint) -> dict[str, Any]:
     projection = state.get(prefix + "env_seed_embedding.output_proj.matrix")
     if projection is not None and fields.get("env_dim"):
         fields["env_axis"] = int(projection.shape[0]) // fields["env_dim"]
+    glu_layer = state.get("atomic_model.fitting_net.filter_layers.networks.0.hidden_layers.0.linear.matrix")
+    if glu_layer is not None:
+        fields["readout_hidden"] = int(glu_layer.shape[1]) // 2
     return fields
 
 

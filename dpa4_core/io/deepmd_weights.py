@@ -114,3 +114,20 @@ def map_embedding(checkpoint: DeepmdCheckpoint, model: torch.nn.Module) -> None:
     embedding.film.weight.copy_(_matrix(checkpoint, "env_seed_embedding.output_proj.matrix"))
     strengths = [state[f"atomic_model.descriptor.film_{kind}_strength_log"].reshape(1) for kind in ("scale", "shift")]
     embedding.log_scale.copy_(torch.stack(strengths))
+
+
+@torch.no_grad()
+def map_readout(checkpoint: DeepmdCheckpoint, model: torch.nn.Module) -> None:
+    """Copy deepmd-kit's scalar read-out (``descriptor.output_ffn``) and GLU fitting net into ``model.readout``
+    of a ``DPA4`` built with ``readout="deepmd"`` (its energy offsets go to ``energy_bias``: :func:`energy_offsets`)."""
+    state, readout = checkpoint.state_dict, model.readout
+    fitting = "atomic_model.fitting_net.filter_layers.networks.0."
+    layers = {name.split(".")[6] for name in state if name.startswith(fitting + "hidden_layers.")}
+    if layers != {"0"}:
+        raise CheckpointError(f"{checkpoint.path}: dpa4 reproduces a fitting net with one GLU layer, this one has "
+                              f"{len(layers)}")
+    readout.lift.weight.copy_(state["atomic_model.descriptor.output_ffn.so3_linear_1.weight"][0].t())
+    readout.project.weight.copy_(state["atomic_model.descriptor.output_ffn.so3_linear_2.weight"][0].t())
+    readout.fitting.weight.copy_(state[fitting + "hidden_layers.0.linear.matrix"].t())
+    readout.fitting.bias.copy_(state[fitting + "hidden_layers.0.linear.bias"])
+    readout.head.weight.copy_(state[fitting + "output_layer.matrix"].t())

@@ -17,6 +17,7 @@ from dpa4_core.config import DPA4Config
 from dpa4_core.geometry.edge_cache import EdgeCache, build_edge_cache
 from dpa4_core.geometry.radial import RadialEmbedding
 from dpa4_core.model.derivatives import forces_and_virial, stress_from_virial
+from dpa4_core.model.glu_readout import GLUReadout
 from dpa4_core.model.zbl import ZBL
 from dpa4_core.nn.block import InteractionBlock
 from dpa4_core.nn.embedding import NodeEmbedding
@@ -69,7 +70,10 @@ class DPA4(nn.Module):
                              c.ffn, c.ffn_hidden, c.kmax, c.ffn_scalar_hidden)
             for _ in range(c.n_blocks)
         )
-        self.readout = EnergyReadout(c.channels, c.readout_hidden)
+        if c.readout == "deepmd":
+            self.readout = GLUReadout(c.channels, c.ffn_hidden, c.readout_hidden)
+        else:
+            self.readout = EnergyReadout(c.channels, c.readout_hidden)
         self.zbl = ZBL(c.cutoff, r_min=c.r_out, taper_end=c.zbl_taper_end) if c.zbl else None
         self.register_buffer("energy_bias", torch.zeros(N_ELEMENTS))
 
@@ -105,7 +109,9 @@ class DPA4(nn.Module):
             rho0 = rho0 + self.radial.edge_type_term(numbers[edge_src], numbers[edge_dst]).to(rho0.dtype)
         for block in self.blocks:
             x = block(x, cache, rho0)
-        network = self.readout(x[:, 0]).to(edge_vec.dtype) * torch.tanh(cache.degree)
+        network = self.readout(x[:, 0]).to(edge_vec.dtype)
+        if self.config.degree_switch:
+            network = network * torch.tanh(cache.degree)
         energy = network + self.energy_bias.to(edge_vec.dtype)[numbers]
         if self.zbl is not None:
             energy = energy + self.zbl(cache.length, numbers, edge_src, edge_dst, n_atoms)

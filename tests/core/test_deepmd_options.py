@@ -100,8 +100,10 @@ def test_sizes_map_onto_dpa4config_fields():
     report = opts.check_options(read_deepmd_checkpoint(SINGLE))
     assert report.fields == {"cutoff": 5.0, "channels": 8, "lmax": 2, "mmax": 1, "kmax": 1, "n_blocks": 1,
                              "n_radial": 8, "so2_layers": 2, "rank": 1, "attn_heads": 1, "r_in": 0.5, "r_out": 0.8,
-                             "embedding": "deepmd", "scalar_density": False, "zbl": False, "radial_hidden": 8,
-                             "env_radial_dim": 32, "env_type_dim": 8, "env_hidden": 48, "env_dim": 8, "env_axis": 4}
+                             "embedding": "deepmd", "readout": "deepmd", "degree_switch": False,
+                             "scalar_density": False, "zbl": False, "radial_hidden": 8, "env_radial_dim": 32,
+                             "env_type_dim": 8, "env_hidden": 48, "env_dim": 8, "env_axis": 4, "ffn_hidden": 32,
+                             "readout_hidden": 32}
     assert not report.supported
 
 
