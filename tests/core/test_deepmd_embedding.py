@@ -1,7 +1,7 @@
 """``DPA4Config.embedding = "deepmd"``: dpa4's initial node features equal deepmd-kit's on a real alloy frame.
 
 deepmd-kit 3.2.0 recorded its node features entering the first block (FiLM-ed l = 0 scalars and the l >= 1
-embedding) on NbMo_SS[334] (tests/fixtures/deepmd/dpa4_tiny_components.json); the weights come from the same
+embedding) on NbMo_SS[334] (tests/fixtures/deepmd/dpa4_tiny_components.pt); the weights come from the same
 checkpoint through ``dpa4_core.io.deepmd_weights.map_embedding``.
 """
 
@@ -40,15 +40,14 @@ TINY = dict(channels=8, lmax=2, mmax=1, n_blocks=1, so2_layers=2, n_radial=8, cu
 
 @pytest.fixture(scope="module")
 def recorded() -> dict:
-    components = json.loads((FIXTURES / "dpa4_tiny_components.json").read_text())
+    components = torch.load(FIXTURES / "dpa4_tiny_components.pt", weights_only=True)
     reference = json.loads((FIXTURES / "dpa4_tiny_reference.json").read_text())
     frame = next(f for f in reference["frames"] if f["source"] == components["intermediates"]["frame"])
     return {"frame": frame, "stages": components["intermediates"]["stages"]}
 
 
 def _deepmd_stage(recorded: dict, name: str) -> torch.Tensor:
-    stage = recorded["stages"][name]
-    return torch.tensor(stage["values"], dtype=torch.float64).reshape(stage["shape"])
+    return recorded["stages"][name]
 
 
 def _initial_features(model: DPA4, frame: dict) -> torch.Tensor:

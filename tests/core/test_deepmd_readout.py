@@ -20,7 +20,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "deepmd"
 
 
 def _stage(stages: dict, name: str) -> torch.Tensor:
-    return torch.tensor(stages[name]["values"], dtype=torch.float64).reshape(stages[name]["shape"])
+    return stages[name]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def mapped():
     checkpoint = read_deepmd_checkpoint(FIXTURES / "dpa4_tiny.pt")
     model = DPA4(DPA4Config(**check_options(checkpoint).fields)).double()
     map_readout(checkpoint, model)
-    components = json.loads((FIXTURES / "dpa4_tiny_components.json").read_text())
+    components = torch.load(FIXTURES / "dpa4_tiny_components.pt", weights_only=True)
     reference = json.loads((FIXTURES / "dpa4_tiny_reference.json").read_text())
     frame = next(f for f in reference["frames"] if f["source"] == components["intermediates"]["frame"])
     return checkpoint, model, components["intermediates"]["stages"], frame

@@ -1,9 +1,8 @@
 """deepmd-kit DPA4 conventions in dpa4's terms (dpa4_core.io.deepmd_weights), component by component, against
-deepmd-kit 3.2.0's own float64 values (tests/fixtures/deepmd/dpa4_tiny_components.json)."""
+deepmd-kit 3.2.0's own float64 values (tests/fixtures/deepmd/dpa4_tiny_components.pt)."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -29,7 +28,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "deepmd"
 
 @pytest.fixture(scope="module")
 def deepmd_values() -> dict:
-    return json.loads((FIXTURES / "dpa4_tiny_components.json").read_text())
+    return torch.load(FIXTURES / "dpa4_tiny_components.pt", weights_only=True)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +37,7 @@ def checkpoint():
 
 
 def _t(values) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float64)
+    return torch.as_tensor(values, dtype=torch.float64)
 
 
 def test_edge_frames_are_the_same_rotation_as_deepmd_poles_included(deepmd_values):
