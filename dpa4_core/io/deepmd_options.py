@@ -78,11 +78,12 @@ MISSING_COMPONENTS = (
     "zone bridging switchable off (bridging_method 'None'); with 'zbl', the gate from the clamped length and an "
     "untapered fp64 ZBL",
     "blocks reading every degree's radial features plus the unenveloped edge-type term",
-    "norm placement and epsilons (no pre-norm before SO(2), post-norm eps 1 or 1e-5, uncentred RMS norms)",
-    "degree coupling linear in every degree's radial features, without bias",
+    "norm placement and epsilons (no pre-norm before SO(2), post-norm eps 1 or 1e-5, pre-FFN eps 1e-5)",
+    "pre/post focus mixing and degree coupling linear in every degree's radial features, without bias",
     "SO(2) stack without activation after its last layer",
-    "attention logits and per-head output gate from the pre-mixed scalars; null mass softplus(zeta)+1e-7",
-    "EquivariantFFN in the blocks",
+    "attention logits and per-head output gate from the uncentred-RMS-normed pre-mixed scalars; null mass "
+    "softplus(zeta)+1e-7",
+    "block FFN with the S2-grid GLU activation (s2_activation) and scalar gate",
 )
 
 

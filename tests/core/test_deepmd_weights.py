@@ -107,3 +107,23 @@ def test_a_type_map_with_a_non_element_is_refused(checkpoint):
 
     with pytest.raises(CheckpointError, match=r"not elements: \['Xx'\]"):
         atomic_numbers(replace(checkpoint, type_map=["W", "Xx", "Mo"]))
+
+
+def test_block_norms_are_dpa4s_equivariant_rms_norm(deepmd_values, checkpoint):
+    # deepmd's post-SO(2) norm (eps 1 with edge_norm off) and pre-FFN norm (eps 1e-5) on its own recorded inputs
+    from dpa4_core.nn.norm import EquivariantRMSNorm
+
+    stages = deepmd_values["intermediates"]["stages"]
+    block = "atomic_model.descriptor.blocks.0."
+    cases = [("post_so2_norm", 1.0, stages["descriptor.blocks.0.so2_conv"]),
+             ("pre_ffn_norms.0", 1e-5,
+              stages["descriptor.blocks.0:input"][:, :, 0] + stages["descriptor.blocks.0.post_so2_norm"][:, :, 0])]
+    for name, eps, inputs in cases:
+        norm = EquivariantRMSNorm(8, 2, eps=eps).double()
+        with torch.no_grad():
+            norm.scale.copy_(checkpoint.state_dict[block + name + ".adam_scale"][:, 0])
+            norm.bias.copy_(checkpoint.state_dict[block + name + ".bias"][0])
+            ours = norm(inputs)
+        theirs = stages[f"descriptor.blocks.0.{name}"][:, :, 0]
+        assert (ours - theirs).abs().max() < 1e-13, name
+        assert theirs[:, 1:].abs().max() > 1e-3
