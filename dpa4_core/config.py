@@ -29,7 +29,8 @@ class DPA4Config:
         so2_layers: residual SO(2) layers S per block.
         rank: rank R of the radial-driven degree coupling ("foci").
         hidden: EMFA width H (channels of the per-edge messages).
-        ffn: "bilinear" (Wigner bilinear FFN on an SO(3) quadrature grid) or "gated".
+        ffn: "bilinear" (Wigner bilinear FFN on an SO(3) quadrature grid), "gated", or "s2" (deepmd-kit DPA4's
+            sphere-grid product FFN, ``dpa4_core/nn/ffn_s2.py``).
         ffn_hidden: FFN width H_FFN (channels of each function on the SO(3) grid; the grid work scales with it).
         ffn_scalar_hidden: width of the SwiGLU path on the l = 0 scalars of the bilinear FFN (cheap: per atom).
         kmax: right index range ``|k| <= kmax`` of the functions on SO(3) in the bilinear FFN.
@@ -116,8 +117,8 @@ class DPA4Config:
         for name in ("embedding", "readout"):
             if getattr(self, name) not in ("dpa4", "deepmd"):
                 raise ConfigError(f"DPA4Config.{name} must be 'dpa4' or 'deepmd', got {getattr(self, name)!r}")
-        if self.ffn not in ("bilinear", "gated"):
-            raise ConfigError(f"DPA4Config.ffn must be 'bilinear' or 'gated', got {self.ffn!r}")
+        if self.ffn not in ("bilinear", "gated", "s2"):
+            raise ConfigError(f"DPA4Config.ffn must be 'bilinear', 'gated' or 's2', got {self.ffn!r}")
         if self.hidden % self.attn_heads:
             raise ConfigError(
                 f"DPA4Config.hidden={self.hidden} must be divisible by attn_heads={self.attn_heads}"

@@ -47,16 +47,19 @@ DESCRIPTOR_ACCEPTED: dict[str, tuple[Any, ...]] = {
     "extra_node_l": (0,), "so2_attn_res": ("none",), "full_attn_res": ("none",), "block_attn_res": ("none",),
     "n_focus": (1,), "atten_f_mix": (False,), "atten_v_proj": (False,), "atten_o_proj": (False,),
     "node_wise_s2": (False,), "node_wise_so3": (False,), "message_node_s2": (False,), "layer_scale": (False,),
-    "message_node_so3": (), "ffn_so3_grid": (), "grid_mlp": (), "grid_branch": (), "ffn_blocks": (),
-    "ffn_neurons": (), "focus_dim": (), "env_exp": (), "basis_type": (), "radial_mlp": (), "edge_norm": (),
-    "use_env_seed": (), "so2_norm": (), "radial_so2_mode": (), "sandwich_norm": (), "mlp_bias": (),
-    "s2_activation": (), "so3_readout": (), "readout_layers": (), "lebedev_quadrature": (),
-    "activation_function": (), "glu_activation": (), "eps": (),
+    # reproduced by the parts dpa4 has (embedding, read-out, block FFN; widths read off the weights)
+    "message_node_so3": (False,), "ffn_so3_grid": (False,), "grid_mlp": (False,), "grid_branch": (0,),
+    "ffn_blocks": (1,), "ffn_neurons": (0,), "env_exp": ([7, 5],), "basis_type": ("bessel",), "radial_mlp": ([0],),
+    "use_env_seed": (True,), "mlp_bias": (False,), "s2_activation": ([False, True],), "so3_readout": ("none",),
+    "readout_layers": (1,), "lebedev_quadrature": (True,), "activation_function": ("silu",),
+    "glu_activation": (True,), "eps": (1e-7,),
+    # the SO(2) convolution and the block's norm placement, not in dpa4 yet
+    "focus_dim": (), "edge_norm": (), "so2_norm": (), "radial_so2_mode": (), "sandwich_norm": (),
 }
 FITTING_ACCEPTED: dict[str, tuple[Any, ...]] = {
     "numb_fparam": (0,), "numb_aparam": (0,), "default_fparam": (None,), "dim_case_embd": (0,),
     "case_film_embd": (False,), "atom_ener": ([],), "use_aparam_as_mask": (False,),
-    "neuron": (), "activation_function": (), "resnet_dt": (),
+    "neuron": ([0],), "activation_function": ("silu",), "resnet_dt": (False,),
 }
 MODEL_ACCEPTED: dict[str, tuple[Any, ...]] = {
     "pair_exclude_types": ([],), "atom_exclude_types": ([],), "lora": (None,),
@@ -65,7 +68,7 @@ MODEL_ACCEPTED: dict[str, tuple[Any, ...]] = {
 # deepmd-kit's LoRA adapter weights (A_by_l, B_by_l, A_m0, B_m0, A_m.<i>, B_m.<i>), absent once folded.
 _LORA_KEY = re.compile(r"(^|\.)[AB]_(by_l|m0|m)(\.|$)")
 # The descriptor layout versions whose maths dpa4 reproduces (``descriptor.version_tensor``).
-ACCEPTED_VERSIONS: tuple[float, ...] = ()
+ACCEPTED_VERSIONS: tuple[float, ...] = (1.2,)
 
 # deepmd-kit DPA4 components that no option switches off and that dpa4's model computes differently (first reading
 # of deepmd-kit 3.2.0's source; ../shared/design/deepmd-dpa4-format.md has the details). Conventions that change
@@ -73,7 +76,8 @@ ACCEPTED_VERSIONS: tuple[float, ...] = ()
 # here: dpa4_core.io.deepmd_weights maps them, checked against deepmd-kit's values.
 # Done: the initial embedding (DPA4Config.embedding = "deepmd", equal to deepmd-kit's node features entering the
 # first block, tests/core/test_deepmd_embedding.py); the read-out and GLU fitting net (readout = "deepmd", no
-# isolated-atom factor: degree_switch = False; tests/core/test_deepmd_readout.py).
+# isolated-atom factor: degree_switch = False; tests/core/test_deepmd_readout.py); the block FFN (ffn = "s2") and the
+# block norms' maths (tests/core/test_deepmd_weights.py).
 MISSING_COMPONENTS = (
     "zone bridging switchable off (bridging_method 'None'); with 'zbl', the gate from the clamped length and an "
     "untapered fp64 ZBL",
@@ -83,7 +87,6 @@ MISSING_COMPONENTS = (
     "SO(2) stack without activation after its last layer",
     "attention logits and per-head output gate from the uncentred-RMS-normed pre-mixed scalars; null mass "
     "softplus(zeta)+1e-7",
-    "block FFN with the S2-grid GLU activation (s2_activation) and scalar gate",
 )
 
 
@@ -140,6 +143,10 @@ def check_options(checkpoint: DeepmdCheckpoint) -> OptionReport:
         report.refused.append("LoRA adapter weights not folded into the base weights (save the fine-tuned "
                               "model with deepmd-kit's merged checkpoint)")
     report.fields.update(_embedding_fields(checkpoint))
+    block_ffn = checkpoint.state_dict.get("atomic_model.descriptor.blocks.0.ffns.0.so3_linear_2.weight")
+    if block_ffn is not None and report.fields.get("ffn_hidden") != block_ffn.shape[1]:
+        report.refused.append(f"block FFN width {block_ffn.shape[1]} != read-out width "
+                              f"{report.fields.get('ffn_hidden')} (dpa4 uses one ffn_hidden for both)")
     report.missing_components = list(MISSING_COMPONENTS)
     return report
 
@@ -165,6 +172,8 @@ def _embedding_fields(checkpoint: DeepmdCheckpoint) -> dict[str, Any]:
     projection = state.get(prefix + "env_seed_embedding.output_proj.matrix")
     if projection is not None and fields.get("env_dim"):
         fields["env_axis"] = int(projection.shape[0]) // fields["env_dim"]
+    if "atomic_model.descriptor.blocks.0.ffns.0.so3_linear_2.weight" in state:
+        fields["ffn"] = "s2"
     glu_layer = state.get("atomic_model.fitting_net.filter_layers.networks.0.hidden_layers.0.linear.matrix")
     if glu_layer is not None:
         fields["readout_hidden"] = int(glu_layer.shape[1]) // 2

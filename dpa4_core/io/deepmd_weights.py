@@ -131,3 +131,13 @@ def map_readout(checkpoint: DeepmdCheckpoint, model: torch.nn.Module) -> None:
     readout.fitting.weight.copy_(state[fitting + "hidden_layers.0.linear.matrix"].t())
     readout.fitting.bias.copy_(state[fitting + "hidden_layers.0.linear.bias"])
     readout.head.weight.copy_(state[fitting + "output_layer.matrix"].t())
+
+
+@torch.no_grad()
+def map_ffn(checkpoint: DeepmdCheckpoint, ffn: torch.nn.Module, block: int = 0) -> None:
+    """Copy the FFN of deepmd-kit's block ``block`` (``s2_activation`` on) into a ``SphereProductFFN``."""
+    prefix = f"atomic_model.descriptor.blocks.{block}.ffns.0."
+    state = checkpoint.state_dict
+    ffn.lift.weight.copy_(state[prefix + "so3_linear_1.weight"])  # [L+1, C, 2H]: degree-wise x @ W
+    ffn.scalar_gate.weight.copy_(state[prefix + "act.scalar_gate.weight"].t())
+    ffn.project.weight.copy_(state[prefix + "so3_linear_2.weight"])

@@ -21,6 +21,7 @@ from dpa4_core.geometry.edge_cache import EdgeCache
 from dpa4_core.layout import degree_of_packed
 from dpa4_core.nn.attention import EnvelopeAttention
 from dpa4_core.nn.ffn import GatedFFN, WignerBilinearFFN
+from dpa4_core.nn.ffn_s2 import SphereProductFFN
 from dpa4_core.nn.linear import DegreeLinear
 from dpa4_core.nn.norm import EquivariantRMSNorm, ScalarNorm
 from dpa4_core.nn.scatter import scatter_sum
@@ -80,7 +81,7 @@ class InteractionBlock(nn.Module):
 
     Args:
         config-like sizes: channels C, hidden H, lmax L, mmax M, so2_layers S, rank R, heads, attn_dim,
-        ffn ("bilinear" | "gated"), ffn_hidden H_FFN, kmax, ffn_scalar_hidden (SwiGLU width of the scalars).
+        ffn ("bilinear" | "gated" | "s2"), ffn_hidden H_FFN, kmax, ffn_scalar_hidden (SwiGLU width of the scalars).
     """
 
     def __init__(self, channels: int, hidden: int, lmax: int, mmax: int, so2_layers: int, rank: int, heads: int,
@@ -92,6 +93,8 @@ class InteractionBlock(nn.Module):
         self.ffn_norm = EquivariantRMSNorm(channels, lmax)
         if ffn == "bilinear":
             self.ffn = WignerBilinearFFN(channels, ffn_hidden, lmax, kmax, ffn_scalar_hidden)
+        elif ffn == "s2":
+            self.ffn = SphereProductFFN(channels, ffn_hidden, lmax)
         else:
             self.ffn = GatedFFN(channels, ffn_hidden, lmax)
 

@@ -127,3 +127,18 @@ def test_block_norms_are_dpa4s_equivariant_rms_norm(deepmd_values, checkpoint):
         theirs = stages[f"descriptor.blocks.0.{name}"][:, :, 0]
         assert (ours - theirs).abs().max() < 1e-13, name
         assert theirs[:, 1:].abs().max() > 1e-3
+
+
+def test_sphere_product_ffn_equals_deepmd_block_ffn(deepmd_values, checkpoint):
+    from dpa4_core.io.deepmd_weights import map_ffn
+    from dpa4_core.nn.ffn_s2 import SphereProductFFN
+
+    stages = deepmd_values["intermediates"]["stages"]
+    signs = torch.cat([sh_signs(l) for l in range(3)])[None, :, None]  # noqa: E741
+    ffn = SphereProductFFN(8, 32, 2).double()
+    map_ffn(checkpoint, ffn)
+    with torch.no_grad():
+        ours = ffn(signs * stages["descriptor.blocks.0.pre_ffn_norms.0"][:, :, 0])
+    theirs = signs * stages["descriptor.blocks.0.ffns.0"][:, :, 0]
+    assert theirs[:, 1:].abs().max() > 1e-3
+    assert (ours - theirs).abs().max() < 1e-12
