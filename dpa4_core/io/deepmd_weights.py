@@ -141,3 +141,29 @@ def map_ffn(checkpoint: DeepmdCheckpoint, ffn: torch.nn.Module, block: int = 0) 
     ffn.lift.weight.copy_(state[prefix + "so3_linear_1.weight"])  # [L+1, C, 2H]: degree-wise x @ W
     ffn.scalar_gate.weight.copy_(state[prefix + "act.scalar_gate.weight"].t())
     ffn.project.weight.copy_(state[prefix + "so3_linear_2.weight"])
+
+
+@torch.no_grad()
+def map_convolution(checkpoint: DeepmdCheckpoint, conv: torch.nn.Module, block: int = 0) -> None:
+    """Copy the SO(2) convolution of deepmd-kit's block ``block`` into a ``DeepmdConvolution`` (weights as stored:
+    the module applies deepmd's sign map in the local frame itself)."""
+    prefix = f"atomic_model.descriptor.blocks.{block}.so2_conv."
+    state = {name[len(prefix):]: value for name, value in checkpoint.state_dict.items() if name.startswith(prefix)}
+    conv.pre_mix.weight.copy_(state["pre_focus_mix.weight"])
+    conv.post_mix.weight.copy_(state["post_focus_mix.weight"])
+    conv.mixer.copy_(state["radial_degree_mixer.weight"])
+    conv.channel_basis.copy_(state["radial_degree_mixer.channel_basis"])
+    n_blocks = len(conv.blocks)
+    for layer in range(len(conv.weight_m0)):
+        conv.weight_m0[layer].copy_(state[f"so2_linears.{layer}.weight_m0"])
+        for index in range(n_blocks):
+            conv.weight_m[layer * n_blocks + index].copy_(state[f"so2_linears.{layer}.weight_m.{index}"])
+    for layer, gate in enumerate(conv.gates):
+        gate.weight.copy_(state[f"non_linearities.{layer}.gate_linear.weight"].t())
+    conv.qk_scale.copy_(state["attn_qk_norm.adam_scale"].reshape(-1))
+    conv.query.weight.copy_(state["attn_q_proj.weight"].t())
+    conv.key.weight.copy_(state["attn_k_proj.weight"].t())
+    conv.logit_radial.copy_(state["adamw_attn_logit_w"][:, 0, :])
+    conv.null_raw.copy_(state["adamw_attn_z_bias_raw"].reshape(-1))
+    conv.gate_scale.copy_(state["attn_output_gate_norm.adam_scale"].reshape(-1))
+    conv.gate_weight.copy_(state["adamw_attn_gate_w"][:, 0, :])
