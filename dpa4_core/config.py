@@ -50,6 +50,10 @@ class DPA4Config:
         readout: "dpa4" (norm, residual SiLU MLP, linear head) or "deepmd" (deepmd-kit DPA4's residual GLU on the
             scalars, width ``ffn_hidden``, then its GLU fitting net of width ``readout_hidden``; see
             ``dpa4_core/model/glu_readout.py``).
+        block: "dpa4" (spec section 3) or "deepmd" (deepmd-kit DPA4's block, ``dpa4_core/nn/block_deepmd.py``;
+            needs ``embedding = "deepmd"``, uses ``so2_layers``, ``attn_heads``, ``rank`` and ``ffn``).
+        bridging: zone bridging (``r_in``, ``r_out``: clamped distances and the source gate); off for deepmd-kit
+            checkpoints trained without it (``bridging_method "None"``).
         degree_switch: multiply the learned energy by ``tanh(d_i)`` so an isolated atom has its bias energy only
             (deepmd-kit's DPA4 has no such factor).
         env_type_dim, env_radial_dim, env_hidden: widths of the "deepmd" environment filter (its type embedding,
@@ -91,6 +95,8 @@ class DPA4Config:
     readout_hidden: int = 64
     embedding: str = "dpa4"
     readout: str = "dpa4"
+    block: str = "dpa4"
+    bridging: bool = True
     degree_switch: bool = True
     env_type_dim: int = 8
     env_radial_dim: int = 32
@@ -114,7 +120,7 @@ class DPA4Config:
             raise ConfigError(f"DPA4Config.mmax must be an integer in 0..lmax={self.lmax}, got {self.mmax!r}")
         if not isinstance(self.kmax, int) or not 0 <= self.kmax <= max(self.lmax, 0):
             raise ConfigError(f"DPA4Config.kmax must be an integer in 0..lmax={self.lmax}, got {self.kmax!r}")
-        for name in ("embedding", "readout"):
+        for name in ("embedding", "readout", "block"):
             if getattr(self, name) not in ("dpa4", "deepmd"):
                 raise ConfigError(f"DPA4Config.{name} must be 'dpa4' or 'deepmd', got {getattr(self, name)!r}")
         if self.ffn not in ("bilinear", "gated", "s2"):
@@ -134,7 +140,9 @@ class DPA4Config:
                 f"DPA4Config needs 0 < r_in < r_out < cutoff, got r_in={self.r_in}, r_out={self.r_out}, "
                 f"cutoff={self.cutoff}"
             )
-        for name in ("zbl", "scalar_density", "degree_switch"):
+        if self.block == "deepmd" and self.embedding != "deepmd":
+            raise ConfigError("DPA4Config.block='deepmd' needs embedding='deepmd' (its radial features)")
+        for name in ("zbl", "scalar_density", "degree_switch", "bridging"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"DPA4Config.{name} must be a bool, got {getattr(self, name)!r}")
         taper = self.zbl_taper_end

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from dpa4_core.io import deepmd
-from dpa4_core.io.deepmd_options import deepmd_checkpoint_data
+from dpa4_core.io.deepmd_weights import deepmd_checkpoint_data
 from dpa4_core.io.checkpoint_data import (
     FORMAT_TAG,
     FORMAT_VERSION,

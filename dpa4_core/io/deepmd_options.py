@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from dpa4_core.config import DPA4Config
-from dpa4_core.io.checkpoint_data import CheckpointData, CheckpointError
-from dpa4_core.io.deepmd import DeepmdCheckpoint, read_deepmd_checkpoint
+from dpa4_core.io.checkpoint_data import CheckpointError
+from dpa4_core.io.deepmd import DeepmdCheckpoint
 
 # deepmd option -> DPA4Config field (same meaning and units).
 DESCRIPTOR_SIZES = {"rcut": "cutoff", "channels": "channels", "lmax": "lmax", "mmax": "mmax", "kmax": "kmax",
@@ -53,8 +52,9 @@ DESCRIPTOR_ACCEPTED: dict[str, tuple[Any, ...]] = {
     "use_env_seed": (True,), "mlp_bias": (False,), "s2_activation": ([False, True],), "so3_readout": ("none",),
     "readout_layers": (1,), "lebedev_quadrature": (True,), "activation_function": ("silu",),
     "glu_activation": (True,), "eps": (1e-7,),
-    # the SO(2) convolution and the block's norm placement, not in dpa4 yet
-    "focus_dim": (), "edge_norm": (), "so2_norm": (), "radial_so2_mode": (), "sandwich_norm": (),
+    # the block (DPA4Config.block = "deepmd")
+    "focus_dim": (0,), "edge_norm": (False,), "so2_norm": (False,), "radial_so2_mode": ("degree_channel",),
+    "sandwich_norm": ([False, True, True, False],),
 }
 FITTING_ACCEPTED: dict[str, tuple[Any, ...]] = {
     "numb_fparam": (0,), "numb_aparam": (0,), "default_fparam": (None,), "dim_case_embd": (0,),
@@ -63,7 +63,7 @@ FITTING_ACCEPTED: dict[str, tuple[Any, ...]] = {
 }
 MODEL_ACCEPTED: dict[str, tuple[Any, ...]] = {
     "pair_exclude_types": ([],), "atom_exclude_types": ([],), "lora": (None,),
-    "bridging_method": (),
+    "bridging_method": ("None",),
 }
 # deepmd-kit's LoRA adapter weights (A_by_l, B_by_l, A_m0, B_m0, A_m.<i>, B_m.<i>), absent once folded.
 _LORA_KEY = re.compile(r"(^|\.)[AB]_(by_l|m0|m)(\.|$)")
@@ -74,20 +74,10 @@ ACCEPTED_VERSIONS: tuple[float, ...] = (1.2,)
 # of deepmd-kit 3.2.0's source; ../shared/design/deepmd-dpa4-format.md has the details). Conventions that change
 # only the weight map (spherical-harmonic signs, the radial-basis prefactor, the per-type energy offset) are not
 # here: dpa4_core.io.deepmd_weights maps them, checked against deepmd-kit's values.
-# Done: the initial embedding (DPA4Config.embedding = "deepmd", equal to deepmd-kit's node features entering the
-# first block, tests/core/test_deepmd_embedding.py); the read-out and GLU fitting net (readout = "deepmd", no
-# isolated-atom factor: degree_switch = False; tests/core/test_deepmd_readout.py); the block FFN (ffn = "s2") and the
-# block norms' maths (tests/core/test_deepmd_weights.py).
-MISSING_COMPONENTS = (
-    "zone bridging switchable off (bridging_method 'None'); with 'zbl', the gate from the clamped length and an "
-    "untapered fp64 ZBL",
-    "blocks reading every degree's radial features plus the unenveloped edge-type term",
-    "norm placement and epsilons (no pre-norm before SO(2), post-norm eps 1 or 1e-5, pre-FFN eps 1e-5)",
-    "pre/post focus mixing and degree coupling linear in every degree's radial features, without bias",
-    "SO(2) stack without activation after its last layer",
-    "attention logits and per-head output gate from the uncentred-RMS-normed pre-mixed scalars; null mass "
-    "softplus(zeta)+1e-7",
-)
+# deepmd-kit DPA4 components without an option that dpa4 does not compute yet (none left for the options accepted
+# above: embedding, blocks, FFN, read-out, fitting net and energy offsets are checked against deepmd-kit's values,
+# tests/core/test_deepmd_*.py). A new deepmd-kit version's component goes here until dpa4 has it.
+MISSING_COMPONENTS: tuple[str, ...] = ()
 
 
 @dataclass
@@ -164,8 +154,9 @@ def _embedding_fields(checkpoint: DeepmdCheckpoint) -> dict[str, Any]:
     """The ``DPA4Config`` fields of deepmd-kit's initial embedding, widths read off the weights."""
     prefix = "atomic_model.descriptor."
     state = checkpoint.state_dict
-    fields = {"embedding": "deepmd", "readout": "deepmd", "degree_switch": False, "scalar_density": False,
-              "zbl": checkpoint.model_params.get("bridging_method") == "zbl"}
+    bridging = checkpoint.model_params.get("bridging_method")
+    fields = {"embedding": "deepmd", "block": "deepmd", "readout": "deepmd", "degree_switch": False,
+              "scalar_density": False, "zbl": bridging == "zbl", "bridging": bridging not in (None, "None")}
     for name, (key, axis) in _WIDTHS.items():
         if prefix + key in state:
             fields[name] = int(state[prefix + key].shape[axis])
@@ -191,14 +182,3 @@ def deepmd_config(checkpoint: DeepmdCheckpoint) -> DPA4Config:
             f"{checkpoint.path}{head} is a deepmd-kit DPA4 checkpoint that this dpa4 cannot reproduce exactly; "
             f"not implemented yet ({len(lines)}): " + "; ".join(lines))
     return DPA4Config(**report.fields)
-
-
-def deepmd_checkpoint_data(path: Path, payload: Any, head: str | None = None) -> CheckpointData:
-    """A deepmd-kit DPA4 checkpoint as dpa4's :class:`CheckpointData` (what ``read_checkpoint`` returns for one).
-
-    Raises ``CheckpointError`` naming every option dpa4 does not reproduce (:func:`deepmd_config`); the weight map
-    onto dpa4's modules follows the components, so until they are all implemented nothing is loaded.
-    """
-    checkpoint = read_deepmd_checkpoint(path, head=head, payload=payload)
-    deepmd_config(checkpoint)
-    raise CheckpointError(f"{path}: mapping deepmd-kit DPA4 weights onto dpa4 is not implemented yet")

@@ -20,8 +20,9 @@ import math
 
 import torch
 
-from dpa4_core.io.checkpoint_data import CheckpointError
-from dpa4_core.io.deepmd import DeepmdCheckpoint
+from dpa4_core.io.checkpoint_data import CheckpointData, CheckpointError
+from dpa4_core.io.deepmd import DeepmdCheckpoint, read_deepmd_checkpoint
+from dpa4_core.io.deepmd_options import deepmd_config
 
 N_ELEMENTS = 119
 
@@ -167,3 +168,39 @@ def map_convolution(checkpoint: DeepmdCheckpoint, conv: torch.nn.Module, block: 
     conv.null_raw.copy_(state["adamw_attn_z_bias_raw"].reshape(-1))
     conv.gate_scale.copy_(state["attn_output_gate_norm.adam_scale"].reshape(-1))
     conv.gate_weight.copy_(state["adamw_attn_gate_w"][:, 0, :])
+
+
+@torch.no_grad()
+def map_model(checkpoint: DeepmdCheckpoint) -> torch.nn.Module:
+    """The ``DPA4`` (float64, eval mode) that computes what deepmd-kit computes for ``checkpoint``; a checkpoint
+    with an option dpa4 does not reproduce raises ``CheckpointError`` naming each (``deepmd_config``)."""
+    from dpa4_core.model.energy import DPA4
+
+    model = DPA4(deepmd_config(checkpoint)).double()
+    map_embedding(checkpoint, model)
+    for index, block in enumerate(model.blocks):
+        map_convolution(checkpoint, block.conv, index)
+        for ours, theirs in ((block.message_norm, "post_so2_norm"), (block.ffn_norm, "pre_ffn_norms.0")):
+            prefix = f"atomic_model.descriptor.blocks.{index}.{theirs}."
+            ours.scale.copy_(checkpoint.state_dict[prefix + "adam_scale"][:, 0])
+            ours.bias.copy_(checkpoint.state_dict[prefix + "bias"][0])
+        map_ffn(checkpoint, block.ffn, index)
+    map_readout(checkpoint, model)
+    model.energy_bias.copy_(energy_offsets(checkpoint))
+    model.trained_elements = sorted(atomic_numbers(checkpoint))
+    return model.eval()
+
+
+def deepmd_checkpoint_data(path, payload, head: str | None = None) -> CheckpointData:
+    """A deepmd-kit DPA4 ``.pt`` as dpa4's :class:`CheckpointData` (what ``read_checkpoint`` returns for one):
+    the mapped model's config and weights, the energy offsets by atomic number, the type map's elements."""
+    checkpoint = read_deepmd_checkpoint(path, head=head, payload=payload)
+    model = map_model(checkpoint)
+    precision = checkpoint.descriptor.get("precision", "float32")
+    return CheckpointData(
+        path=checkpoint.path, config=model.config.to_dict(),
+        state_dict={name: tensor.detach().clone() for name, tensor in model.state_dict().items()},
+        dtype=torch.float64 if precision == "float64" else torch.float32,
+        energy_bias=model.energy_bias.detach().clone(), elements=list(model.trained_elements),
+        metadata={"converted_from": "deepmd-kit DPA4 checkpoint", "deepmd_head": checkpoint.head,
+                  "deepmd_type_map": list(checkpoint.type_map), "deepmd_train_step": checkpoint.train_infos.get("step")})

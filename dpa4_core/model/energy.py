@@ -20,6 +20,7 @@ from dpa4_core.model.derivatives import forces_and_virial, stress_from_virial
 from dpa4_core.model.glu_readout import GLUReadout
 from dpa4_core.model.zbl import ZBL
 from dpa4_core.nn.block import InteractionBlock
+from dpa4_core.nn.block_deepmd import DeepmdBlock
 from dpa4_core.nn.embedding import NodeEmbedding
 from dpa4_core.nn.norm import ScalarNorm
 
@@ -65,11 +66,17 @@ class DPA4(nn.Module):
         self.embedding = NodeEmbedding(c.channels, c.lmax, c.n_radial, c.env_dim, c.env_axis, c.n_elements,
                                        c.scalar_density, deepmd_filter=deepmd, env_type_dim=c.env_type_dim,
                                        env_radial_dim=c.env_radial_dim, env_hidden=c.env_hidden)
-        self.blocks = nn.ModuleList(
-            InteractionBlock(c.channels, c.hidden, c.lmax, c.mmax, c.so2_layers, c.rank, c.attn_heads, c.attn_dim,
-                             c.ffn, c.ffn_hidden, c.kmax, c.ffn_scalar_hidden)
-            for _ in range(c.n_blocks)
-        )
+        if c.block == "deepmd":
+            self.blocks = nn.ModuleList(
+                DeepmdBlock(c.channels, c.lmax, c.mmax, c.so2_layers, c.attn_heads, c.rank,
+                            InteractionBlock.make_ffn(c.channels, c.lmax, c.ffn, c.ffn_hidden, c.kmax,
+                                                      c.ffn_scalar_hidden))
+                for _ in range(c.n_blocks))
+        else:
+            self.blocks = nn.ModuleList(
+                InteractionBlock(c.channels, c.hidden, c.lmax, c.mmax, c.so2_layers, c.rank, c.attn_heads,
+                                 c.attn_dim, c.ffn, c.ffn_hidden, c.kmax, c.ffn_scalar_hidden)
+                for _ in range(c.n_blocks))
         if c.readout == "deepmd":
             self.readout = GLUReadout(c.channels, c.ffn_hidden, c.readout_hidden)
         else:
@@ -82,7 +89,7 @@ class DPA4(nn.Module):
         """The per-edge geometry shared by every block (see ``geometry/edge_cache.py``)."""
         c = self.config
         return build_edge_cache(edge_vec, edge_src, edge_dst, n_atoms, cutoff=c.cutoff, r_in=c.r_in, r_out=c.r_out,
-                                lmax=c.lmax, mmax=c.mmax, edge_roll=edge_roll)
+                                lmax=c.lmax, mmax=c.mmax, edge_roll=edge_roll, bridging=c.bridging)
 
     def atom_energies(
         self,
@@ -104,11 +111,11 @@ class DPA4(nn.Module):
         cache = self.edge_cache(edge_vec, edge_src, edge_dst, n_atoms, edge_roll)
         phi, rho = self.radial(cache.bridged, cache.envelope, numbers[edge_src], numbers[edge_dst])
         x = self.embedding(numbers, cache, phi, rho)
-        rho0 = rho[:, 0]
         if self.radial.separate_edge_types:  # deepmd-kit: the blocks see the edge-type term, not enveloped
-            rho0 = rho0 + self.radial.edge_type_term(numbers[edge_src], numbers[edge_dst]).to(rho0.dtype)
+            rho = rho + self.radial.edge_type_term(numbers[edge_src], numbers[edge_dst]).to(rho.dtype)[:, None]
+        block_radial = rho if self.config.block == "deepmd" else rho[:, 0]  # deepmd's blocks read every degree
         for block in self.blocks:
-            x = block(x, cache, rho0)
+            x = block(x, cache, block_radial)
         network = self.readout(x[:, 0]).to(edge_vec.dtype)
         if self.config.degree_switch:
             network = network * torch.tanh(cache.degree)

@@ -91,12 +91,17 @@ class InteractionBlock(nn.Module):
         self.emfa = EMFA(channels, hidden, lmax, mmax, so2_layers, rank, heads, attn_dim)
         self.message_norm = EquivariantRMSNorm(channels, lmax, eps=1.0)
         self.ffn_norm = EquivariantRMSNorm(channels, lmax)
+        self.ffn = self.make_ffn(channels, lmax, ffn, ffn_hidden, kmax, ffn_scalar_hidden)
+
+    @staticmethod
+    def make_ffn(channels: int, lmax: int, ffn: str, ffn_hidden: int, kmax: int,
+                 ffn_scalar_hidden: int | None) -> nn.Module:
+        """The FFN named by ``DPA4Config.ffn``."""
         if ffn == "bilinear":
-            self.ffn = WignerBilinearFFN(channels, ffn_hidden, lmax, kmax, ffn_scalar_hidden)
-        elif ffn == "s2":
-            self.ffn = SphereProductFFN(channels, ffn_hidden, lmax)
-        else:
-            self.ffn = GatedFFN(channels, ffn_hidden, lmax)
+            return WignerBilinearFFN(channels, ffn_hidden, lmax, kmax, ffn_scalar_hidden)
+        if ffn == "s2":
+            return SphereProductFFN(channels, ffn_hidden, lmax)
+        return GatedFFN(channels, ffn_hidden, lmax)
 
     def forward(self, x: torch.Tensor, cache: EdgeCache, rho0: torch.Tensor) -> torch.Tensor:
         x = x + self.message_norm(self.emfa(self.pre_norm(x), cache, rho0)).to(x.dtype)

@@ -135,3 +135,24 @@ class DeepmdConvolution(nn.Module):
         gate = torch.sigmoid(_rms(scalars, self.gate_scale) @ self.gate_weight)
         out = (out * gate[:, None, :, None]).reshape(n_atoms, -1, self.channels)
         return self.post_mix(out)
+
+
+class DeepmdBlock(nn.Module):
+    """``x <- x + Norm_1(Conv(x))``; ``x <- x + FFN(Norm_1e-5(x))`` (module docstring); ``rho [E, L+1, C]``.
+
+    Args: channels C, lmax L, mmax M, layers S, heads, rank R, and the FFN module.
+    """
+
+    def __init__(self, channels: int, lmax: int, mmax: int, layers: int, heads: int, rank: int,
+                 ffn: nn.Module) -> None:
+        super().__init__()
+        from dpa4_core.nn.norm import EquivariantRMSNorm
+
+        self.conv = DeepmdConvolution(channels, lmax, mmax, layers, heads, rank)
+        self.message_norm = EquivariantRMSNorm(channels, lmax, eps=1.0)
+        self.ffn_norm = EquivariantRMSNorm(channels, lmax, eps=1e-5)
+        self.ffn = ffn
+
+    def forward(self, x: torch.Tensor, cache: EdgeCache, rho: torch.Tensor) -> torch.Tensor:
+        x = x + self.message_norm(self.conv(x, cache, rho)).to(x.dtype)
+        return x + self.ffn(self.ffn_norm(x)).to(x.dtype)

@@ -61,8 +61,9 @@ def test_multitask_file_without_a_head_is_refused_by_load_checkpoint():
 def test_a_deepmd_file_is_told_apart_by_content_not_name(tmp_path):
     renamed = tmp_path / "model.ckpt"
     renamed.write_bytes(SINGLE.read_bytes())
-    with pytest.raises(CheckpointError, match="deepmd-kit DPA4 checkpoint"):
-        read_checkpoint(renamed)
+    data = read_checkpoint(renamed)
+    assert data.metadata["converted_from"] == "deepmd-kit DPA4 checkpoint"
+    assert data.metadata["deepmd_type_map"] == ["W", "Nb", "Mo"] and data.elements == [41, 42, 74]
     assert deepmd_state({"format": "dpa4-checkpoint"}) is None
     assert deepmd_state(_payload(SINGLE)["model"]) is not None  # an unwrapped state dict too
 
