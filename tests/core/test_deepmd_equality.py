@@ -80,3 +80,13 @@ def test_calculator_runs_the_deepmd_checkpoint_on_its_elements_only():
     foreign.calc = calc
     with pytest.raises(ValueError, match="Ta"):
         foreign.get_potential_energy()
+
+
+def test_a_loaded_deepmd_model_saves_as_a_native_checkpoint(model, tmp_path):
+    from dpa4_core.io.checkpoint import read_checkpoint, save_checkpoint
+
+    path = save_checkpoint(model, tmp_path / "converted.pt", metadata={"source": "dpa4_tiny.pt"})
+    native = load_checkpoint(path)
+    assert read_checkpoint(path).config["block"] == "deepmd" and native.trained_elements == [41, 42, 74]
+    atoms = _atoms(REFERENCE["frames"][2])
+    assert predict(native, atoms)["energy"] == pytest.approx(predict(model, atoms)["energy"], rel=1e-14)
