@@ -29,7 +29,8 @@ class DPA4Config:
         so2_layers: residual SO(2) layers S per block.
         rank: rank R of the radial-driven degree coupling ("foci").
         hidden: EMFA width H (channels of the per-edge messages).
-        ffn: "bilinear" (Wigner bilinear FFN on an SO(3) quadrature grid) or "gated".
+        ffn: "bilinear" (Wigner bilinear FFN on an SO(3) quadrature grid), "gated", or "s2" (deepmd-kit DPA4's
+            sphere-grid product FFN, ``dpa4_core/nn/ffn_s2.py``).
         ffn_hidden: FFN width H_FFN (channels of each function on the SO(3) grid; the grid work scales with it).
         ffn_scalar_hidden: width of the SwiGLU path on the l = 0 scalars of the bilinear FFN (cheap: per atom).
         kmax: right index range ``|k| <= kmax`` of the functions on SO(3) in the bilinear FFN.
@@ -41,6 +42,22 @@ class DPA4Config:
         env_dim, env_axis: width G of the environment-matrix filter and the number K of its columns in the
             Gram matrix ``G_i = A_i^T A_i[:, :K]`` (initial FiLM embedding).
         readout_hidden: width of the residual scalar MLP of the energy readout.
+        embedding: "dpa4" (this specification) or "deepmd" (deepmd-kit DPA4's initial embedding, for its
+            checkpoints: radial MLP without biases; the edge-type term ``T[Z_src] + T[Z_dst]`` not enveloped and added
+            to the blocks' radial features only, not to the l >= 1 embedding; environment filter
+            ``g = MLP(cat[MLP(phi), T_env[Z_src], T_env[Z_dst]])`` without biases; FiLM with one scale and one shift
+            strength and no norm). Checked against deepmd-kit's own values (tests/core/test_deepmd_embedding.py).
+        readout: "dpa4" (norm, residual SiLU MLP, linear head) or "deepmd" (deepmd-kit DPA4's residual GLU on the
+            scalars, width ``ffn_hidden``, then its GLU fitting net of width ``readout_hidden``; see
+            ``dpa4_core/model/glu_readout.py``).
+        block: "dpa4" (spec section 3) or "deepmd" (deepmd-kit DPA4's block, ``dpa4_core/nn/block_deepmd.py``;
+            needs ``embedding = "deepmd"``, uses ``so2_layers``, ``attn_heads``, ``rank`` and ``ffn``).
+        bridging: zone bridging (``r_in``, ``r_out``: clamped distances and the source gate); off for deepmd-kit
+            checkpoints trained without it (``bridging_method "None"``).
+        degree_switch: multiply the learned energy by ``tanh(d_i)`` so an isolated atom has its bias energy only
+            (deepmd-kit's DPA4 has no such factor).
+        env_type_dim, env_radial_dim, env_hidden: widths of the "deepmd" environment filter (its type embedding,
+            its radial projection and its hidden layer); unused by "dpa4".
         scalar_density: add the radial density ``n_i sum_j eta_j rho_ij,0`` to the initial l = 0 features,
             the l = 0 term of the l >= 1 embedding (Y_00 = 1). An addition to the specification (which builds
             l = 0 from the FiLM-modulated type embedding only): it gives the first block how many neighbours
@@ -76,6 +93,14 @@ class DPA4Config:
     env_dim: int = 16
     env_axis: int = 4
     readout_hidden: int = 64
+    embedding: str = "dpa4"
+    readout: str = "dpa4"
+    block: str = "dpa4"
+    bridging: bool = True
+    degree_switch: bool = True
+    env_type_dim: int = 8
+    env_radial_dim: int = 32
+    env_hidden: int = 64
     scalar_density: bool = True
     zbl: bool = True
     zbl_taper_end: float = 1.0
@@ -83,7 +108,8 @@ class DPA4Config:
 
     def __post_init__(self) -> None:
         positive = ["channels", "n_blocks", "so2_layers", "rank", "hidden", "ffn_hidden", "ffn_scalar_hidden", "radial_hidden",
-                    "n_radial", "attn_heads", "attn_dim", "env_dim", "env_axis", "readout_hidden"]
+                    "n_radial", "attn_heads", "attn_dim", "env_dim", "env_axis", "readout_hidden", "env_type_dim", "env_radial_dim",
+                    "env_hidden"]
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -94,8 +120,11 @@ class DPA4Config:
             raise ConfigError(f"DPA4Config.mmax must be an integer in 0..lmax={self.lmax}, got {self.mmax!r}")
         if not isinstance(self.kmax, int) or not 0 <= self.kmax <= max(self.lmax, 0):
             raise ConfigError(f"DPA4Config.kmax must be an integer in 0..lmax={self.lmax}, got {self.kmax!r}")
-        if self.ffn not in ("bilinear", "gated"):
-            raise ConfigError(f"DPA4Config.ffn must be 'bilinear' or 'gated', got {self.ffn!r}")
+        for name in ("embedding", "readout", "block"):
+            if getattr(self, name) not in ("dpa4", "deepmd"):
+                raise ConfigError(f"DPA4Config.{name} must be 'dpa4' or 'deepmd', got {getattr(self, name)!r}")
+        if self.ffn not in ("bilinear", "gated", "s2"):
+            raise ConfigError(f"DPA4Config.ffn must be 'bilinear', 'gated' or 's2', got {self.ffn!r}")
         if self.hidden % self.attn_heads:
             raise ConfigError(
                 f"DPA4Config.hidden={self.hidden} must be divisible by attn_heads={self.attn_heads}"
@@ -111,7 +140,9 @@ class DPA4Config:
                 f"DPA4Config needs 0 < r_in < r_out < cutoff, got r_in={self.r_in}, r_out={self.r_out}, "
                 f"cutoff={self.cutoff}"
             )
-        for name in ("zbl", "scalar_density"):
+        if self.block == "deepmd" and self.embedding != "deepmd":
+            raise ConfigError("DPA4Config.block='deepmd' needs embedding='deepmd' (its radial features)")
+        for name in ("zbl", "scalar_density", "degree_switch", "bridging"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"DPA4Config.{name} must be a bool, got {getattr(self, name)!r}")
         taper = self.zbl_taper_end

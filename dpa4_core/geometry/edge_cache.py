@@ -74,6 +74,7 @@ def build_edge_cache(
     lmax: int,
     mmax: int,
     edge_roll: torch.Tensor | None = None,
+    bridging: bool = True,
 ) -> EdgeCache:
     """Build the :class:`EdgeCache` from edge vectors.
 
@@ -85,13 +86,18 @@ def build_edge_cache(
         lmax, mmax: L and M.
         edge_roll: optional ``[E]`` angles (rad) of an extra rotation about z applied in every edge frame
             (training augmentation; the energy does not depend on it).
+        bridging: False: no zone bridging (``bridged = length``, gate 1; ``DPA4Config.bridging``).
     """
     with torch.autocast(device_type=edge_vec.device.type, enabled=False):
         length = torch.sqrt((edge_vec * edge_vec).sum(-1) + LENGTH_EPS)
         unit = edge_vec / length[:, None]
-        bridged = bridged_distance(length, r_in, r_out)
+        if bridging:
+            bridged = bridged_distance(length, r_in, r_out)
+            gate = source_gate(length, edge_dst, n_atoms, r_in, r_out)
+        else:  # the network sees the true length; no source gate
+            bridged = length
+            gate = torch.ones(n_atoms, dtype=edge_vec.dtype, device=edge_vec.device)
         envelope = polynomial_envelope(bridged / cutoff, 5)
-        gate = source_gate(length, edge_dst, n_atoms, r_in, r_out)
         env_sq = envelope * envelope
         edge_weight = env_sq * gate[edge_src]
         degree = torch.zeros(n_atoms, dtype=edge_vec.dtype, device=edge_vec.device).index_add(0, edge_dst, env_sq)

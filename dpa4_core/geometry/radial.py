@@ -48,13 +48,20 @@ class RadialEmbedding(nn.Module):
         channels: C.
         cutoff: r_c in A.
         n_elements: element table size (119).
+        separate_edge_types: deepmd-kit's variant (``DPA4Config.embedding = "deepmd"``): an MLP without biases and
+            ``rho = MLP(phi) * E_5`` without the edge-type term, which :meth:`edge_type_term` gives apart (it
+            enters only the blocks' radial features, not enveloped).
     """
 
-    def __init__(self, n_radial: int, hidden: int, lmax: int, channels: int, cutoff: float, n_elements: int = 119):
+    def __init__(self, n_radial: int, hidden: int, lmax: int, channels: int, cutoff: float, n_elements: int = 119,
+                 separate_edge_types: bool = False):
         super().__init__()
         self.lmax, self.channels, self.cutoff = lmax, channels, float(cutoff)
+        self.separate_edge_types = separate_edge_types
         self.basis = RadialBasis(n_radial, cutoff)
-        self.mlp = nn.Sequential(nn.Linear(n_radial, hidden), nn.SiLU(), nn.Linear(hidden, (lmax + 1) * channels))
+        bias = not separate_edge_types
+        self.mlp = nn.Sequential(nn.Linear(n_radial, hidden, bias=bias), nn.SiLU(),
+                                 nn.Linear(hidden, (lmax + 1) * channels, bias=bias))
         self.edge_types = nn.Embedding(n_elements, channels)
         nn.init.normal_(self.edge_types.weight, std=0.5)
 
@@ -72,5 +79,11 @@ class RadialEmbedding(nn.Module):
         """
         phi = self.basis(r)
         rho = self.mlp(phi).view(-1, self.lmax + 1, self.channels)
-        types = self.edge_types(numbers_src) + self.edge_types(numbers_dst)
+        if self.separate_edge_types:
+            return phi, rho * envelope[:, None, None].to(rho.dtype)
+        types = self.edge_type_term(numbers_src, numbers_dst)
         return phi, (rho + types[:, None, :]) * envelope[:, None, None].to(rho.dtype)
+
+    def edge_type_term(self, numbers_src: torch.Tensor, numbers_dst: torch.Tensor) -> torch.Tensor:
+        """``T[Z_src] + T[Z_dst]`` ``[E, C]``."""
+        return self.edge_types(numbers_src) + self.edge_types(numbers_dst)

@@ -280,6 +280,20 @@ _LEBEDEV_ORDERS = (3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31, 35, 4
                    95, 101, 107, 113, 119, 125, 131)  # fmt: skip
 
 
+def sphere_quadrature(degree: int) -> tuple[Tensor, Tensor]:
+    """The smallest Lebedev rule exact to ``degree`` with positive weights (the 74-point order-13 rule has negative
+    ones): unit points ``[n, 3]`` and weights ``[n]`` summing to 1, float64."""
+    from scipy.integrate import lebedev_rule
+
+    for order in _LEBEDEV_ORDERS:
+        if order >= degree:
+            points, weights = lebedev_rule(order)  # [3, n], [n]
+            if (weights > 0).all():
+                return (torch.as_tensor(points.T, dtype=torch.float64),
+                        torch.as_tensor(weights / weights.sum(), dtype=torch.float64))
+    raise WignerInputError(f"degree {degree} needs a Lebedev order beyond scipy's largest (131)")
+
+
 def so3_quadrature(
     lmax: int, kmax: int, dtype: torch.dtype = torch.float64, n_factors: int = 2, n_roll: int | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -309,8 +323,6 @@ def so3_quadrature(
         edge frame of ``n``) and ``weights [G]`` summing to 1, with ``G = n_lebedev * n_roll``. For
         ``l, l' <= lmax`` and ``|k|, |k'| <= kmax``: ``sum_g w_g D^l_mk(g) D^l'_m'k'(g) = delta / (2l+1)``.
     """
-    from scipy.integrate import lebedev_rule
-
     _check_lmax(lmax)
     _check_lmax(kmax, lmax, name="kmax")
     if isinstance(n_factors, bool) or not isinstance(n_factors, int) or n_factors < 1:
@@ -320,16 +332,7 @@ def so3_quadrature(
         n_roll = min_roll
     if isinstance(n_roll, bool) or not isinstance(n_roll, int) or n_roll < min_roll:
         raise WignerInputError(f"n_roll must be an int >= n_factors * kmax + 1 = {min_roll}, got {n_roll!r}")
-    # Smallest rule of sufficient order with positive weights (the 74-point order-13 rule has negative ones).
-    for order in _LEBEDEV_ORDERS:
-        if order >= n_factors * lmax:
-            points, sphere_w = lebedev_rule(order)  # [3, n], [n]
-            if (sphere_w > 0).all():
-                break
-    else:
-        raise WignerInputError(f"degree {n_factors * lmax} needs a Lebedev order beyond scipy's largest (131)")
-    n = torch.as_tensor(points.T, dtype=torch.float64)
-    sphere_w = torch.as_tensor(sphere_w / sphere_w.sum(), dtype=torch.float64)
+    n, sphere_w = sphere_quadrature(n_factors * lmax)
     gamma = torch.arange(n_roll, dtype=torch.float64) * (2 * math.pi / n_roll)
     h = quaternion_conjugate(edge_quaternion(n))  # [n, 4], h(n) e_z = n
     roll = torch.stack([torch.cos(gamma / 2), 0 * gamma, 0 * gamma, torch.sin(gamma / 2)], dim=-1)  # [N, 4]

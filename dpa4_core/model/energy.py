@@ -17,8 +17,10 @@ from dpa4_core.config import DPA4Config
 from dpa4_core.geometry.edge_cache import EdgeCache, build_edge_cache
 from dpa4_core.geometry.radial import RadialEmbedding
 from dpa4_core.model.derivatives import forces_and_virial, stress_from_virial
+from dpa4_core.model.glu_readout import GLUReadout
 from dpa4_core.model.zbl import ZBL
 from dpa4_core.nn.block import InteractionBlock
+from dpa4_core.nn.block_deepmd import DeepmdBlock
 from dpa4_core.nn.embedding import NodeEmbedding
 from dpa4_core.nn.norm import ScalarNorm
 
@@ -58,15 +60,27 @@ class DPA4(nn.Module):
             raise TypeError(f"config must be a DPA4Config, got {type(config).__name__}")
         self.config = config
         c = config
-        self.radial = RadialEmbedding(c.n_radial, c.radial_hidden, c.lmax, c.channels, c.cutoff, c.n_elements)
+        deepmd = c.embedding == "deepmd"
+        self.radial = RadialEmbedding(c.n_radial, c.radial_hidden, c.lmax, c.channels, c.cutoff, c.n_elements,
+                                      separate_edge_types=deepmd)
         self.embedding = NodeEmbedding(c.channels, c.lmax, c.n_radial, c.env_dim, c.env_axis, c.n_elements,
-                                       c.scalar_density)
-        self.blocks = nn.ModuleList(
-            InteractionBlock(c.channels, c.hidden, c.lmax, c.mmax, c.so2_layers, c.rank, c.attn_heads, c.attn_dim,
-                             c.ffn, c.ffn_hidden, c.kmax, c.ffn_scalar_hidden)
-            for _ in range(c.n_blocks)
-        )
-        self.readout = EnergyReadout(c.channels, c.readout_hidden)
+                                       c.scalar_density, deepmd_filter=deepmd, env_type_dim=c.env_type_dim,
+                                       env_radial_dim=c.env_radial_dim, env_hidden=c.env_hidden)
+        if c.block == "deepmd":
+            self.blocks = nn.ModuleList(
+                DeepmdBlock(c.channels, c.lmax, c.mmax, c.so2_layers, c.attn_heads, c.rank,
+                            InteractionBlock.make_ffn(c.channels, c.lmax, c.ffn, c.ffn_hidden, c.kmax,
+                                                      c.ffn_scalar_hidden))
+                for _ in range(c.n_blocks))
+        else:
+            self.blocks = nn.ModuleList(
+                InteractionBlock(c.channels, c.hidden, c.lmax, c.mmax, c.so2_layers, c.rank, c.attn_heads,
+                                 c.attn_dim, c.ffn, c.ffn_hidden, c.kmax, c.ffn_scalar_hidden)
+                for _ in range(c.n_blocks))
+        if c.readout == "deepmd":
+            self.readout = GLUReadout(c.channels, c.ffn_hidden, c.readout_hidden)
+        else:
+            self.readout = EnergyReadout(c.channels, c.readout_hidden)
         self.zbl = ZBL(c.cutoff, r_min=c.r_out, taper_end=c.zbl_taper_end) if c.zbl else None
         self.register_buffer("energy_bias", torch.zeros(N_ELEMENTS))
 
@@ -75,7 +89,7 @@ class DPA4(nn.Module):
         """The per-edge geometry shared by every block (see ``geometry/edge_cache.py``)."""
         c = self.config
         return build_edge_cache(edge_vec, edge_src, edge_dst, n_atoms, cutoff=c.cutoff, r_in=c.r_in, r_out=c.r_out,
-                                lmax=c.lmax, mmax=c.mmax, edge_roll=edge_roll)
+                                lmax=c.lmax, mmax=c.mmax, edge_roll=edge_roll, bridging=c.bridging)
 
     def atom_energies(
         self,
@@ -97,10 +111,14 @@ class DPA4(nn.Module):
         cache = self.edge_cache(edge_vec, edge_src, edge_dst, n_atoms, edge_roll)
         phi, rho = self.radial(cache.bridged, cache.envelope, numbers[edge_src], numbers[edge_dst])
         x = self.embedding(numbers, cache, phi, rho)
-        rho0 = rho[:, 0]
+        if self.radial.separate_edge_types:  # deepmd-kit: the blocks see the edge-type term, not enveloped
+            rho = rho + self.radial.edge_type_term(numbers[edge_src], numbers[edge_dst]).to(rho.dtype)[:, None]
+        block_radial = rho if self.config.block == "deepmd" else rho[:, 0]  # deepmd's blocks read every degree
         for block in self.blocks:
-            x = block(x, cache, rho0)
-        network = self.readout(x[:, 0]).to(edge_vec.dtype) * torch.tanh(cache.degree)
+            x = block(x, cache, block_radial)
+        network = self.readout(x[:, 0]).to(edge_vec.dtype)
+        if self.config.degree_switch:
+            network = network * torch.tanh(cache.degree)
         energy = network + self.energy_bias.to(edge_vec.dtype)[numbers]
         if self.zbl is not None:
             energy = energy + self.zbl(cache.length, numbers, edge_src, edge_dst, n_atoms)

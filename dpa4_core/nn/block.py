@@ -21,6 +21,7 @@ from dpa4_core.geometry.edge_cache import EdgeCache
 from dpa4_core.layout import degree_of_packed
 from dpa4_core.nn.attention import EnvelopeAttention
 from dpa4_core.nn.ffn import GatedFFN, WignerBilinearFFN
+from dpa4_core.nn.ffn_s2 import SphereProductFFN
 from dpa4_core.nn.linear import DegreeLinear
 from dpa4_core.nn.norm import EquivariantRMSNorm, ScalarNorm
 from dpa4_core.nn.scatter import scatter_sum
@@ -80,7 +81,7 @@ class InteractionBlock(nn.Module):
 
     Args:
         config-like sizes: channels C, hidden H, lmax L, mmax M, so2_layers S, rank R, heads, attn_dim,
-        ffn ("bilinear" | "gated"), ffn_hidden H_FFN, kmax, ffn_scalar_hidden (SwiGLU width of the scalars).
+        ffn ("bilinear" | "gated" | "s2"), ffn_hidden H_FFN, kmax, ffn_scalar_hidden (SwiGLU width of the scalars).
     """
 
     def __init__(self, channels: int, hidden: int, lmax: int, mmax: int, so2_layers: int, rank: int, heads: int,
@@ -90,10 +91,17 @@ class InteractionBlock(nn.Module):
         self.emfa = EMFA(channels, hidden, lmax, mmax, so2_layers, rank, heads, attn_dim)
         self.message_norm = EquivariantRMSNorm(channels, lmax, eps=1.0)
         self.ffn_norm = EquivariantRMSNorm(channels, lmax)
+        self.ffn = self.make_ffn(channels, lmax, ffn, ffn_hidden, kmax, ffn_scalar_hidden)
+
+    @staticmethod
+    def make_ffn(channels: int, lmax: int, ffn: str, ffn_hidden: int, kmax: int,
+                 ffn_scalar_hidden: int | None) -> nn.Module:
+        """The FFN named by ``DPA4Config.ffn``."""
         if ffn == "bilinear":
-            self.ffn = WignerBilinearFFN(channels, ffn_hidden, lmax, kmax, ffn_scalar_hidden)
-        else:
-            self.ffn = GatedFFN(channels, ffn_hidden, lmax)
+            return WignerBilinearFFN(channels, ffn_hidden, lmax, kmax, ffn_scalar_hidden)
+        if ffn == "s2":
+            return SphereProductFFN(channels, ffn_hidden, lmax)
+        return GatedFFN(channels, ffn_hidden, lmax)
 
     def forward(self, x: torch.Tensor, cache: EdgeCache, rho0: torch.Tensor) -> torch.Tensor:
         x = x + self.message_norm(self.emfa(self.pre_norm(x), cache, rho0)).to(x.dtype)

@@ -31,15 +31,29 @@ class NodeEmbedding(nn.Module):
         env_axis: K, Gram-matrix columns.
         n_elements: element table size.
         scalar_density: add ``n_i sum_j eta_j rho_ij,0`` to the l = 0 features (``DPA4Config.scalar_density``).
+        deepmd_filter: deepmd-kit's environment filter and FiLM (``DPA4Config.embedding = "deepmd"``): ``g =
+            W2 SiLU(W1 [R2 SiLU(R1 phi), T_env[Z_src], T_env[Z_dst]])`` without biases, widths ``env_radial_dim``,
+            ``env_type_dim``, ``env_hidden``; logits without bias or norm; one scale and one shift strength.
     """
 
     def __init__(self, channels: int, lmax: int, n_radial: int, env_dim: int, env_axis: int,
-                 n_elements: int = 119, scalar_density: bool = True) -> None:
+                 n_elements: int = 119, scalar_density: bool = True, deepmd_filter: bool = False,
+                 env_type_dim: int = 8, env_radial_dim: int = 32, env_hidden: int = 64) -> None:
         super().__init__()
-        self.scalar_density = scalar_density
+        self.scalar_density, self.deepmd_filter = scalar_density, deepmd_filter
         self.channels, self.lmax, self.env_dim, self.env_axis = channels, lmax, env_dim, env_axis
         self.types = nn.Embedding(n_elements, channels)
         nn.init.normal_(self.types.weight, std=1.0)
+        if deepmd_filter:
+            self.filter_radial = nn.Sequential(nn.Linear(n_radial, env_radial_dim, bias=False), nn.SiLU(),
+                                               nn.Linear(env_radial_dim, env_radial_dim, bias=False))
+            self.filter_types = nn.Embedding(n_elements, env_type_dim)
+            self.filter_mlp = nn.Sequential(nn.Linear(env_radial_dim + 2 * env_type_dim, env_hidden, bias=False),
+                                            nn.SiLU(), nn.Linear(env_hidden, env_dim, bias=False))
+            self.film = nn.Linear(env_dim * env_axis, 2 * channels, bias=False)
+            self.film_norm = nn.Identity()
+            self.log_scale = nn.Parameter(torch.full((2, 1), math.log(0.01)))
+            return
         self.filter_radial = nn.Sequential(nn.Linear(n_radial, env_dim), nn.SiLU(), nn.Linear(env_dim, env_dim))
         self.filter_src = nn.Embedding(n_elements, env_dim)
         self.filter_dst = nn.Embedding(n_elements, env_dim)
@@ -47,6 +61,13 @@ class NodeEmbedding(nn.Module):
         # eps = 1: the Gram matrix -> 0 as the last neighbour leaves; a small eps would amplify it (a near-jump).
         self.film_norm = ScalarNorm(channels, eps=1.0, affine=False)
         self.log_scale = nn.Parameter(torch.full((2, channels), math.log(0.01)))
+
+    def _filter(self, numbers: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+        """The per-edge environment filter ``g [E, G]``."""
+        if self.deepmd_filter:
+            types = torch.cat([self.filter_types(numbers[src]), self.filter_types(numbers[dst])], dim=1)
+            return self.filter_mlp(torch.cat([self.filter_radial(phi), types.to(phi.dtype)], dim=1))
+        return self.filter_radial(phi) + self.filter_src(numbers[src]) + self.filter_dst(numbers[dst])
 
     def forward(self, numbers: torch.Tensor, cache: EdgeCache, phi: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
         """Args: ``numbers [N]``, ``cache``, ``phi [E, n_radial]`` (basis of r~), ``rho [E, L+1, C]``."""
@@ -56,7 +77,7 @@ class NodeEmbedding(nn.Module):
         # Environment matrix A_i [N, 4, G]
         s = (cache.envelope / cache.bridged).to(dtype)
         u = torch.cat([s[:, None], s[:, None] * cache.unit.to(dtype)], dim=1)  # [E, 4]
-        g = self.filter_radial(phi.to(dtype)) + self.filter_src(numbers[src]) + self.filter_dst(numbers[dst])
+        g = self._filter(numbers, src, dst, phi.to(dtype))
         weight = (cache.gate[src] * cache.inv_sqrt_degree[dst]).to(dtype)
         outer = (weight[:, None, None] * u[:, :, None]) * g[:, None, :]
         env = scatter_sum(outer, dst, n_atoms)

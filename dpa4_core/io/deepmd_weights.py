@@ -1,0 +1,206 @@
+"""deepmd-kit DPA4 weights and conventions expressed in dpa4's (the weight map, one component at a time).
+
+Each function here is checked against deepmd-kit's own numbers (tests/fixtures/deepmd/, written by
+benchmarks/deepmd/make_fixtures.py) in tests/core/test_deepmd_weights.py. Verified so far:
+
+- edge frames: deepmd-kit's two-chart quaternion blend is dpa4's ``geometry.frames.edge_quaternion`` up to the
+  quaternion's overall sign (the same rotation; both map the edge onto +z), poles included;
+- real spherical harmonics / Wigner-D: ``D_dpa4 = S D_deepmd S`` with the diagonal sign ``S`` of
+  :func:`sh_signs` (``+m`` carries ``(-1)^m``, ``-m`` carries ``-(-1)^m``, ``m = 0`` unchanged), so a
+  degree-l weight acting on the m index maps as ``W_dpa4 = S W_deepmd S``;
+- radial basis: deepmd-kit's ``w_n sinc(w_n r / pi) E_7(r / r_c)`` is dpa4's ``RadialBasis`` without its
+  ``sqrt(2 / r_c)`` prefactor (``adam_freqs`` are the frequencies; the prefactor folds into the next layer);
+  the edge envelope ``E_5`` is dpa4's ``polynomial_envelope(r / r_c, 5)``;
+- energy offset per type: ``out_bias + bias_atom_e`` (``out_std`` does not scale energies), by ``type_map``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from dpa4_core.io.checkpoint_data import CheckpointData, CheckpointError
+from dpa4_core.io.deepmd import DeepmdCheckpoint, read_deepmd_checkpoint
+from dpa4_core.io.deepmd_options import deepmd_config
+
+N_ELEMENTS = 119
+
+
+def sh_signs(l: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:  # noqa: E741
+    """The diagonal ``S`` (``[2l+1]``, m = -l..l) with ``D_dpa4^l = S D_deepmd^l S`` and ``Y_dpa4 = S Y_deepmd``."""
+    signs = [(-1.0) ** abs(m) * (1.0 if m >= 0 else -1.0) if m else 1.0 for m in range(-l, l + 1)]
+    return torch.tensor(signs, dtype=dtype)
+
+
+def radial_frequencies(checkpoint: DeepmdCheckpoint) -> torch.Tensor:
+    """deepmd-kit's learnt radial frequencies ``w_n`` (1/A) as dpa4's ``RadialBasis.frequencies`` ``[n_radial]``."""
+    name = "atomic_model.descriptor.radial_basis.adam_freqs"
+    if name not in checkpoint.state_dict:
+        raise CheckpointError(f"{checkpoint.path}: no {name} in the checkpoint")
+    return checkpoint.state_dict[name].reshape(-1).clone()
+
+
+def radial_basis_scale(cutoff: float) -> float:
+    """deepmd-kit's radial basis = this factor x dpa4's (dpa4 multiplies by ``sqrt(2 / r_c)``): multiply the
+    weights that read deepmd's basis by it to read dpa4's instead."""
+    return 1.0 / math.sqrt(2.0 / cutoff)
+
+
+def atomic_numbers(checkpoint: DeepmdCheckpoint) -> list[int]:
+    """The atomic number of each deepmd type (``type_map`` symbols); an unknown symbol is refused by name."""
+    from ase.data import atomic_numbers as table
+
+    unknown = [symbol for symbol in checkpoint.type_map if symbol not in table or table[symbol] == 0]
+    if unknown:
+        raise CheckpointError(f"{checkpoint.path}: type_map holds symbols that are not elements: {unknown}")
+    return [table[symbol] for symbol in checkpoint.type_map]
+
+
+def energy_offsets(checkpoint: DeepmdCheckpoint) -> torch.Tensor:
+    """Per-element energy offset ``[119]`` (eV, by atomic number; 0 for elements outside ``type_map``):
+    ``out_bias[0, t, 0] + bias_atom_e[t, 0]`` of each type ``t`` (deepmd-kit's SeZM atomic model adds
+    ``out_bias`` to the energy unscaled; its fitting net adds ``bias_atom_e``)."""
+    state = checkpoint.state_dict
+    missing = [name for name in ("atomic_model.out_bias", "atomic_model.fitting_net.bias_atom_e") if name not in state]
+    if missing:
+        raise CheckpointError(f"{checkpoint.path}: missing energy offsets {missing}")
+    n_types = len(checkpoint.type_map)
+    out_bias = state["atomic_model.out_bias"].to(torch.float64)
+    fitting_bias = state["atomic_model.fitting_net.bias_atom_e"].to(torch.float64)
+    if out_bias.shape[:2] != (1, n_types) or fitting_bias.shape[0] != n_types:
+        raise CheckpointError(f"{checkpoint.path}: energy offsets of shapes {tuple(out_bias.shape)} and "
+                              f"{tuple(fitting_bias.shape)} do not fit {n_types} types")
+    offsets = torch.zeros(N_ELEMENTS, dtype=torch.float64)
+    for index, number in enumerate(atomic_numbers(checkpoint)):
+        offsets[number] = out_bias[0, index, 0] + fitting_bias[index, 0]
+    return offsets
+
+
+def _matrix(checkpoint: DeepmdCheckpoint, name: str) -> torch.Tensor:
+    """A deepmd ``MLPLayer.matrix`` ``[in, out]`` as a ``torch.nn.Linear`` weight ``[out, in]``."""
+    key = f"atomic_model.descriptor.{name}"
+    if key not in checkpoint.state_dict:
+        raise CheckpointError(f"{checkpoint.path}: no {key} in the checkpoint")
+    return checkpoint.state_dict[key].t()
+
+
+def _by_element(table: torch.Tensor, numbers: list[int], out: torch.Tensor) -> None:
+    """Rows of a deepmd per-type table (``ntypes`` rows, plus a padding row) into a table by atomic number."""
+    for index, number in enumerate(numbers):
+        out[number] = table[index]
+
+
+@torch.no_grad()
+def map_embedding(checkpoint: DeepmdCheckpoint, model: torch.nn.Module) -> None:
+    """Copy deepmd-kit's type embedding, radial basis and MLP, and environment FiLM into ``model.radial`` and
+    ``model.embedding`` of a ``DPA4`` built with ``embedding="deepmd"`` (the radial-basis prefactor is folded into
+    the first layers that read the basis; per-type rows go to their atomic numbers)."""
+    numbers = atomic_numbers(checkpoint)
+    state = checkpoint.state_dict
+    radial, embedding = model.radial, model.embedding
+    scale = radial_basis_scale(radial.cutoff)
+    types = state["atomic_model.descriptor.type_embedding.adam_type_embedding"]
+    _by_element(types, numbers, embedding.types.weight)
+    _by_element(types, numbers, radial.edge_types.weight)  # deepmd uses the one table for both
+    radial.basis.frequencies.copy_(radial_frequencies(checkpoint))
+    radial.mlp[0].weight.copy_(_matrix(checkpoint, "radial_embedding.net.0.matrix") * scale)
+    radial.mlp[2].weight.copy_(_matrix(checkpoint, "radial_embedding.net.2.matrix"))
+    embedding.filter_radial[0].weight.copy_(_matrix(checkpoint, "env_seed_embedding.rbf_proj_layer1.matrix") * scale)
+    embedding.filter_radial[2].weight.copy_(_matrix(checkpoint, "env_seed_embedding.rbf_proj_layer2.matrix"))
+    _by_element(state["atomic_model.descriptor.env_seed_embedding.env_type_embed.adam_type_embedding"], numbers,
+                embedding.filter_types.weight)
+    embedding.filter_mlp[0].weight.copy_(_matrix(checkpoint, "env_seed_embedding.g_layer1.matrix"))
+    embedding.filter_mlp[2].weight.copy_(_matrix(checkpoint, "env_seed_embedding.g_layer2.matrix"))
+    embedding.film.weight.copy_(_matrix(checkpoint, "env_seed_embedding.output_proj.matrix"))
+    strengths = [state[f"atomic_model.descriptor.film_{kind}_strength_log"].reshape(1) for kind in ("scale", "shift")]
+    embedding.log_scale.copy_(torch.stack(strengths))
+
+
+@torch.no_grad()
+def map_readout(checkpoint: DeepmdCheckpoint, model: torch.nn.Module) -> None:
+    """Copy deepmd-kit's scalar read-out (``descriptor.output_ffn``) and GLU fitting net into ``model.readout``
+    of a ``DPA4`` built with ``readout="deepmd"`` (its energy offsets go to ``energy_bias``: :func:`energy_offsets`)."""
+    state, readout = checkpoint.state_dict, model.readout
+    fitting = "atomic_model.fitting_net.filter_layers.networks.0."
+    layers = {name.split(".")[6] for name in state if name.startswith(fitting + "hidden_layers.")}
+    if layers != {"0"}:
+        raise CheckpointError(f"{checkpoint.path}: dpa4 reproduces a fitting net with one GLU layer, this one has "
+                              f"{len(layers)}")
+    readout.lift.weight.copy_(state["atomic_model.descriptor.output_ffn.so3_linear_1.weight"][0].t())
+    readout.project.weight.copy_(state["atomic_model.descriptor.output_ffn.so3_linear_2.weight"][0].t())
+    readout.fitting.weight.copy_(state[fitting + "hidden_layers.0.linear.matrix"].t())
+    readout.fitting.bias.copy_(state[fitting + "hidden_layers.0.linear.bias"])
+    readout.head.weight.copy_(state[fitting + "output_layer.matrix"].t())
+
+
+@torch.no_grad()
+def map_ffn(checkpoint: DeepmdCheckpoint, ffn: torch.nn.Module, block: int = 0) -> None:
+    """Copy the FFN of deepmd-kit's block ``block`` (``s2_activation`` on) into a ``SphereProductFFN``."""
+    prefix = f"atomic_model.descriptor.blocks.{block}.ffns.0."
+    state = checkpoint.state_dict
+    ffn.lift.weight.copy_(state[prefix + "so3_linear_1.weight"])  # [L+1, C, 2H]: degree-wise x @ W
+    ffn.scalar_gate.weight.copy_(state[prefix + "act.scalar_gate.weight"].t())
+    ffn.project.weight.copy_(state[prefix + "so3_linear_2.weight"])
+
+
+@torch.no_grad()
+def map_convolution(checkpoint: DeepmdCheckpoint, conv: torch.nn.Module, block: int = 0) -> None:
+    """Copy the SO(2) convolution of deepmd-kit's block ``block`` into a ``DeepmdConvolution`` (weights as stored:
+    the module applies deepmd's sign map in the local frame itself)."""
+    prefix = f"atomic_model.descriptor.blocks.{block}.so2_conv."
+    state = {name[len(prefix):]: value for name, value in checkpoint.state_dict.items() if name.startswith(prefix)}
+    conv.pre_mix.weight.copy_(state["pre_focus_mix.weight"])
+    conv.post_mix.weight.copy_(state["post_focus_mix.weight"])
+    conv.mixer.copy_(state["radial_degree_mixer.weight"])
+    conv.channel_basis.copy_(state["radial_degree_mixer.channel_basis"])
+    n_blocks = len(conv.blocks)
+    for layer in range(len(conv.weight_m0)):
+        conv.weight_m0[layer].copy_(state[f"so2_linears.{layer}.weight_m0"])
+        for index in range(n_blocks):
+            conv.weight_m[layer * n_blocks + index].copy_(state[f"so2_linears.{layer}.weight_m.{index}"])
+    for layer, gate in enumerate(conv.gates):
+        gate.weight.copy_(state[f"non_linearities.{layer}.gate_linear.weight"].t())
+    conv.qk_scale.copy_(state["attn_qk_norm.adam_scale"].reshape(-1))
+    conv.query.weight.copy_(state["attn_q_proj.weight"].t())
+    conv.key.weight.copy_(state["attn_k_proj.weight"].t())
+    conv.logit_radial.copy_(state["adamw_attn_logit_w"][:, 0, :])
+    conv.null_raw.copy_(state["adamw_attn_z_bias_raw"].reshape(-1))
+    conv.gate_scale.copy_(state["attn_output_gate_norm.adam_scale"].reshape(-1))
+    conv.gate_weight.copy_(state["adamw_attn_gate_w"][:, 0, :])
+
+
+@torch.no_grad()
+def map_model(checkpoint: DeepmdCheckpoint) -> torch.nn.Module:
+    """The ``DPA4`` (float64, eval mode) that computes what deepmd-kit computes for ``checkpoint``; a checkpoint
+    with an option dpa4 does not reproduce raises ``CheckpointError`` naming each (``deepmd_config``)."""
+    from dpa4_core.model.energy import DPA4
+
+    model = DPA4(deepmd_config(checkpoint)).double()
+    map_embedding(checkpoint, model)
+    for index, block in enumerate(model.blocks):
+        map_convolution(checkpoint, block.conv, index)
+        for ours, theirs in ((block.message_norm, "post_so2_norm"), (block.ffn_norm, "pre_ffn_norms.0")):
+            prefix = f"atomic_model.descriptor.blocks.{index}.{theirs}."
+            ours.scale.copy_(checkpoint.state_dict[prefix + "adam_scale"][:, 0])
+            ours.bias.copy_(checkpoint.state_dict[prefix + "bias"][0])
+        map_ffn(checkpoint, block.ffn, index)
+    map_readout(checkpoint, model)
+    model.energy_bias.copy_(energy_offsets(checkpoint))
+    model.trained_elements = sorted(atomic_numbers(checkpoint))
+    return model.eval()
+
+
+def deepmd_checkpoint_data(path, payload, head: str | None = None) -> CheckpointData:
+    """A deepmd-kit DPA4 ``.pt`` as dpa4's :class:`CheckpointData` (what ``read_checkpoint`` returns for one):
+    the mapped model's config and weights, the energy offsets by atomic number, the type map's elements."""
+    checkpoint = read_deepmd_checkpoint(path, head=head, payload=payload)
+    model = map_model(checkpoint)
+    precision = checkpoint.descriptor.get("precision", "float32")
+    return CheckpointData(
+        path=checkpoint.path, config=model.config.to_dict(),
+        state_dict={name: tensor.detach().clone() for name, tensor in model.state_dict().items()},
+        dtype=torch.float64 if precision == "float64" else torch.float32,
+        energy_bias=model.energy_bias.detach().clone(), elements=list(model.trained_elements),
+        metadata={"converted_from": "deepmd-kit DPA4 checkpoint", "deepmd_head": checkpoint.head,
+                  "deepmd_type_map": list(checkpoint.type_map), "deepmd_train_step": checkpoint.train_infos.get("step")})

@@ -1,0 +1,158 @@
+"""deepmd-kit DPA4's interaction block (``DPA4Config.block = "deepmd"``), for its checkpoints.
+
+``x <- x + Norm_eps=1(Conv(x))``, then ``x <- x + FFN(Norm_eps=1e-5(x))`` (no norm before the convolution). Conv,
+per edge j -> i, with every weight as deepmd-kit stores it:
+
+1. ``h = Pre(x)`` degree-wise (``pre_focus_mix``), rotated into the edge frame and truncated to ``|m| <= M``.
+2. Degree mixer: ``y[o, m, c] = sum_i K[o, i, |m|](rho) x[i, m, c] * B[c]``, ``K`` linear in the radial features
+   of EVERY degree (``rho_l + T[Z_src] + T[Z_dst]``), the same kernel on the ``-m`` and ``+m`` rows.
+3. ``S`` residual SO(2) layers ``x <- x + act(W x)``: ``W`` a free matrix on the m = 0 rows and the complex
+   multiplication ``[W_u, W_v]`` per ``m > 0``; ``act`` = SiLU on the scalar row and sigmoid gates from it for the
+   others, on every layer but the last (none there).
+4. Rotate back, rescale degrees ``l > M`` by ``sqrt((2l+1)/(2M+1))``.
+5. Attention: logits ``<Q n(h_0,i), K n(h_0,j)> / sqrt(d) + W_r rho_0`` (``n``: uncentred RMS norm with scale, of
+   the pre-mixed scalars), weights ``E_5^2 e^l / (sum E_5^2 e^l + softplus(z) + 1e-7)`` per destination; output
+   gate ``sigmoid(W_g n'(h_0,i))`` per head; then ``Post`` degree-wise (``post_focus_mix``).
+
+deepmd-kit's local frame uses its real-harmonic signs: the kept rows carry the sign map ``S_K`` of
+:func:`dpa4_core.io.deepmd_weights.sh_signs` around steps 2-3 so the stored weights are used as they are.
+Checked against deepmd-kit's own values (tests/core/test_deepmd_block.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+from dpa4_core.geometry.edge_cache import EdgeCache
+from dpa4_core.layout import degree_of_packed, kept_layout
+from dpa4_core.nn.linear import DegreeLinear
+from dpa4_core.nn.scatter import scatter_sum
+
+EPS = 1e-7  # deepmd-kit's descriptor eps: RMS norms of the attention scalars, the null mass floor
+
+
+def _rms(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * torch.rsqrt(x.square().mean(dim=-1, keepdim=True) + EPS) * scale
+
+
+class DeepmdConvolution(nn.Module):
+    """``x [N, P, C]`` (dpa4 signs) + edge cache + ``rho [E, L+1, C]`` -> message ``[N, P, C]``.
+
+    Args: channels C, lmax L, mmax M, layers S (``mixing_layers``), heads (``n_atten_head``), rank R.
+    """
+
+    def __init__(self, channels: int, lmax: int, mmax: int, layers: int, heads: int, rank: int) -> None:
+        super().__init__()
+        self.channels, self.lmax, self.heads = channels, lmax, heads
+        packed, degrees, orders = kept_layout(lmax, mmax)
+        self.n_kept, self.n_m0 = len(packed), lmax + 1
+        self.blocks = [(lmax + 1 + 2 * sum(lmax - k + 1 for k in range(1, m)), lmax - m + 1) for m in range(1, mmax + 1)]
+        self.pre_mix = DegreeLinear(channels, channels, lmax)
+        self.post_mix = DegreeLinear(channels, channels, lmax, zero_init=True)
+        kernel = sum((lmax - m + 1) ** 2 for m in range(mmax + 1))
+        self.mixer = nn.Parameter(torch.zeros((lmax + 1) * channels, kernel * rank))
+        self.channel_basis = nn.Parameter(torch.ones(rank, channels))
+        self.weight_m0 = nn.ParameterList(nn.Parameter(torch.zeros(self.n_m0 * channels, self.n_m0 * channels))
+                                          for _ in range(layers))
+        self.weight_m = nn.ParameterList(
+            nn.Parameter(torch.zeros(n * channels, 2 * n * channels)) for _ in range(layers) for _, n in self.blocks)
+        self.gates = nn.ModuleList(nn.Linear(channels, lmax * channels, bias=False) for _ in range(layers - 1))
+        self.qk_scale = nn.Parameter(torch.ones(channels))
+        self.query = nn.Linear(channels, channels, bias=False)
+        self.key = nn.Linear(channels, channels, bias=False)
+        self.logit_radial = nn.Parameter(torch.zeros(channels, heads))
+        self.null_raw = nn.Parameter(torch.zeros(heads))
+        self.gate_scale = nn.Parameter(torch.ones(channels))
+        self.gate_weight = nn.Parameter(torch.zeros(channels, heads))
+        sign_k = [(-1.0) ** abs(m) * (1.0 if m >= 0 else -1.0) if m else 1.0 for m in orders]
+        self.register_buffer("sign_k", torch.tensor(sign_k, dtype=torch.float64), persistent=False)
+        self.register_buffer("kept_degree", torch.tensor(degrees), persistent=False)
+        xi = [math.sqrt((2 * l + 1) / (2 * mmax + 1)) if l > mmax else 1.0 for l in degree_of_packed(lmax)]
+        self.register_buffer("xi", torch.tensor(xi, dtype=torch.float64), persistent=False)
+        dense = []  # (compact kernel entry, dense (out, in) entry) of the degree mixer
+        offset = 0
+        for start, n in [(0, lmax + 1), *self.blocks]:
+            for sub in ([start] if start == 0 else [start, start + n]):
+                dense += [(offset + i * n + o, (sub + o) * self.n_kept + sub + i) for i in range(n) for o in range(n)]
+            offset += n * n
+        self.register_buffer("mixer_index", torch.tensor(dense), persistent=False)
+        self.rank = rank
+
+    def _mix(self, x: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
+        """Degree mixer: ``x [E, K, C]`` (deepmd's local frame), ``rho [E, L+1, C]``."""
+        compact = (rho.reshape(rho.shape[0], -1) @ self.mixer).view(rho.shape[0], -1, self.rank)
+        kernel = compact.new_zeros(rho.shape[0], self.n_kept * self.n_kept, self.rank)
+        kernel[:, self.mixer_index[:, 1]] = compact[:, self.mixer_index[:, 0]]
+        kernel = kernel.view(-1, self.n_kept, self.n_kept, self.rank)
+        return torch.einsum("eoir,eic,rc->eoc", kernel, x, self.channel_basis)
+
+    def _so2(self, x: torch.Tensor, layer: int) -> torch.Tensor:
+        n_edges, c = x.shape[0], self.channels
+        m0 = x[:, :self.n_m0].reshape(n_edges, -1) @ self.weight_m0[layer]
+        parts = [m0.view(n_edges, self.n_m0, c)]
+        negs, poss = [], []
+        for index, (start, n) in enumerate(self.blocks):
+            w = self.weight_m[layer * len(self.blocks) + index]
+            w_u, w_v = w[:, :n * c], w[:, n * c:]
+            neg, pos = x[:, start:start + n].reshape(n_edges, -1), x[:, start + n:start + 2 * n].reshape(n_edges, -1)
+            negs.append((neg @ w_u - pos @ w_v).view(n_edges, n, c))
+            poss.append((neg @ w_v + pos @ w_u).view(n_edges, n, c))
+        for neg, pos in zip(negs, poss):
+            parts += [neg, pos]
+        return torch.cat(parts, dim=1)
+
+    def _activate(self, x: torch.Tensor, layer: int) -> torch.Tensor:
+        gates = torch.sigmoid(self.gates[layer](x[:, 0])).view(x.shape[0], self.lmax, self.channels)
+        rest = x[:, 1:] * gates[:, self.kept_degree[1:] - 1]
+        return torch.cat([functional.silu(x[:, :1]), rest], dim=1)
+
+    def forward(self, x: torch.Tensor, cache: EdgeCache, rho: torch.Tensor) -> torch.Tensor:
+        src, dst, n_atoms = cache.edge_src, cache.edge_dst, cache.n_atoms
+        h = self.pre_mix(x)
+        wigner = cache.wigner.to(h.dtype)
+        sign_k = self.sign_k.to(h.dtype)[None, :, None]
+        local = sign_k * torch.bmm(wigner, h[src])  # deepmd's local frame
+        local = self._mix(local, rho.to(h.dtype))  # the kernel reads every degree's radial features
+        layers = len(self.weight_m0)
+        for layer in range(layers):
+            update = self._so2(local, layer)
+            local = local + (self._activate(update, layer) if layer < layers - 1 else update)
+        message = torch.bmm(wigner.transpose(1, 2), sign_k * local) * self.xi.to(h.dtype)[None, :, None]
+        scalars = h[:, 0]
+        qk = _rms(scalars, self.qk_scale)
+        head_dim = self.channels // self.heads
+        logits = (self.query(qk)[dst] * self.key(qk)[src]).view(-1, self.heads, head_dim).sum(-1) / math.sqrt(head_dim)
+        logits = logits + rho[:, 0].to(h.dtype) @ self.logit_radial
+        mass = cache.envelope.to(h.dtype)[:, None] ** 2 * torch.exp(logits - logits.max())
+        null = (functional.softplus(self.null_raw) + EPS) * torch.exp(-logits.max())
+        alpha = mass / (scatter_sum(mass, dst, n_atoms) + null)[dst]
+        weighted = message.view(message.shape[0], -1, self.heads, head_dim) * alpha[:, None, :, None]
+        out = scatter_sum(weighted, dst, n_atoms)
+        gate = torch.sigmoid(_rms(scalars, self.gate_scale) @ self.gate_weight)
+        out = (out * gate[:, None, :, None]).reshape(n_atoms, -1, self.channels)
+        return self.post_mix(out)
+
+
+class DeepmdBlock(nn.Module):
+    """``x <- x + Norm_1(Conv(x))``; ``x <- x + FFN(Norm_1e-5(x))`` (module docstring); ``rho [E, L+1, C]``.
+
+    Args: channels C, lmax L, mmax M, layers S, heads, rank R, and the FFN module.
+    """
+
+    def __init__(self, channels: int, lmax: int, mmax: int, layers: int, heads: int, rank: int,
+                 ffn: nn.Module) -> None:
+        super().__init__()
+        from dpa4_core.nn.norm import EquivariantRMSNorm
+
+        self.conv = DeepmdConvolution(channels, lmax, mmax, layers, heads, rank)
+        self.message_norm = EquivariantRMSNorm(channels, lmax, eps=1.0)
+        self.ffn_norm = EquivariantRMSNorm(channels, lmax, eps=1e-5)
+        self.ffn = ffn
+
+    def forward(self, x: torch.Tensor, cache: EdgeCache, rho: torch.Tensor) -> torch.Tensor:
+        x = x + self.message_norm(self.conv(x, cache, rho)).to(x.dtype)
+        return x + self.ffn(self.ffn_norm(x)).to(x.dtype)
