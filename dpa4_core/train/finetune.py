@@ -5,11 +5,18 @@ bias on the new training data (least squares of the base model's energy residual
 element or a different DFT reference energy is absorbed by the bias); measure again ("base_refit"); optionally
 freeze the embedding and the first ``freeze_blocks`` interaction blocks; train with the fine-tuning learning rate.
 New elements need no special handling: the type embeddings are indexed by atomic number (1..118).
+
+A committee (:func:`finetune_committee`) is one fine-tuning per seed into ``<output_dir>/seed<k>``. What the seed
+changes: the training data order (``batch_indices``) and torch's RNG inside the run (dropout or any other draw).
+Fine-tuning adds no freshly initialised head (the bias refit is a deterministic least-squares fit and every type
+embedding comes from the checkpoint), so members differ by their data order. The validation/test split
+(``data.split.seed``) and ``data.max_frames`` stay shared, so every member is measured on the same frames.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +127,34 @@ def finetune(config, base_checkpoint: str | Path | None = None, model: torch.nn.
         extra["base_refit"] = run_validation(model, valid_set, config.valid_batch_size).result()
     return run_training(config, model, train_set, valid_set, test_set, callback=callback, extra_metrics=extra,
                         fit_bias=False)
+
+
+def committee_member_dir(output_dir: str | Path, seed: int) -> Path:
+    """Where the member fine-tuned with ``seed`` writes its checkpoints, log and plots."""
+    return Path(output_dir).expanduser() / f"seed{seed}"
+
+
+def finetune_committee(config, seeds: Sequence[int], base_checkpoint: str | Path | None = None,
+                       callback=None) -> list[tuple[int, TrainResult]]:
+    """Fine-tune one committee member per seed, one after another, into ``<output_dir>/seed<k>/``.
+
+    Each member starts from the same base checkpoint with ``config.seed = k``; see the module docstring for what
+    the seed changes. Resumable like :func:`finetune`: a rerun skips finished members' training (their state is
+    at the last step) and continues an interrupted member from its ``train_state.pt``.
+
+    Returns:
+        ``[(seed, TrainResult), ...]`` in the order of ``seeds``.
+    """
+    config = load_config(config, FinetuneConfig)
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise FinetuneError("a committee needs at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise FinetuneError(f"repeated seeds {seeds}: members with the same seed are the same model")
+    results = []
+    for seed in seeds:
+        member = config.model_copy(update={"seed": seed,
+                                           "output_dir": str(committee_member_dir(config.output_dir, seed))})
+        logger.info("committee member seed %d -> %s", seed, member.output_dir)
+        results.append((seed, finetune(member, base_checkpoint=base_checkpoint, callback=callback)))
+    return results

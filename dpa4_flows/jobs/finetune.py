@@ -5,6 +5,8 @@ with ``structure`` and ``energy`` (eV, total), optionally ``forces`` (eV/A) and 
 3x3 or Voigt-6), at the top level or under ``output`` (how jobflow stores job outputs). Queried frames are
 written to ``<output_dir>/dataset.extxyz`` for the trainer. The checkpoint's absolute path and sha256 go in
 the ``FineTuneDoc``; the metrics and the training log go to the ``data`` additional store.
+
+:func:`committee_flow` makes a committee for ``dpa4 screen --committee``: one FineTuneMaker job per seed.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from jobflow import JobConfig, Maker, job
+from jobflow import Flow, JobConfig, Maker, job
 from pymatgen.core import Structure
 
 from dpa4_flows.jobs.calculators import checkpoint_path, file_sha256
@@ -155,6 +157,42 @@ class FineTuneMaker(Maker):
             plots=[str(Path(p).resolve()) for p in result.plots],
             config=_plain(config),
         )
+
+
+def committee_flow(config: dict, seeds: list[int], dataset: str | list[str] | None = None,
+                   base_model: str | None = None, output_dir: str | None = None, query: dict | None = None,
+                   name: str = "DPA4 committee") -> Flow:
+    """One :class:`FineTuneMaker` job per seed (``config["seed"] = k``) into ``<output_dir>/seed<k>``.
+
+    ``config`` is a fine-tuning config as ``dpa4 finetune`` reads it: ``data.train`` is the dataset,
+    ``base_checkpoint`` the base model and ``output_dir`` the committee folder unless ``dataset``/``query``,
+    ``base_model`` and ``output_dir`` are given. The flow's output is the list of the members' checkpoint paths
+    in seed order, what ``ScreeningMaker(committee=...)`` / ``dpa4 screen --committee`` take.
+    """
+    from dpa4_core.train.finetune import committee_member_dir
+
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise FineTuneInputError(f"a committee needs distinct seeds, got {seeds}")
+    config = dict(config)
+    data = dict(config.get("data") or {})
+    train = data.pop("train", None)
+    if dataset is None and query is None:
+        dataset = train
+    if (dataset is None) == (query is None):
+        raise FineTuneInputError("give exactly one of dataset (or config data.train) and query")
+    base_model = base_model or config.pop("base_checkpoint", None)
+    output_dir = output_dir or config.pop("output_dir", None) or "dpa4_committee"
+    config = {k: v for k, v in config.items() if k not in ("base_checkpoint", "output_dir")}
+    if data:
+        config["data"] = data
+    jobs = []
+    for seed in seeds:
+        maker = FineTuneMaker(name=f"DPA4 fine-tune seed {seed}", base_model=base_model,
+                              config={**config, "seed": seed},
+                              output_dir=str(committee_member_dir(output_dir, seed)))
+        jobs.append(maker.make(dataset, query))
+    return Flow(jobs, output=[j.output.checkpoint_path for j in jobs], name=name)
 
 
 def _plain(value: Any) -> Any:

@@ -108,3 +108,26 @@ def test_frames_from_documents_and_errors(tmp_path):
         maker.run()
     with pytest.raises(FineTuneInputError, match="set by FineTuneMaker"):
         FineTuneMaker(config={"output_dir": "x"})
+
+
+def test_committee_flow_outputs_one_checkpoint_per_seed(base_checkpoint, tmp_path, monkeypatch):
+    from dpa4_flows.jobs.finetune import committee_flow
+
+    monkeypatch.chdir(tmp_path)
+    config = {**CONFIG, "data": {**CONFIG["data"], "train": [str(vendored("maml_MoNbTaW", "Mo_Elastic.json.gz"))]},
+              "base_checkpoint": str(base_checkpoint), "output_dir": str(tmp_path / "committee")}
+    flow = committee_flow(config, [0, 1])
+    assert [j.name for j in flow.jobs] == ["DPA4 fine-tune seed 0", "DPA4 fine-tune seed 1"]
+    store = memory_store()
+    run_locally(flow, store=store, ensure_success=True, log=False)
+    paths = [ref.resolve(store) for ref in flow.output]
+    assert paths == [str(tmp_path / "committee" / f"seed{k}" / "best.pt") for k in (0, 1)]
+    docs = [store.query_one({"uuid": j.uuid}, load=True)["output"] for j in flow.jobs]
+    assert [d["config"]["seed"] for d in docs] == [0, 1]
+    assert all(d["base_model"] == str(base_checkpoint) for d in docs)
+    from dpa4_core.io.checkpoint import load_checkpoint
+
+    a, b = (load_checkpoint(p).state_dict() for p in paths)
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the seeds made different members
+    with pytest.raises(FineTuneInputError, match="distinct seeds"):
+        committee_flow(config, [2, 2])
