@@ -239,8 +239,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{data.path}: stored config is not valid for this dpa4: {exc}") from exc
     model = DPA4(config).to(device=map_location, dtype=data.dtype)
+    state_dict = dict(data.state_dict)
+    # Files written before the cohesive-energy shift existed have none: theirs is 0 (the same model).
+    state_dict.setdefault("energy_shift", torch.zeros_like(model.energy_shift))
     try:
-        model.load_state_dict(data.state_dict, strict=True)
+        model.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{data.path}: weights do not match the stored config: {exc}") from exc
     if data.energy_bias is not None:
