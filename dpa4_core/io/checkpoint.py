@@ -177,14 +177,20 @@ def _check_finite(path: Path, state_dict: Mapping[str, Any], energy_bias: Any) -
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> CheckpointData:
-    """Read and validate a checkpoint file without building the model.
+    """Read and validate a checkpoint file (or a shipped model's name, e.g. "starter-MoNbTaW") without building
+    the model.
 
     Raises:
-        CheckpointNotFoundError: no file at ``path``.
+        CheckpointNotFoundError: no file at ``path`` and no shipped model of that name (the known names listed).
         CheckpointError: the file is corrupt, truncated, not a DPA4 checkpoint, from a newer format, or holds
             NaN/inf weights (named).
     """
-    path = Path(path).expanduser().resolve()
+    from dpa4_core.pretrained import UnknownModelError, resolve_checkpoint
+
+    try:
+        path = resolve_checkpoint(path).resolve()  # a shipped model's name -> its file
+    except (UnknownModelError, FileNotFoundError) as exc:
+        raise CheckpointNotFoundError(str(exc)) from None
     if not path.is_file():
         raise CheckpointNotFoundError(f"DPA4 checkpoint {path} does not exist")
     payload = safe_load(path, map_location, CheckpointError,
@@ -269,7 +275,7 @@ def load_for_inference(
     checkpoint path; anything else raises ``error`` naming its type.
     """
     if isinstance(model_or_path, str | os.PathLike):
-        source = load_checkpoint(Path(model_or_path), map_location="cpu")
+        source = load_checkpoint(model_or_path, map_location="cpu")  # a path or a shipped name
     elif isinstance(model_or_path, torch.nn.Module):
         source = model_or_path
     else:
