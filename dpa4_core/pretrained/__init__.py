@@ -54,6 +54,15 @@ MODELS: dict[str, PretrainedModel] = {m.name: m for m in (
         test_split="random by frame, 264 frames", errors={"all": (12.4, 94.0)},
         reference="least-squares composition bias (no isolated-atom reference)",
     ),
+    PretrainedModel(
+        name="small-MoNbTaW", file="dpa4-small-MoNbTaW.pt", card="small-MoNbTaW.md", elements=("Nb", "Mo", "Ta", "W"),
+        preset="tiny widened to 32 channels (cutoff 5 A)", parameters=212_677,
+        training_data="maml_MoNbTaW (Li et al. 2020, VASP PBE), 4541 frames, + 159 PBE dimer frames",
+        test_split="grouped by trajectory (examples/monbtaw_split.py), 562 frames",
+        errors={"AIMD": (27.0, 233.7), "Elastic": (13.4, 0.0), "Surface": (59.3, 130.5), "SS": (4.2, 8.3),
+                "all": (11.8, 143.5)},
+        reference="E0 = half the PBE dimer energy at 6 A (Matbench Discovery diatomics)",
+    ),
 )}
 
 
