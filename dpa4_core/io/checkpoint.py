@@ -114,15 +114,21 @@ def _check_finite(path: Path, state_dict: Mapping[str, Any], energy_bias: Any) -
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> CheckpointData:
-    """Read and validate a checkpoint file without building the model.
+    """Read and validate a checkpoint file (or a shipped model's name, e.g. "starter-MoNbTaW") without building
+    the model.
 
     Raises:
-        CheckpointNotFoundError: no file at ``path``.
+        CheckpointNotFoundError: no file at ``path`` and no shipped model of that name (the known names listed).
         CheckpointError: the file is corrupt, truncated, not a DPA4 checkpoint, from a newer format, or holds
             NaN/inf weights (named); a deepmd-kit DPA4 ``.pt`` (read by :mod:`dpa4_core.io.deepmd`) that uses an
             option dpa4 does not reproduce (every one named); a frozen ``.pt2`` program.
     """
-    path = Path(path).expanduser().resolve()
+    from dpa4_core.pretrained import UnknownModelError, resolve_checkpoint
+
+    try:
+        path = resolve_checkpoint(path).resolve()  # a shipped model's name -> its file
+    except (UnknownModelError, FileNotFoundError) as exc:
+        raise CheckpointNotFoundError(str(exc)) from None
     if not path.is_file():
         raise CheckpointNotFoundError(f"DPA4 checkpoint {path} does not exist")
     if deepmd.is_pt2_archive(path):
@@ -181,8 +187,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{data.path}: stored config is not valid for this dpa4: {exc}") from exc
     model = DPA4(config).to(device=map_location, dtype=data.dtype)
+    state_dict = dict(data.state_dict)
+    # Files written before the cohesive-energy shift existed have none: theirs is 0 (the same model).
+    state_dict.setdefault("energy_shift", torch.zeros_like(model.energy_shift))
     try:
-        model.load_state_dict(data.state_dict, strict=True)
+        model.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{data.path}: weights do not match the stored config: {exc}") from exc
     if data.energy_bias is not None:
@@ -208,7 +217,7 @@ def load_for_inference(
     checkpoint path; anything else raises ``error`` naming its type.
     """
     if isinstance(model_or_path, str | os.PathLike):
-        source = load_checkpoint(Path(model_or_path), map_location="cpu")
+        source = load_checkpoint(model_or_path, map_location="cpu")  # a path or a shipped name
     elif isinstance(model_or_path, torch.nn.Module):
         source = model_or_path
     else:

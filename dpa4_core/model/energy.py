@@ -1,9 +1,12 @@
 """DPA4: atomic numbers + edge vectors -> per-atom energies; forces and stress by one autograd pass (spec 0-5).
 
-``E = sum_i [ c(d_i) E_NN,i + E_ZBL,i + b[Z_i] ]`` where ``c(d) = tanh(d)`` of the smooth degree
+``E = sum_i [ c(d_i) (E_NN,i + s[Z_i]) + E_ZBL,i + b[Z_i] ]`` where ``c(d) = tanh(d)`` of the smooth degree
 ``d_i = sum_j E_5(r_ij)^2`` switches the learned part off, smoothly, as an atom loses its last neighbour: an
 isolated atom has exactly its bias energy ``b[Z]`` and zero force, and a dimer pulled apart goes continuously to
-``b[Z_i] + b[Z_j]``. In bulk ``d ~ 10`` and ``c = 1`` to machine precision.
+``b[Z_i] + b[Z_j]``. In bulk ``d ~ 10`` and ``c = 1`` to machine precision. With isolated-atom energies ``E0`` as
+the bias ``b``, the fixed per-element shift ``s`` (``energy_shift``, 0 unless set; see ``dpa4_core.model.bias``)
+carries the bulk's cohesive energy, so the network only learns a residual and an atom loses that energy smoothly as
+its neighbours leave.
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ class DPA4(nn.Module):
         config: architecture (default ``DPA4Config()``, the "air" sizes).
 
     Buffers: ``energy_bias [119]`` (eV per element, index = atomic number; fitted by
-    ``dpa4_core.model.bias.fit_energy_bias``). Every element 1..118 has an embedding, so fine-tuning can add any.
+    ``dpa4_core.model.bias.fit_energy_bias``, or isolated-atom energies E0), ``energy_shift [119]`` (eV, added to the
+    switched network term; the cohesive-energy offset when ``energy_bias`` holds E0, else 0). Every element 1..118 has an embedding, so fine-tuning can add any.
     """
 
     def __init__(self, config: DPA4Config | None = None) -> None:
@@ -83,6 +87,7 @@ class DPA4(nn.Module):
             self.readout = EnergyReadout(c.channels, c.readout_hidden)
         self.zbl = ZBL(c.cutoff, r_min=c.r_out, taper_end=c.zbl_taper_end) if c.zbl else None
         self.register_buffer("energy_bias", torch.zeros(N_ELEMENTS))
+        self.register_buffer("energy_shift", torch.zeros(N_ELEMENTS))
 
     def edge_cache(self, edge_vec: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor, n_atoms: int,
                    edge_roll: torch.Tensor | None = None) -> EdgeCache:
@@ -116,7 +121,9 @@ class DPA4(nn.Module):
         block_radial = rho if self.config.block == "deepmd" else rho[:, 0]  # deepmd's blocks read every degree
         for block in self.blocks:
             x = block(x, cache, block_radial)
-        network = self.readout(x[:, 0]).to(edge_vec.dtype)
+        # The cohesive shift (E0 reference models; 0 otherwise) joins the network term that the degree switch
+        # turns off as an atom loses its neighbours, so an isolated atom is exactly energy_bias = E0.
+        network = self.readout(x[:, 0]).to(edge_vec.dtype) + self.energy_shift.to(edge_vec.dtype)[numbers]
         if self.config.degree_switch:
             network = network * torch.tanh(cache.degree)
         energy = network + self.energy_bias.to(edge_vec.dtype)[numbers]

@@ -1,10 +1,98 @@
-"""Pretrained DPA4 checkpoints shipped with the package (see ``README.md`` in this folder for how each was trained)."""
+"""Pretrained DPA4 checkpoints shipped with the package, by name, each with a model card (markdown next to its file).
+
+``resolve_checkpoint("starter-MoNbTaW")`` is the shipped file; ``dpa4_core.io.checkpoint.read_checkpoint`` (the one
+function every loader goes through) resolves names with it, so a name works wherever a checkpoint path does.
+``dpa4 models`` (:mod:`dpa4_core.pretrained.cli`) lists them. This module imports nothing of dpa4_core.
+"""
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
-STARTER = Path(__file__).resolve().with_name("dpa4-starter.pt")
+HERE = Path(__file__).resolve().parent
+STARTER = HERE / "dpa4-starter.pt"
+
+
+class UnknownModelError(ValueError):
+    """A checkpoint argument that is neither an existing file nor the name of a shipped model."""
+
+
+@dataclass(frozen=True)
+class PretrainedModel:
+    """One shipped model: its file and card (in this folder) and the card's summary for ``dpa4 models``.
+
+    ``errors``: held-out errors by subset, ``{subset: (energy meV/atom, force meV/A)}``, on ``test_split``.
+    """
+
+    name: str
+    file: str
+    card: str
+    elements: tuple[str, ...]
+    preset: str
+    parameters: int
+    training_data: str
+    test_split: str
+    errors: dict[str, tuple[float, float]] = field(default_factory=dict)
+    reference: str = ""
+
+    @property
+    def path(self) -> Path:
+        return HERE / self.file
+
+    @property
+    def card_path(self) -> Path:
+        return HERE / self.card
+
+
+MODELS: dict[str, PretrainedModel] = {m.name: m for m in (
+    PretrainedModel(
+        name="starter-MoNbTaW", file="dpa4-starter.pt", card="README.md", elements=("Nb", "Mo", "Ta", "W"),
+        preset="tiny (cutoff 5 A)", parameters=57_973,
+        training_data="maml_MoNbTaW (Li et al. 2020, VASP PBE), 4859 frames",
+        test_split="random by frame, 264 frames", errors={"all": (12.4, 94.0)},
+        reference="least-squares composition bias (no isolated-atom reference)",
+    ),
+    PretrainedModel(
+        name="small-MoNbTaW", file="dpa4-small-MoNbTaW.pt", card="small-MoNbTaW.md", elements=("Nb", "Mo", "Ta", "W"),
+        preset="tiny widened to 32 channels (cutoff 5 A)", parameters=212_677,
+        training_data="maml_MoNbTaW (Li et al. 2020, VASP PBE), 4541 frames, + 159 PBE dimer frames",
+        test_split="grouped by trajectory (examples/monbtaw_split.py), 562 frames",
+        errors={"AIMD": (27.0, 233.7), "Elastic": (13.4, 0.0), "Surface": (59.3, 130.5), "SS": (4.2, 8.3),
+                "all": (11.8, 143.5)},
+        reference="E0 = half the PBE dimer energy at 6 A (Matbench Discovery diatomics)",
+    ),
+)}
+
+
+def known_names() -> list[str]:
+    return sorted(MODELS)
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
+    """The file of a shipped model's name, or ``name_or_path`` itself as a path.
+
+    An existing file always wins over a name. A string without a path separator or suffix that is no shipped
+    model's name is refused, listing the names (a path that does not exist is left to the caller's loader).
+
+    Raises:
+        UnknownModelError: an unknown name.
+        FileNotFoundError: a known name whose file is missing from this installation.
+    """
+    text = os.fspath(name_or_path)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path
+    model = MODELS.get(text)
+    if model is None:
+        if os.sep in text or "/" in text or path.suffix:
+            return path
+        raise UnknownModelError(f"{text!r} is neither a checkpoint file nor a shipped model; known models: "
+                                f"{', '.join(known_names())}")
+    if not model.path.is_file():
+        raise FileNotFoundError(f"shipped model {model.name}: {model.path} is missing from this dpa4 installation")
+    return model.path
 
 
 def starter_checkpoint() -> Path:

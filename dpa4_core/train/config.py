@@ -96,15 +96,25 @@ class OptimConfig(_Strict):
 
 
 class BiasConfig(_Strict):
-    """Energy bias before training: least squares on composition, or isolated-atom energies (molecular sets)."""
+    """Energy reference before training: least squares on composition, isolated atoms from a file (molecular
+    sets), or per-element isolated-atom energies ``e0`` (eV; a mapping, or "dimer": half the energy of the
+    homonuclear PBE dimer at its largest separation in ``dimer_file``, default the vendored Matbench Discovery
+    curves). With ``e0`` the model's bias is E0 and the bulk's cohesive energy goes to the fixed shift of the
+    switched network term (least squares of ``E - sum n E0`` on composition): an isolated atom has energy E0."""
 
-    method: Literal["lstsq", "isolated_atoms", "none"] = "lstsq"
+    method: Literal["lstsq", "isolated_atoms", "e0", "none"] = "lstsq"
     isolated_atoms: str | None = Field(None, description="file with one single-atom frame per element")
+    e0: dict[str, float] | Literal["dimer"] | None = None
+    dimer_file: str | None = Field(None, description="diatomics-dft.json.gz for e0: dimer (default: vendored)")
 
     @model_validator(mode="after")
     def _needs_file(self):
         if self.method == "isolated_atoms" and not self.isolated_atoms:
             raise ValueError("bias.method 'isolated_atoms' needs bias.isolated_atoms (a file of single atoms)")
+        if self.method == "e0" and self.e0 is None:
+            raise ValueError("bias.method 'e0' needs bias.e0: {element: eV, ...} or 'dimer'")
+        if self.method != "e0" and self.e0 is not None:
+            raise ValueError(f"bias.e0 is given but bias.method is {self.method!r}; set method: e0")
         return self
 
 

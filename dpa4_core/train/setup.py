@@ -75,11 +75,54 @@ def set_energy_bias(model: torch.nn.Module, bias: np.ndarray) -> None:
         model.energy_bias.copy_(torch.as_tensor(bias, dtype=model.energy_bias.dtype))
 
 
+def resolve_e0(config: BiasConfig, elements: list[int]) -> dict[str, float]:
+    """The ``{symbol: E0}`` of ``config.e0`` for the trained ``elements`` (atomic numbers).
+
+    Raises:
+        BiasFitError: a trained element has no E0.
+    """
+    from ase.data import chemical_symbols
+
+    from dpa4_core.model.bias import BiasFitError, dimer_e0
+
+    symbols = [chemical_symbols[z] for z in elements]
+    if config.e0 == "dimer":
+        if config.dimer_file is None:
+            from dpa4_core.data.paths import vendored
+
+            path = vendored("matbench_discovery_refs", "diatomics-dft.json.gz")
+        else:
+            path = config.dimer_file
+        return dimer_e0(path, symbols)
+    missing = [s for s in symbols if s not in config.e0]
+    if missing:
+        raise BiasFitError(f"bias.e0 has no isolated-atom energy for trained element(s) {missing}")
+    return {s: float(config.e0[s]) for s in symbols}
+
+
+def set_e0_reference(model, dataset: FrameDataset, e0: dict[str, float]) -> np.ndarray:
+    """Bias = E0; shift = least squares of ``E_f - sum_i E0[Z_i]`` on composition (the cohesive energy per atom,
+    carried by the switched network term), fitted on the periodic frames when there are any (a dimer's binding
+    energy is not a bulk cohesive energy). Returns the shift ``[119]`` (eV)."""
+    from dpa4_core.model.bias import e0_vector
+
+    e0_vec = e0_vector(e0).numpy()
+    bulk = dataset.pbc.all(axis=1)
+    fit_on = dataset.subset(np.flatnonzero(bulk)) if bulk.any() else dataset
+    shift = fit_composition_bias(fit_on, fit_on.energy - fit_on.composition() @ e0_vec)
+    set_energy_bias(model, e0_vec)
+    with torch.no_grad():
+        model.energy_shift.copy_(torch.as_tensor(shift, dtype=model.energy_shift.dtype))
+    return shift
+
+
 def initial_bias(model, dataset: FrameDataset, config: BiasConfig) -> None:
     if config.method == "lstsq":
         set_energy_bias(model, fit_composition_bias(dataset))
     elif config.method == "isolated_atoms":
         set_energy_bias(model, isolated_atom_bias(config.isolated_atoms))
+    elif config.method == "e0":
+        set_e0_reference(model, dataset, resolve_e0(config, dataset.elements))
 
 
 def zbl_force_share(zbl: ZBL | None, dataset: FrameDataset, max_frames: int = 64) -> float | None:
