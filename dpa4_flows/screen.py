@@ -171,9 +171,8 @@ def screen(options: ScreenOptions) -> int:
     out = options.out.expanduser().resolve()
     try:
         model = checkpoint_path(resolve_model(options.model))
-    except ModelFileError:
-        print(f"error: model file {options.model} not found. Train the starter model (see README) or pass "
-              "--model PATH/TO/checkpoint.pt", file=sys.stderr)
+    except ModelFileError as exc:
+        print(f"error: {exc}; pass --model PATH/TO/checkpoint.pt or a name from `dpa4 models`", file=sys.stderr)
         return 2
     try:
         if options.workers < 1:

@@ -33,6 +33,13 @@ class DPA4FlowSettings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         # Jobs run in other working directories (FireWorks, run_locally(create_folders=True)): never relative.
+        # A shipped model's name (`dpa4 models`) becomes its file.
+        from dpa4_core.pretrained import UnknownModelError, resolve_checkpoint
+
+        try:
+            value = resolve_checkpoint(value)
+        except UnknownModelError:
+            pass  # a relative path that does not exist (yet): the loader names it
         return Path(value).expanduser().resolve()
 
 

@@ -42,8 +42,14 @@ class ModelFileError(ValueError):
 
 
 def checkpoint_path(path: str | Path) -> Path:
-    """Absolute path of an existing checkpoint file, or :class:`ModelFileError` naming the bad path."""
-    resolved = Path(path).expanduser().resolve()
+    """Absolute path of an existing checkpoint file or of a shipped model's name (``dpa4 models``), or
+    :class:`ModelFileError` naming the bad path (or listing the known names)."""
+    from dpa4_core.pretrained import UnknownModelError, resolve_checkpoint
+
+    try:
+        resolved = resolve_checkpoint(path).expanduser().resolve()
+    except (UnknownModelError, FileNotFoundError) as exc:
+        raise ModelFileError(str(exc)) from None
     if not resolved.is_file():
         raise ModelFileError(f"DPA4 checkpoint {str(path)!r} (resolved to {resolved}) is not an existing file")
     return resolved

@@ -319,3 +319,21 @@ def test_job_calculators_record_the_checkpoint_they_run(tiny_checkpoint):
     assert recorded["model"] == tiny_checkpoint.name
     assert recorded["sha256"] == file_sha256(tiny_checkpoint)
     assert recorded["dtype"] == "float64"
+
+
+def test_shipped_model_names_work_in_jobs_settings_and_screen(tmp_path, monkeypatch, capsys):
+    """`dpa4 models` names resolve wherever dpa4_flows takes a checkpoint (issue 18); unknown names list the known."""
+    from dpa4_core.pretrained import resolve_checkpoint
+    from dpa4_flows.screen import ScreenOptions, screen
+    from dpa4_flows.settings import get_settings
+
+    calculators.clear()
+    small = resolve_checkpoint("small-MoNbTaW").resolve()
+    calc = DPA4StaticMaker(calculator_kwargs={"model": "small-MoNbTaW"}).calculator
+    assert calc.todict()["checkpoint"] == str(small)
+    monkeypatch.setenv("DPA4_MODEL", "small-MoNbTaW")
+    assert get_settings().model == small
+    with pytest.raises(calculators.ModelFileError, match="starter-MoNbTaW"):
+        calculators.checkpoint_path("no-such-model")
+    assert screen(ScreenOptions(out=tmp_path / "run", model="no-such-model", quiet=True)) == 2
+    assert "small-MoNbTaW" in capsys.readouterr().err
