@@ -91,3 +91,20 @@ def e0_vector(e0: dict[str, float]) -> torch.Tensor:
             raise BiasFitError(f"e0[{symbol}] = {value} is not finite")
         vector[atomic_numbers[symbol]] = float(value)
     return vector
+
+
+def packaged_dimer_e0(elements) -> dict[str, float]:
+    """The E0 of :func:`dimer_e0` for ``elements`` from the table shipped with dpa4 (``pbe_dimer_e0.json``: the
+    Matbench Discovery PBE dimer curves, Z = 1-92, MIT licence), so an installed dpa4 needs no data folder.
+
+    Raises:
+        BiasFitError: an element without a PBE dimer curve (Z > 92).
+    """
+    import json
+    from importlib.resources import files
+
+    table = json.loads(files("dpa4_core.model").joinpath("pbe_dimer_e0.json").read_text())["e0_ev"]
+    missing = [el for el in elements if el not in table]
+    if missing:
+        raise BiasFitError(f"no PBE dimer E0 for {missing} (the shipped table covers Z = 1-92); give bias.e0 values")
+    return {el: float(table[el]) for el in elements}

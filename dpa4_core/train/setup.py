@@ -83,17 +83,13 @@ def resolve_e0(config: BiasConfig, elements: list[int]) -> dict[str, float]:
     """
     from ase.data import chemical_symbols
 
-    from dpa4_core.model.bias import BiasFitError, dimer_e0
+    from dpa4_core.model.bias import BiasFitError, dimer_e0, packaged_dimer_e0
 
     symbols = [chemical_symbols[z] for z in elements]
     if config.e0 == "dimer":
         if config.dimer_file is None:
-            from dpa4_core.data.paths import vendored
-
-            path = vendored("matbench_discovery_refs", "diatomics-dft.json.gz")
-        else:
-            path = config.dimer_file
-        return dimer_e0(path, symbols)
+            return packaged_dimer_e0(symbols)
+        return dimer_e0(config.dimer_file, symbols)
     missing = [s for s in symbols if s not in config.e0]
     if missing:
         raise BiasFitError(f"bias.e0 has no isolated-atom energy for trained element(s) {missing}")

@@ -104,3 +104,22 @@ def test_checkpoint_without_a_shift_loads_with_zero_shift(tmp_path):
     torch.save(payload, path)
     loaded = load_checkpoint(path)
     assert torch.count_nonzero(loaded.energy_shift) == 0
+
+
+def test_shipped_e0_table_equals_the_dimer_curves_and_needs_no_data_folder():
+    """`e0: dimer` reads the table shipped in the package (an installed dpa4 has no data/ folder); it must equal
+    the E0 of the vendored curves for every element Z = 1-92."""
+    import gzip
+    import json
+
+    from dpa4_core.model.bias import packaged_dimer_e0
+
+    with gzip.open(vendored(*DIMERS), "rt") as handle:
+        elements = sorted({f.split("-")[0] for f in json.load(handle)["PBE"] if f.split("-")[0] == f.split("-")[1]})
+    assert len(elements) == 92
+    shipped = packaged_dimer_e0(elements)
+    expected = dimer_e0(vendored(*DIMERS), elements)
+    assert max(abs(shipped[el] - expected[el]) for el in elements) < 1e-6
+    assert resolve_e0(BiasConfig(method="e0", e0="dimer"), [42, 74]) == {"Mo": shipped["Mo"], "W": shipped["W"]}
+    with pytest.raises(BiasFitError, match="Z = 1-92"):
+        packaged_dimer_e0(["Og"])
