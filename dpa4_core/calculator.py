@@ -29,7 +29,7 @@ from dpa4_core.io.checkpoint import load_for_inference
 from dpa4_core.io.files import file_sha256
 from dpa4_core.model.derivatives import STRESS_MIN_VOLUME
 from dpa4_core.model.domain import check_elements
-from dpa4_core.pretrained import starter_checkpoint
+from dpa4_core.pretrained import resolve_checkpoint, starter_checkpoint
 
 if TYPE_CHECKING:
     from dpa4_core.model.energy import DPA4
@@ -69,7 +69,7 @@ def model_provenance(source: DPA4 | str | os.PathLike) -> dict[str, str | None]:
     for a checkpoint file; ``{"model": "DPA4 (in memory)", "checkpoint": None, "sha256": None}`` for a model
     object (it has no file to point to)."""
     if isinstance(source, str | os.PathLike):
-        path = Path(source).expanduser().resolve()
+        path = resolve_checkpoint(source).expanduser().resolve()  # a shipped model's name is its file
         stat = path.stat()
         digest = _sha256(str(path), stat.st_size, stat.st_mtime_ns)
         return {"model": path.name, "checkpoint": str(path), "sha256": digest}

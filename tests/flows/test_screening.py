@@ -215,10 +215,12 @@ def test_screen_candidates_script_errors(tmp_path, capsys):
     from dpa4_core.cli import main as dpa4
 
     assert dpa4(["screen", "--out", str(tmp_path / "o"), "--model", str(tmp_path / "missing.pt")]) == 2
-    assert "missing.pt not found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "missing.pt" in err and "is not an existing file" in err and "dpa4 models" in err
     script = _script()
     assert script.main(["--out", str(tmp_path / "o"), "--model", str(tmp_path / "missing.pt")]) == 2
-    assert "missing.pt not found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "missing.pt" in err and "is not an existing file" in err and "dpa4 models" in err
     model = tmp_path / "m.pt"
     model.write_bytes(b"x")  # not a checkpoint
     assert script.main(["--out", str(tmp_path / "o"), "--model", str(model)]) == 2
