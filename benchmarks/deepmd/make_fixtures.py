@@ -169,6 +169,69 @@ def intermediates(model: torch.nn.Module, frame: dict) -> dict:
     return {"frame": frame["source"], "stages": records}
 
 
+# The released checkpoints' options, one fixture each (on top of DESCRIPTOR), in the order the published Mini
+# config needs them; "mini" combines them as the Mini config does (mixing_layers 3, grid_branch [0, 0, 1]).
+# grid_branch [0, 0, 2] in "ffn_so3_grid" makes the branch router matter (with one branch its softmax is 1).
+# ffn_neurons 8 (the FFN widths; deepmd's default rounds up to 32) keeps the files small.
+OPTIONS = {
+    "so3_readout": {"so3_readout": "mlp"},
+    "ffn_so3_grid": {"ffn_so3_grid": True, "grid_branch": [0, 0, 2]},
+    "message_node_so3": {"message_node_so3": True},
+    "mini": {"mixing_layers": 3, "message_node_so3": True, "ffn_so3_grid": True, "grid_branch": [0, 0, 1],
+             "so3_readout": "mlp"},
+}
+# Modules whose inputs and outputs are recorded per option fixture (first frame), for module-level checks.
+OPTION_STAGES = ["descriptor.blocks.0.so2_conv", "descriptor.blocks.0.ffns.0", "descriptor.output_ffn"]
+
+
+def record_modules(model: torch.nn.Module, frame: dict, stages: list[str]) -> dict:
+    """Each stage's first input and output tensor on ``frame`` (deepmd's real-SH signs)."""
+    records: dict[str, torch.Tensor] = {}
+    handles = []
+    for stage in stages:
+        module = model.atomic_model.get_submodule(stage)
+
+        def hook(_module, inputs, output, stage=stage):
+            records[stage + ":input"] = inputs[0].detach().clone()
+            records[stage] = (output[0] if isinstance(output, tuple) else output).detach().clone()
+        handles.append(module.register_forward_hook(hook))
+    try:
+        evaluate(model, frame)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return records
+
+
+def write_option_fixtures(frames: list[dict]) -> dict:
+    """One random-weight checkpoint per entry of OPTIONS (``dpa4_<name>.pt``) and deepmd-kit's results on the
+    frames plus its module inputs/outputs on the first frame (``dpa4_options_reference.pt``)."""
+    results = {}
+    for index, (name, options) in enumerate(OPTIONS.items()):
+        torch.manual_seed(SEED + 10 + index)
+        saved = dict(DESCRIPTOR)
+        DESCRIPTOR.update(options, ffn_neurons=8)
+        try:
+            params = model_params()
+        finally:
+            DESCRIPTOR.clear()
+            DESCRIPTOR.update(saved)
+        model = get_model(params).to(torch.float64)
+        wrapper = ModelWrapper(model, model_params=params)
+        randomise(model, torch.Generator().manual_seed(SEED + 10 + index))
+        model.eval()
+        torch.save({"model": wrapper.state_dict()}, OUT / f"dpa4_{name}.pt")
+        outputs = [evaluate(model, frame) for frame in frames]
+        results[name] = {
+            "options": options, "checkpoint": f"dpa4_{name}.pt",
+            "energy": torch.tensor([o["energy"] for o in outputs], dtype=torch.float64),
+            "forces": [torch.tensor(o["forces"], dtype=torch.float64) for o in outputs],
+            "virial": torch.stack([torch.tensor(o["virial"], dtype=torch.float64) for o in outputs]),
+            "atom_energy": torch.tensor(outputs[0]["atom_energy"], dtype=torch.float64),
+            "modules": record_modules(model, frames[0], OPTION_STAGES)}
+    return results
+
+
 def main() -> int:
     torch.manual_seed(SEED)
     params = model_params()
@@ -191,8 +254,10 @@ def main() -> int:
     values = components(model, frames)
     values["intermediates"] = intermediates(model, frames[0])
     torch.save(values, OUT / "dpa4_tiny_components.pt")  # float64 tensors: a third of the JSON size
+    # the option fixtures' frames are dpa4_tiny_reference.json's, in its order
+    torch.save(write_option_fixtures(frames), OUT / "dpa4_options_reference.pt")
     print(f"wrote {OUT}: dpa4_tiny.pt, dpa4_tiny_multitask.pt, dpa4_tiny_reference.json ({len(frames)} frames), "
-          "dpa4_tiny_components.pt")
+          "dpa4_tiny_components.pt, dpa4_<option>.pt, dpa4_options_reference.pt")
     return 0
 
 
