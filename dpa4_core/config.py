@@ -17,6 +17,9 @@ class ConfigError(ValueError):
     (``dpa4_core.train.config``). The message names the field or key and the allowed range."""
 
 
+FFNS = ("bilinear", "gated", "s2", "so3_glu", "so3_mlp", "so3_branch")
+
+
 @dataclass(frozen=True)
 class DPA4Config:
     """Architecture of a DPA4 model.
@@ -29,8 +32,10 @@ class DPA4Config:
         so2_layers: residual SO(2) layers S per block.
         rank: rank R of the radial-driven degree coupling ("foci").
         hidden: EMFA width H (channels of the per-edge messages).
-        ffn: "bilinear" (Wigner bilinear FFN on an SO(3) quadrature grid), "gated", or "s2" (deepmd-kit DPA4's
-            sphere-grid product FFN, ``dpa4_core/nn/ffn_s2.py``).
+        ffn: "bilinear" (Wigner bilinear FFN on an SO(3) quadrature grid), "gated", "s2" (deepmd-kit DPA4's
+            sphere-grid product FFN, ``dpa4_core/nn/ffn_s2.py``), or "so3_glu" / "so3_mlp" / "so3_branch" (deepmd-kit
+            DPA4's SO(3)-grid FFN, ``ffn_so3_grid``, with its grid product, grid MLP or ``grid_branches`` routed
+            products; ``dpa4_core/nn/ffn_so3.py``).
         ffn_hidden: FFN width H_FFN (channels of each function on the SO(3) grid; the grid work scales with it).
         ffn_scalar_hidden: width of the SwiGLU path on the l = 0 scalars of the bilinear FFN (cheap: per atom).
         kmax: right index range ``|k| <= kmax`` of the functions on SO(3) in the bilinear FFN.
@@ -50,6 +55,9 @@ class DPA4Config:
         readout: "dpa4" (norm, residual SiLU MLP, linear head) or "deepmd" (deepmd-kit DPA4's residual GLU on the
             scalars, width ``ffn_hidden``, then its GLU fitting net of width ``readout_hidden``; see
             ``dpa4_core/model/glu_readout.py``).
+        readout_grid: "none" (the "deepmd" read-out's residual GLU on the scalars) or "glu" / "mlp" (deepmd-kit's
+            ``so3_readout``: the residual is an SO(3)-grid FFN on every degree, its l = 0 row kept).
+        grid_branches: routed products of ``ffn = "so3_branch"`` (deepmd-kit's ``grid_branch`` of the FFN).
         block: "dpa4" (spec section 3) or "deepmd" (deepmd-kit DPA4's block, ``dpa4_core/nn/block_deepmd.py``;
             needs ``embedding = "deepmd"``, uses ``so2_layers``, ``attn_heads``, ``rank`` and ``ffn``).
         bridging: zone bridging (``r_in``, ``r_out``: clamped distances and the source gate); off for deepmd-kit
@@ -95,6 +103,8 @@ class DPA4Config:
     readout_hidden: int = 64
     embedding: str = "dpa4"
     readout: str = "dpa4"
+    readout_grid: str = "none"
+    grid_branches: int = 1
     block: str = "dpa4"
     bridging: bool = True
     degree_switch: bool = True
@@ -109,7 +119,7 @@ class DPA4Config:
     def __post_init__(self) -> None:
         positive = ["channels", "n_blocks", "so2_layers", "rank", "hidden", "ffn_hidden", "ffn_scalar_hidden", "radial_hidden",
                     "n_radial", "attn_heads", "attn_dim", "env_dim", "env_axis", "readout_hidden", "env_type_dim", "env_radial_dim",
-                    "env_hidden"]
+                    "env_hidden", "grid_branches"]
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -123,8 +133,12 @@ class DPA4Config:
         for name in ("embedding", "readout", "block"):
             if getattr(self, name) not in ("dpa4", "deepmd"):
                 raise ConfigError(f"DPA4Config.{name} must be 'dpa4' or 'deepmd', got {getattr(self, name)!r}")
-        if self.ffn not in ("bilinear", "gated", "s2"):
-            raise ConfigError(f"DPA4Config.ffn must be 'bilinear', 'gated' or 's2', got {self.ffn!r}")
+        if self.ffn not in FFNS:
+            raise ConfigError(f"DPA4Config.ffn must be one of {FFNS}, got {self.ffn!r}")
+        if self.readout_grid not in ("none", "glu", "mlp"):
+            raise ConfigError(f"DPA4Config.readout_grid must be 'none', 'glu' or 'mlp', got {self.readout_grid!r}")
+        if self.readout_grid != "none" and self.readout != "deepmd":
+            raise ConfigError("DPA4Config.readout_grid needs readout='deepmd'")
         if self.hidden % self.attn_heads:
             raise ConfigError(
                 f"DPA4Config.hidden={self.hidden} must be divisible by attn_heads={self.attn_heads}"

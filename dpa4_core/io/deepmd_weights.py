@@ -127,21 +127,29 @@ def map_readout(checkpoint: DeepmdCheckpoint, model: torch.nn.Module) -> None:
     if layers != {"0"}:
         raise CheckpointError(f"{checkpoint.path}: dpa4 reproduces a fitting net with one GLU layer, this one has "
                               f"{len(layers)}")
-    readout.lift.weight.copy_(state["atomic_model.descriptor.output_ffn.so3_linear_1.weight"][0].t())
-    readout.project.weight.copy_(state["atomic_model.descriptor.output_ffn.so3_linear_2.weight"][0].t())
+    if readout.grid is not None:  # so3_readout: an SO(3)-grid FFN on every degree
+        map_ffn(checkpoint, readout.grid, prefix="atomic_model.descriptor.output_ffn.")
+    else:
+        readout.lift.weight.copy_(state["atomic_model.descriptor.output_ffn.so3_linear_1.weight"][0].t())
+        readout.project.weight.copy_(state["atomic_model.descriptor.output_ffn.so3_linear_2.weight"][0].t())
     readout.fitting.weight.copy_(state[fitting + "hidden_layers.0.linear.matrix"].t())
     readout.fitting.bias.copy_(state[fitting + "hidden_layers.0.linear.bias"])
     readout.head.weight.copy_(state[fitting + "output_layer.matrix"].t())
 
 
 @torch.no_grad()
-def map_ffn(checkpoint: DeepmdCheckpoint, ffn: torch.nn.Module, block: int = 0) -> None:
-    """Copy the FFN of deepmd-kit's block ``block`` (``s2_activation`` on) into a ``SphereProductFFN``."""
-    prefix = f"atomic_model.descriptor.blocks.{block}.ffns.0."
+def map_ffn(checkpoint: DeepmdCheckpoint, ffn: torch.nn.Module, block: int = 0,
+            prefix: str | None = None) -> None:
+    """Copy the FFN of deepmd-kit's block ``block`` (``s2_activation`` on, or ``ffn_so3_grid``) into a
+    ``SphereProductFFN`` or an ``SO3GridFFN``; ``prefix`` names another deepmd ``EquivariantFFN`` (the read-out's)."""
+    prefix = prefix or f"atomic_model.descriptor.blocks.{block}.ffns.0."
     state = checkpoint.state_dict
-    ffn.lift.weight.copy_(state[prefix + "so3_linear_1.weight"])  # [L+1, C, 2H]: degree-wise x @ W
+    ffn.lift.weight.copy_(state[prefix + "so3_linear_1.weight"])  # [L+1, C, 2H] (2KH): degree-wise x @ W
     ffn.scalar_gate.weight.copy_(state[prefix + "act.scalar_gate.weight"].t())
     ffn.project.weight.copy_(state[prefix + "so3_linear_2.weight"])
+    for ours, theirs in (("left", "left_proj"), ("right", "right_proj"), ("out", "out_proj"), ("router", "router")):
+        if hasattr(ffn, ours):  # the SO(3) grid's channel maps, stored [in, out]
+            getattr(ffn, ours).weight.copy_(state[prefix + f"act.grid_op.{theirs}.weight"].t())
 
 
 @torch.no_grad()

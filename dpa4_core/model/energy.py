@@ -21,6 +21,7 @@ from dpa4_core.model.glu_readout import GLUReadout
 from dpa4_core.model.zbl import ZBL
 from dpa4_core.nn.block import InteractionBlock
 from dpa4_core.nn.block_deepmd import DeepmdBlock
+from dpa4_core.nn.ffn_so3 import SO3GridFFN
 from dpa4_core.nn.embedding import NodeEmbedding
 from dpa4_core.nn.norm import ScalarNorm
 
@@ -70,7 +71,7 @@ class DPA4(nn.Module):
             self.blocks = nn.ModuleList(
                 DeepmdBlock(c.channels, c.lmax, c.mmax, c.so2_layers, c.attn_heads, c.rank,
                             InteractionBlock.make_ffn(c.channels, c.lmax, c.ffn, c.ffn_hidden, c.kmax,
-                                                      c.ffn_scalar_hidden))
+                                                      c.ffn_scalar_hidden, c.grid_branches))
                 for _ in range(c.n_blocks))
         else:
             self.blocks = nn.ModuleList(
@@ -78,7 +79,9 @@ class DPA4(nn.Module):
                                  c.attn_dim, c.ffn, c.ffn_hidden, c.kmax, c.ffn_scalar_hidden)
                 for _ in range(c.n_blocks))
         if c.readout == "deepmd":
-            self.readout = GLUReadout(c.channels, c.ffn_hidden, c.readout_hidden)
+            grid = None if c.readout_grid == "none" else SO3GridFFN(c.channels, c.ffn_hidden, c.lmax, c.kmax,
+                                                                    c.readout_grid)
+            self.readout = GLUReadout(c.channels, c.ffn_hidden, c.readout_hidden, grid)
         else:
             self.readout = EnergyReadout(c.channels, c.readout_hidden)
         self.zbl = ZBL(c.cutoff, r_min=c.r_out, taper_end=c.zbl_taper_end) if c.zbl else None
@@ -116,7 +119,9 @@ class DPA4(nn.Module):
         block_radial = rho if self.config.block == "deepmd" else rho[:, 0]  # deepmd's blocks read every degree
         for block in self.blocks:
             x = block(x, cache, block_radial)
-        network = self.readout(x[:, 0]).to(edge_vec.dtype)
+        scalars = x[:, 0]
+        network = (self.readout(scalars, x) if self.config.readout == "deepmd" else self.readout(scalars))
+        network = network.to(edge_vec.dtype)
         if self.config.degree_switch:
             network = network * torch.tanh(cache.degree)
         energy = network + self.energy_bias.to(edge_vec.dtype)[numbers]

@@ -22,9 +22,9 @@ from _vendored import read_vendored
 
 SINGLE = Path(__file__).resolve().parents[1] / "fixtures" / "deepmd" / "dpa4_tiny.pt"
 # Options of the released checkpoints (and others) that dpa4 does not reproduce yet.
-UNSUPPORTED = {"edge_norm": True, "message_node_so3": True, "ffn_so3_grid": True, "grid_branch": [0, 0, 1],
-               "so3_readout": "mlp", "n_focus": 2, "ffn_blocks": 2, "exclude_types": [[0, 1]],
-               "add_chg_spin_ebd": True}
+# (ffn_so3_grid with grid_branch [0, 0, 1] and so3_readout "mlp" load since phase 2: tests/core/test_deepmd_so3.py)
+UNSUPPORTED = {"edge_norm": True, "message_node_so3": True, "n_focus": 2, "ffn_blocks": 2,
+               "exclude_types": [[0, 1]], "add_chg_spin_ebd": True}
 
 
 def _unreproduced(section: str, options: dict, sizes: dict, no_effect: frozenset, accepted: dict) -> list[str]:
@@ -65,7 +65,8 @@ def test_refusal_names_every_unreproduced_option_with_its_value(unsupported):
     expected = (_unreproduced("", checkpoint.model_params, opts.MODEL_SIZES, opts.MODEL_NO_EFFECT,
                               opts.MODEL_ACCEPTED)
                 + _unreproduced("descriptor", checkpoint.descriptor, opts.DESCRIPTOR_SIZES,
-                                opts.DESCRIPTOR_NO_EFFECT, opts.DESCRIPTOR_ACCEPTED)
+                                opts.DESCRIPTOR_NO_EFFECT | opts.DESCRIPTOR_READ_OFF_WEIGHTS | opts.DESCRIPTOR_GRID,
+                                opts.DESCRIPTOR_ACCEPTED)
                 + _unreproduced("fitting_net", checkpoint.fitting_net, {}, opts.FITTING_NO_EFFECT,
                                 opts.FITTING_ACCEPTED))
     assert len(expected) == len(UNSUPPORTED) + 2  # every switched-on option is one dpa4 lacks
@@ -125,7 +126,7 @@ def test_the_fixture_options_are_all_reproduced_and_map_onto_dpa4config():
                              "embedding": "deepmd", "block": "deepmd", "readout": "deepmd", "degree_switch": False,
                              "scalar_density": False, "zbl": False, "bridging": False, "radial_hidden": 8,
                              "env_radial_dim": 32, "env_type_dim": 8, "env_hidden": 48, "env_dim": 8, "env_axis": 4,
-                             "ffn_hidden": 32, "ffn": "s2", "readout_hidden": 32}
+                             "ffn_hidden": 32, "ffn": "s2", "readout_hidden": 32, "readout_grid": "none"}
 
 
 def test_dpa4_eval_refuses_an_unsupported_deepmd_checkpoint_in_one_line(tmp_path, capsys, unsupported):

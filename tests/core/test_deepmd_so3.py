@@ -1,0 +1,129 @@
+"""deepmd-kit DPA4's SO(3)-grid options (issue 14, phase 2): ``so3_readout "mlp"`` and ``ffn_so3_grid`` with
+``grid_branch``. dpa4's ``SO3GridFFN`` equals deepmd-kit's ``EquivariantFFN`` on its recorded inputs, the option
+fixtures load and give deepmd-kit's energy, forces and virial (float64), and the loaded models are symmetric and
+conservative. Fixtures: tests/fixtures/deepmd/dpa4_<option>.pt and dpa4_options_reference.pt
+(benchmarks/deepmd/make_fixtures.py, deepmd-kit 3.2.0).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+
+from dpa4_core.config import ConfigError, DPA4Config
+from dpa4_core.io.checkpoint import CheckpointError, load_checkpoint
+from dpa4_core.io.deepmd_weights import sh_signs
+from dpa4_core.nn.ffn_so3 import SO3GridFFN
+from dpa4_core.testing import (assert_close, assert_rotation_equivariant, finite_difference_forces,
+                               finite_difference_stress, predict)
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "deepmd"
+FRAMES = json.loads((FIXTURES / "dpa4_tiny_reference.json").read_text())["frames"]
+REFERENCE = torch.load(FIXTURES / "dpa4_options_reference.pt", weights_only=True)
+LOADED = ["so3_readout", "ffn_so3_grid"]  # the option fixtures dpa4 reproduces
+
+
+@pytest.fixture(scope="module", params=LOADED)
+def loaded(request):
+    return request.param, load_checkpoint(FIXTURES / f"dpa4_{request.param}.pt")
+
+
+def _atoms(frame: dict) -> Atoms:
+    return Atoms(frame["symbols"], positions=frame["positions"], cell=frame["cell"], pbc=True)
+
+
+def _signs(lmax: int) -> torch.Tensor:
+    return torch.cat([sh_signs(l) for l in range(lmax + 1)])[None, :, None]
+
+
+@pytest.mark.parametrize("name, stage, module", [("so3_readout", "descriptor.output_ffn", "readout.grid"),
+                                                 ("ffn_so3_grid", "descriptor.blocks.0.ffns.0", "blocks.0.ffn")])
+def test_so3_grid_ffn_equals_deepmd_on_its_recorded_input(name, stage, module):
+    model = load_checkpoint(FIXTURES / f"dpa4_{name}.pt")
+    ffn = model.get_submodule(module)
+    assert isinstance(ffn, SO3GridFFN) and ffn.op == ("mlp" if name == "so3_readout" else "branch")
+    records = REFERENCE[name]["modules"]
+    x, theirs = records[stage + ":input"][:, :, 0], records[stage][:, :, 0]  # [N, (L+1)^2, C], deepmd's signs
+    signs = _signs(model.config.lmax)
+    with torch.no_grad():
+        ours = signs * ffn(signs * x)
+    assert theirs.abs().max() > 0.1
+    assert (ours - theirs).abs().max() < 1e-12
+
+
+def test_option_fixtures_equal_deepmd_energy_forces_virial(loaded):
+    name, model = loaded
+    reference = REFERENCE[name]
+    for index, frame in enumerate(FRAMES):
+        ours = predict(model, _atoms(frame))
+        energy = float(np.asarray(ours["energy"]).reshape(-1)[0])
+        theirs = float(reference["energy"][index])
+        assert abs(energy - theirs) <= 1e-12 * abs(theirs), frame["source"]
+        assert np.abs(ours["forces"] - reference["forces"][index].numpy()).max() < 1e-10, frame["source"]
+        virial = np.asarray(ours["virial"]).reshape(3, 3)
+        assert np.abs(virial - reference["virial"][index].numpy()).max() < 1e-10, frame["source"]
+    first = predict(model, _atoms(FRAMES[0]))["atom_energy"]
+    assert np.abs(first - reference["atom_energy"].numpy()).max() < 1e-12
+
+
+def test_option_fixtures_are_symmetric_and_conservative(loaded):
+    _, model = loaded
+    atoms = _atoms(FRAMES[1])
+    assert_rotation_equivariant(model, atoms, seed=4)
+    indices = [0, 5]
+    assert_close(predict(model, atoms)["forces"][indices], finite_difference_forces(model, atoms, indices=indices),
+                 rtol=1e-6, name="forces")
+    assert_close(predict(model, atoms)["stress"][0], finite_difference_stress(model, atoms), rtol=1e-5,
+                 name="stress")
+
+
+def test_so3_grid_ffn_is_rotation_equivariant_for_every_op():
+    from dpa4_core.geometry.frames import edge_quaternion
+    from dpa4_core.geometry.wigner import wigner_d
+
+    torch.manual_seed(0)
+    q = edge_quaternion(torch.tensor([[0.3, -1.2, 0.7]], dtype=torch.float64))
+    rotation = torch.block_diag(*[block[0] for block in wigner_d(q, 3)])
+    x = torch.randn(5, 16, 4, dtype=torch.float64)
+    for op in ("glu", "mlp", "branch"):
+        ffn = SO3GridFFN(4, 3, 3, 2, op, branches=2).double()
+        torch.nn.init.normal_(ffn.project.weight)
+        with torch.no_grad():
+            out, rotated = ffn(x), ffn(torch.einsum("pq,nqc->npc", rotation, x))
+        assert (torch.einsum("pq,nqc->npc", rotation, out) - rotated).abs().max() < 1e-12, op
+        assert out.abs().max() > 1e-3
+
+
+def test_message_node_so3_and_the_mini_combination_stay_refused_by_name():
+    for name in ("message_node_so3", "mini"):
+        with pytest.raises(CheckpointError, match=r"descriptor.message_node_so3=True \(dpa4 implements only False"):
+            load_checkpoint(FIXTURES / f"dpa4_{name}.pt")
+
+
+@pytest.mark.parametrize("edit, refused", [
+    ({"ffn_so3_grid": True, "grid_branch": 0}, "grid_branch=0 (on this FFN grid dpa4 implements only a positive"),
+    ({"grid_mlp": [False, False, True]}, "grid_mlp=[False, False, True], grid_branch=0 (on this FFN grid"),
+    ({"so3_readout": "glu"}, "descriptor.so3_readout='glu' (dpa4 implements only 'none', 'mlp' yet)")])
+def test_grid_settings_dpa4_does_not_reproduce_are_refused(tmp_path, edit, refused):
+    payload = torch.load(FIXTURES / "dpa4_tiny.pt", map_location="cpu", weights_only=True)
+    payload["model"]["_extra_state"]["model_params"]["descriptor"].update(edit)
+    torch.save(payload, tmp_path / "edited.pt")
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(tmp_path / "edited.pt")
+    assert refused in str(caught.value)
+
+
+def test_grid_options_default_off_and_are_validated():
+    config = DPA4Config()
+    assert config.readout_grid == "none" and config.grid_branches == 1 and config.ffn == "bilinear"
+    with pytest.raises(ConfigError, match="readout_grid must be"):
+        DPA4Config(readout="deepmd", readout_grid="branch")
+    with pytest.raises(ConfigError, match="readout_grid needs readout='deepmd'"):
+        DPA4Config(readout_grid="mlp")
+    with pytest.raises(ConfigError, match="grid_branches must be a positive integer"):
+        DPA4Config(grid_branches=0)
