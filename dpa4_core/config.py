@@ -58,6 +58,8 @@ class DPA4Config:
         readout_grid: "none" (the "deepmd" read-out's residual GLU on the scalars) or "glu" / "mlp" (deepmd-kit's
             ``so3_readout``: the residual is an SO(3)-grid FFN on every degree, its l = 0 row kept).
         grid_branches: routed products of ``ffn = "so3_branch"`` (deepmd-kit's ``grid_branch`` of the FFN).
+        message_node_so3: the "deepmd" block adds deepmd-kit's SO(3)-grid product of the aggregated message and the
+            node features to the message (``message_node_so3``; ``dpa4_core/nn/ffn_so3.py``).
         block: "dpa4" (spec section 3) or "deepmd" (deepmd-kit DPA4's block, ``dpa4_core/nn/block_deepmd.py``;
             needs ``embedding = "deepmd"``, uses ``so2_layers``, ``attn_heads``, ``rank`` and ``ffn``).
         bridging: zone bridging (``r_in``, ``r_out``: clamped distances and the source gate); off for deepmd-kit
@@ -105,6 +107,7 @@ class DPA4Config:
     readout: str = "dpa4"
     readout_grid: str = "none"
     grid_branches: int = 1
+    message_node_so3: bool = False
     block: str = "dpa4"
     bridging: bool = True
     degree_switch: bool = True
@@ -156,7 +159,9 @@ class DPA4Config:
             )
         if self.block == "deepmd" and self.embedding != "deepmd":
             raise ConfigError("DPA4Config.block='deepmd' needs embedding='deepmd' (its radial features)")
-        for name in ("zbl", "scalar_density", "degree_switch", "bridging"):
+        if self.message_node_so3 and self.block != "deepmd":
+            raise ConfigError("DPA4Config.message_node_so3 needs block='deepmd'")
+        for name in ("zbl", "scalar_density", "degree_switch", "bridging", "message_node_so3"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"DPA4Config.{name} must be a bool, got {getattr(self, name)!r}")
         taper = self.zbl_taper_end

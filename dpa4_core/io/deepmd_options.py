@@ -51,7 +51,7 @@ DESCRIPTOR_ACCEPTED: dict[str, tuple[Any, ...]] = {
     "n_focus": (1,), "atten_f_mix": (False,), "atten_v_proj": (False,), "atten_o_proj": (False,),
     "node_wise_s2": (False,), "node_wise_so3": (False,), "message_node_s2": (False,), "layer_scale": (False,),
     # reproduced by the parts dpa4 has (embedding, read-out, block FFN; widths read off the weights)
-    "message_node_so3": (False,), "ffn_so3_grid": (False, True),
+    "message_node_so3": (False, True), "ffn_so3_grid": (False, True),
     "ffn_blocks": (1,), "env_exp": ([7, 5],), "basis_type": ("bessel",), "radial_mlp": ([0],),
     "use_env_seed": (True,), "mlp_bias": (False,), "s2_activation": ([False, True],), "so3_readout": ("none", "mlp"),
     "readout_layers": (1,), "lebedev_quadrature": (True,), "activation_function": ("silu",),
@@ -139,7 +139,11 @@ def _grid_refusals(descriptor: dict[str, Any]) -> list[str]:
     else:
         ok = branch[2] == 0 and not mlp[2]
         implemented = "grid_branch 0 and grid_mlp False"
-    return [] if ok else [f"{where} (on this FFN grid dpa4 implements only {implemented} yet)"]
+    refused = [] if ok else [f"{where} (on this FFN grid dpa4 implements only {implemented} yet)"]
+    if descriptor.get("message_node_so3") and (branch[1] > 0 or mlp[1]):
+        refused.append(f"{where} (with message_node_so3 dpa4 implements only the grid product: message-node "
+                       "entries grid_branch 0 and grid_mlp False)")
+    return refused
 
 
 def check_options(checkpoint: DeepmdCheckpoint) -> OptionReport:
@@ -201,6 +205,7 @@ def _embedding_fields(checkpoint: DeepmdCheckpoint) -> dict[str, Any]:
             fields["ffn"] = "so3_branch"
             fields["grid_branches"] = int(_grid_list(descriptor.get("grid_branch", 0))[2]) or 1
     fields["readout_grid"] = str(descriptor.get("so3_readout", "none"))
+    fields["message_node_so3"] = bool(descriptor.get("message_node_so3", False))
     if fields["readout_grid"] != "none" and "ffn_hidden" in fields:  # the SO(3) read-out's channels hold K frames
         fields["ffn_hidden"] //= frames
     glu_layer = state.get("atomic_model.fitting_net.filter_layers.networks.0.hidden_layers.0.linear.matrix")

@@ -176,6 +176,12 @@ def map_convolution(checkpoint: DeepmdCheckpoint, conv: torch.nn.Module, block: 
     conv.null_raw.copy_(state["adamw_attn_z_bias_raw"].reshape(-1))
     conv.gate_scale.copy_(state["attn_output_gate_norm.adam_scale"].reshape(-1))
     conv.gate_weight.copy_(state["adamw_attn_gate_w"][:, 0, :])
+    if conv.message_node is not None:  # message_node_so3: the cross SO(3) grid (its "glu" product)
+        grid, theirs = conv.message_node, "message_node_grid_product."
+        grid.expand.weight.copy_(state[theirs + "frame_expand.weight"])  # [L+1, C, K C]
+        grid.contract.weight.copy_(state[theirs + "frame_contract.weight"])  # [L+1, K C, C]
+        grid.scalar_gate.weight.copy_(state[theirs + "scalar_gate.weight"].t())
+        grid.residual_scale.copy_(state[theirs + "residual_scale"].reshape(-1))
 
 
 @torch.no_grad()

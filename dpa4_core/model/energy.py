@@ -21,7 +21,7 @@ from dpa4_core.model.glu_readout import GLUReadout
 from dpa4_core.model.zbl import ZBL
 from dpa4_core.nn.block import InteractionBlock
 from dpa4_core.nn.block_deepmd import DeepmdBlock
-from dpa4_core.nn.ffn_so3 import SO3GridFFN
+from dpa4_core.nn.ffn_so3 import SO3CrossGrid, SO3GridFFN
 from dpa4_core.nn.embedding import NodeEmbedding
 from dpa4_core.nn.norm import ScalarNorm
 
@@ -71,7 +71,8 @@ class DPA4(nn.Module):
             self.blocks = nn.ModuleList(
                 DeepmdBlock(c.channels, c.lmax, c.mmax, c.so2_layers, c.attn_heads, c.rank,
                             InteractionBlock.make_ffn(c.channels, c.lmax, c.ffn, c.ffn_hidden, c.kmax,
-                                                      c.ffn_scalar_hidden, c.grid_branches))
+                                                      c.ffn_scalar_hidden, c.grid_branches),
+                            SO3CrossGrid(c.channels, c.lmax, c.kmax) if c.message_node_so3 else None)
                 for _ in range(c.n_blocks))
         else:
             self.blocks = nn.ModuleList(

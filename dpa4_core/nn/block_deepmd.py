@@ -12,7 +12,8 @@ per edge j -> i, with every weight as deepmd-kit stores it:
 4. Rotate back, rescale degrees ``l > M`` by ``sqrt((2l+1)/(2M+1))``.
 5. Attention: logits ``<Q n(h_0,i), K n(h_0,j)> / sqrt(d) + W_r rho_0`` (``n``: uncentred RMS norm with scale, of
    the pre-mixed scalars), weights ``E_5^2 e^l / (sum E_5^2 e^l + softplus(z) + 1e-7)`` per destination; output
-   gate ``sigmoid(W_g n'(h_0,i))`` per head; then ``Post`` degree-wise (``post_focus_mix``).
+   gate ``sigmoid(W_g n'(h_0,i))`` per head; optionally ``+ SO3CrossGrid(out, h)`` (``message_node_so3``,
+   ``dpa4_core/nn/ffn_so3.py``); then ``Post`` degree-wise (``post_focus_mix``).
 
 deepmd-kit's local frame uses its real-harmonic signs: the kept rows carry the sign map ``S_K`` of
 :func:`dpa4_core.io.deepmd_weights.sh_signs` around steps 2-3 so the stored weights are used as they are.
@@ -45,8 +46,10 @@ class DeepmdConvolution(nn.Module):
     Args: channels C, lmax L, mmax M, layers S (``mixing_layers``), heads (``n_atten_head``), rank R.
     """
 
-    def __init__(self, channels: int, lmax: int, mmax: int, layers: int, heads: int, rank: int) -> None:
+    def __init__(self, channels: int, lmax: int, mmax: int, layers: int, heads: int, rank: int,
+                 message_node: nn.Module | None = None) -> None:
         super().__init__()
+        self.message_node = message_node  # SO3CrossGrid (message_node_so3) between aggregation and Post
         self.channels, self.lmax, self.heads = channels, lmax, heads
         packed, degrees, orders = kept_layout(lmax, mmax)
         self.n_kept, self.n_m0 = len(packed), lmax + 1
@@ -134,6 +137,8 @@ class DeepmdConvolution(nn.Module):
         out = scatter_sum(weighted, dst, n_atoms)
         gate = torch.sigmoid(_rms(scalars, self.gate_scale) @ self.gate_weight)
         out = (out * gate[:, None, :, None]).reshape(n_atoms, -1, self.channels)
+        if self.message_node is not None:
+            out = out + self.message_node(out, h)
         return self.post_mix(out)
 
 
@@ -144,11 +149,11 @@ class DeepmdBlock(nn.Module):
     """
 
     def __init__(self, channels: int, lmax: int, mmax: int, layers: int, heads: int, rank: int,
-                 ffn: nn.Module) -> None:
+                 ffn: nn.Module, message_node: nn.Module | None = None) -> None:
         super().__init__()
         from dpa4_core.nn.norm import EquivariantRMSNorm
 
-        self.conv = DeepmdConvolution(channels, lmax, mmax, layers, heads, rank)
+        self.conv = DeepmdConvolution(channels, lmax, mmax, layers, heads, rank, message_node)
         self.message_norm = EquivariantRMSNorm(channels, lmax, eps=1.0)
         self.ffn_norm = EquivariantRMSNorm(channels, lmax, eps=1e-5)
         self.ffn = ffn

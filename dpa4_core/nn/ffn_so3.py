@@ -96,8 +96,40 @@ class SO3GridFFN(nn.Module):
         z = torch.einsum("pkg,ngc->npkc", from_grid, product)
         if self.op != "glu":
             z = self.out(z)
-        z = z * torch.sigmoid(self.scalar_gate(scalars))[:, None, None, :]
-        value, gate = scalars.chunk(2, dim=-1)
-        z = torch.cat([torch.cat([z[:, :1, :1] + (functional.silu(value) * gate)[:, None, None], z[:, :1, 1:]], 2),
-                       z[:, 1:]], dim=1)
-        return self.project(z.reshape(n, p, -1))
+        return self.project(_scalar_path(z, scalars, self.scalar_gate).reshape(n, p, -1))
+
+
+def _scalar_path(z: torch.Tensor, scalars: torch.Tensor, gate: nn.Module) -> torch.Tensor:
+    """``z [N, P, K, H] * sigmoid(G s)``, plus ``SiLU(s_a) s_b`` on the ``l = 0, k = 0`` row; ``s = [s_a, s_b]``."""
+    z = z * torch.sigmoid(gate(scalars))[:, None, None, :]
+    value, second = scalars.chunk(2, dim=-1)
+    first_row = torch.cat([z[:, :1, :1] + (functional.silu(value) * second)[:, None, None], z[:, :1, 1:]], dim=2)
+    return torch.cat([first_row, z[:, 1:]], dim=1)
+
+
+class SO3CrossGrid(nn.Module):
+    """deepmd-kit DPA4's ``message_node_so3`` (``DPA4Config.message_node_so3``): the aggregated message ``m`` (query)
+    and the pre-mixed node features ``h`` (context), both ``[N, (L+1)^2, C]``, expanded degree-wise by one shared
+    ``E`` (``C -> K C``) into functions on SO(3), multiplied on the grid (its ``"glu"`` product), projected back,
+    gated and given the scalar term as in :class:`SO3GridFFN` (scalars ``[m_0, h_0]``), contracted degree-wise
+    (``K C -> C``) and scaled per channel: ``m <- m + s * contract(...)`` inside the convolution."""
+
+    def __init__(self, channels: int, lmax: int, kmax: int) -> None:
+        super().__init__()
+        self.channels, self.n_frames = channels, 2 * kmax + 1
+        self.expand = DegreeLinear(channels, self.n_frames * channels, lmax)
+        self.contract = DegreeLinear(self.n_frames * channels, channels, lmax)
+        self.scalar_gate = nn.Linear(2 * channels, channels, bias=False)
+        self.residual_scale = nn.Parameter(torch.full((channels,), 1e-3))
+        to_grid, from_grid = so3_frame_grid(lmax, kmax)
+        self.register_buffer("to_grid", to_grid, persistent=False)
+        self.register_buffer("from_grid", from_grid, persistent=False)
+
+    def forward(self, message: torch.Tensor, node: torch.Tensor) -> torch.Tensor:
+        n, p = message.shape[0], message.shape[1]
+        scalars = torch.cat([message[:, 0], node[:, 0]], dim=-1)
+        to_grid, from_grid = self.to_grid.to(message.dtype), self.from_grid.to(message.dtype)
+        u, v = (self.expand(x).view(n, p, self.n_frames, self.channels) for x in (message, node))
+        product = torch.einsum("gpk,npkc->ngc", to_grid, u) * torch.einsum("gpk,npkc->ngc", to_grid, v)
+        z = _scalar_path(torch.einsum("pkg,ngc->npkc", from_grid, product), scalars, self.scalar_gate)
+        return self.contract(z.reshape(n, p, -1)) * self.residual_scale

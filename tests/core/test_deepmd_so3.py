@@ -1,7 +1,7 @@
-"""deepmd-kit DPA4's SO(3)-grid options (issue 14, phase 2): ``so3_readout "mlp"`` and ``ffn_so3_grid`` with
-``grid_branch``. dpa4's ``SO3GridFFN`` equals deepmd-kit's ``EquivariantFFN`` on its recorded inputs, the option
-fixtures load and give deepmd-kit's energy, forces and virial (float64), and the loaded models are symmetric and
-conservative. Fixtures: tests/fixtures/deepmd/dpa4_<option>.pt and dpa4_options_reference.pt
+"""deepmd-kit DPA4's SO(3)-grid options (issue 14, phase 2): ``so3_readout "mlp"``, ``ffn_so3_grid`` with
+``grid_branch``, ``message_node_so3``, and the published Mini combination of them (with ``mixing_layers`` 3).
+dpa4's ``SO3GridFFN`` equals deepmd-kit's ``EquivariantFFN`` on its recorded inputs, the option fixtures load and
+give deepmd-kit's energy, forces and virial (float64), and the loaded models are symmetric and conservative. Fixtures: tests/fixtures/deepmd/dpa4_<option>.pt and dpa4_options_reference.pt
 (benchmarks/deepmd/make_fixtures.py, deepmd-kit 3.2.0).
 """
 
@@ -25,7 +25,7 @@ from dpa4_core.testing import (assert_close, assert_rotation_equivariant, finite
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "deepmd"
 FRAMES = json.loads((FIXTURES / "dpa4_tiny_reference.json").read_text())["frames"]
 REFERENCE = torch.load(FIXTURES / "dpa4_options_reference.pt", weights_only=True)
-LOADED = ["so3_readout", "ffn_so3_grid"]  # the option fixtures dpa4 reproduces
+LOADED = ["so3_readout", "ffn_so3_grid", "message_node_so3", "mini"]  # the option fixtures dpa4 reproduces
 
 
 @pytest.fixture(scope="module", params=LOADED)
@@ -99,16 +99,32 @@ def test_so3_grid_ffn_is_rotation_equivariant_for_every_op():
         assert out.abs().max() > 1e-3
 
 
-def test_message_node_so3_and_the_mini_combination_stay_refused_by_name():
-    for name in ("message_node_so3", "mini"):
-        with pytest.raises(CheckpointError, match=r"descriptor.message_node_so3=True \(dpa4 implements only False"):
-            load_checkpoint(FIXTURES / f"dpa4_{name}.pt")
+def test_the_message_node_product_changes_the_energy():
+    """The fixture exercises message_node_so3: without its product the energy differs."""
+    model = load_checkpoint(FIXTURES / "dpa4_message_node_so3.pt")
+    atoms = _atoms(FRAMES[0])
+    energy = float(np.asarray(predict(model, atoms)["energy"]).reshape(-1)[0])
+    assert abs(energy - float(REFERENCE["message_node_so3"]["energy"][0])) < 1e-12 * abs(energy)
+    model.blocks[0].conv.message_node = None
+    assert abs(float(np.asarray(predict(model, atoms)["energy"]).reshape(-1)[0]) - energy) > 1e-3
+
+
+def test_the_mini_fixture_has_the_published_mini_options():
+    from dpa4_core.io.deepmd import read_deepmd_checkpoint
+
+    descriptor = read_deepmd_checkpoint(FIXTURES / "dpa4_mini.pt").descriptor
+    assert {name: descriptor[name] for name in ("edge_norm", "mixing_layers", "message_node_so3", "ffn_so3_grid",
+                                                "grid_branch", "ffn_blocks", "so3_readout")} == {
+        "edge_norm": False, "mixing_layers": 3, "message_node_so3": True, "ffn_so3_grid": True,
+        "grid_branch": [0, 0, 1], "ffn_blocks": 1, "so3_readout": "mlp"}
+    assert load_checkpoint(FIXTURES / "dpa4_mini.pt").config.so2_layers == 3
 
 
 @pytest.mark.parametrize("edit, refused", [
     ({"ffn_so3_grid": True, "grid_branch": 0}, "grid_branch=0 (on this FFN grid dpa4 implements only a positive"),
     ({"grid_mlp": [False, False, True]}, "grid_mlp=[False, False, True], grid_branch=0 (on this FFN grid"),
-    ({"so3_readout": "glu"}, "descriptor.so3_readout='glu' (dpa4 implements only 'none', 'mlp' yet)")])
+    ({"so3_readout": "glu"}, "descriptor.so3_readout='glu' (dpa4 implements only 'none', 'mlp' yet)"),
+    ({"message_node_so3": True, "grid_branch": [0, 1, 0]}, "(with message_node_so3 dpa4 implements only the grid")])
 def test_grid_settings_dpa4_does_not_reproduce_are_refused(tmp_path, edit, refused):
     payload = torch.load(FIXTURES / "dpa4_tiny.pt", map_location="cpu", weights_only=True)
     payload["model"]["_extra_state"]["model_params"]["descriptor"].update(edit)
@@ -127,3 +143,6 @@ def test_grid_options_default_off_and_are_validated():
         DPA4Config(readout_grid="mlp")
     with pytest.raises(ConfigError, match="grid_branches must be a positive integer"):
         DPA4Config(grid_branches=0)
+    assert config.message_node_so3 is False
+    with pytest.raises(ConfigError, match="message_node_so3 needs block='deepmd'"):
+        DPA4Config(message_node_so3=True)
