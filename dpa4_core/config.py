@@ -60,6 +60,7 @@ class DPA4Config:
         grid_branches: routed products of ``ffn = "so3_branch"`` (deepmd-kit's ``grid_branch`` of the FFN).
         message_node_so3: the "deepmd" block adds deepmd-kit's SO(3)-grid product of the aggregated message and the
             node features to the message (``message_node_so3``; ``dpa4_core/nn/ffn_so3.py``).
+        ffn_blocks: residual FFN sub-blocks per "deepmd" block (deepmd-kit's ``ffn_blocks``), each with its own norm.
         block: "dpa4" (spec section 3) or "deepmd" (deepmd-kit DPA4's block, ``dpa4_core/nn/block_deepmd.py``;
             needs ``embedding = "deepmd"``, uses ``so2_layers``, ``attn_heads``, ``rank`` and ``ffn``).
         bridging: zone bridging (``r_in``, ``r_out``: clamped distances and the source gate); off for deepmd-kit
@@ -108,6 +109,7 @@ class DPA4Config:
     readout_grid: str = "none"
     grid_branches: int = 1
     message_node_so3: bool = False
+    ffn_blocks: int = 1
     block: str = "dpa4"
     bridging: bool = True
     degree_switch: bool = True
@@ -122,7 +124,7 @@ class DPA4Config:
     def __post_init__(self) -> None:
         positive = ["channels", "n_blocks", "so2_layers", "rank", "hidden", "ffn_hidden", "ffn_scalar_hidden", "radial_hidden",
                     "n_radial", "attn_heads", "attn_dim", "env_dim", "env_axis", "readout_hidden", "env_type_dim", "env_radial_dim",
-                    "env_hidden", "grid_branches"]
+                    "env_hidden", "grid_branches", "ffn_blocks"]
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -159,6 +161,8 @@ class DPA4Config:
             )
         if self.block == "deepmd" and self.embedding != "deepmd":
             raise ConfigError("DPA4Config.block='deepmd' needs embedding='deepmd' (its radial features)")
+        if self.ffn_blocks != 1 and self.block != "deepmd":
+            raise ConfigError("DPA4Config.ffn_blocks > 1 needs block='deepmd'")
         if self.message_node_so3 and self.block != "deepmd":
             raise ConfigError("DPA4Config.message_node_so3 needs block='deepmd'")
         for name in ("zbl", "scalar_density", "degree_switch", "bridging", "message_node_so3"):

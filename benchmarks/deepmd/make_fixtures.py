@@ -170,18 +170,21 @@ def intermediates(model: torch.nn.Module, frame: dict) -> dict:
 
 
 # The released checkpoints' options, one fixture each (on top of DESCRIPTOR), in the order the published Mini
-# config needs them; "mini" combines them as the Mini config does (mixing_layers 3, grid_branch [0, 0, 1]).
+# config needs them; "mini" combines them as the Mini config does (mixing_layers 3, grid_branch [0, 0, 1]) and
+# holds the only message_node_so3 fixture; then the other released options (ffn_blocks 2, edge_norm, Neo's 2 foci).
 # grid_branch [0, 0, 2] in "ffn_so3_grid" makes the branch router matter (with one branch its softmax is 1).
 # ffn_neurons 8 (the FFN widths; deepmd's default rounds up to 32) keeps the files small.
 OPTIONS = {
     "so3_readout": {"so3_readout": "mlp"},
     "ffn_so3_grid": {"ffn_so3_grid": True, "grid_branch": [0, 0, 2]},
-    "message_node_so3": {"message_node_so3": True},
     "mini": {"mixing_layers": 3, "message_node_so3": True, "ffn_so3_grid": True, "grid_branch": [0, 0, 1],
              "so3_readout": "mlp"},
+    "ffn_blocks": {"ffn_blocks": 2},
+    "edge_norm": {"edge_norm": True},
+    "n_focus": {"n_focus": 2},
 }
 # Modules whose inputs and outputs are recorded per option fixture (first frame), for module-level checks.
-OPTION_STAGES = ["descriptor.blocks.0.so2_conv", "descriptor.blocks.0.ffns.0", "descriptor.output_ffn"]
+OPTION_STAGES = ["descriptor.blocks.0.ffns.0", "descriptor.output_ffn"]
 
 
 def record_modules(model: torch.nn.Module, frame: dict, stages: list[str]) -> dict:

@@ -28,7 +28,7 @@ from dpa4_core.io.deepmd import DeepmdCheckpoint
 # deepmd option -> DPA4Config field (same meaning and units).
 DESCRIPTOR_SIZES = {"rcut": "cutoff", "channels": "channels", "lmax": "lmax", "mmax": "mmax", "kmax": "kmax",
                     "n_blocks": "n_blocks", "n_radial": "n_radial", "mixing_layers": "so2_layers",
-                    "radial_so2_rank": "rank", "n_atten_head": "attn_heads"}
+                    "radial_so2_rank": "rank", "n_atten_head": "attn_heads", "ffn_blocks": "ffn_blocks"}
 MODEL_SIZES = {"bridging_r_inner": "r_in", "bridging_r_outer": "r_out"}
 
 # `sel` is a neighbour capacity per type: deepmd keeps the nearest sum(sel) neighbours inside rcut, dpa4 keeps all
@@ -52,7 +52,7 @@ DESCRIPTOR_ACCEPTED: dict[str, tuple[Any, ...]] = {
     "node_wise_s2": (False,), "node_wise_so3": (False,), "message_node_s2": (False,), "layer_scale": (False,),
     # reproduced by the parts dpa4 has (embedding, read-out, block FFN; widths read off the weights)
     "message_node_so3": (False, True), "ffn_so3_grid": (False, True),
-    "ffn_blocks": (1,), "env_exp": ([7, 5],), "basis_type": ("bessel",), "radial_mlp": ([0],),
+    "env_exp": ([7, 5],), "basis_type": ("bessel",), "radial_mlp": ([0],),
     "use_env_seed": (True,), "mlp_bias": (False,), "s2_activation": ([False, True],), "so3_readout": ("none", "mlp"),
     "readout_layers": (1,), "lebedev_quadrature": (True,), "activation_function": ("silu",),
     "glu_activation": (True,), "eps": (1e-7,),

@@ -194,11 +194,14 @@ def map_model(checkpoint: DeepmdCheckpoint) -> torch.nn.Module:
     map_embedding(checkpoint, model)
     for index, block in enumerate(model.blocks):
         map_convolution(checkpoint, block.conv, index)
-        for ours, theirs in ((block.message_norm, "post_so2_norm"), (block.ffn_norm, "pre_ffn_norms.0")):
+        norms = [(block.message_norm, "post_so2_norm"), (block.ffn_norm, "pre_ffn_norms.0")]
+        norms += [(norm, f"pre_ffn_norms.{unit + 1}") for unit, norm in enumerate(block.extra_ffn_norms)]
+        for ours, theirs in norms:
             prefix = f"atomic_model.descriptor.blocks.{index}.{theirs}."
             ours.scale.copy_(checkpoint.state_dict[prefix + "adam_scale"][:, 0])
             ours.bias.copy_(checkpoint.state_dict[prefix + "bias"][0])
-        map_ffn(checkpoint, block.ffn, index)
+        for unit, ffn in enumerate([block.ffn, *block.extra_ffns]):  # ffn_blocks sub-blocks
+            map_ffn(checkpoint, ffn, prefix=f"atomic_model.descriptor.blocks.{index}.ffns.{unit}.")
     map_readout(checkpoint, model)
     model.energy_bias.copy_(energy_offsets(checkpoint))
     model.trained_elements = sorted(atomic_numbers(checkpoint))

@@ -68,11 +68,13 @@ class DPA4(nn.Module):
                                        c.scalar_density, deepmd_filter=deepmd, env_type_dim=c.env_type_dim,
                                        env_radial_dim=c.env_radial_dim, env_hidden=c.env_hidden)
         if c.block == "deepmd":
+            def ffn() -> nn.Module:
+                return InteractionBlock.make_ffn(c.channels, c.lmax, c.ffn, c.ffn_hidden, c.kmax,
+                                                 c.ffn_scalar_hidden, c.grid_branches)
             self.blocks = nn.ModuleList(
-                DeepmdBlock(c.channels, c.lmax, c.mmax, c.so2_layers, c.attn_heads, c.rank,
-                            InteractionBlock.make_ffn(c.channels, c.lmax, c.ffn, c.ffn_hidden, c.kmax,
-                                                      c.ffn_scalar_hidden, c.grid_branches),
-                            SO3CrossGrid(c.channels, c.lmax, c.kmax) if c.message_node_so3 else None)
+                DeepmdBlock(c.channels, c.lmax, c.mmax, c.so2_layers, c.attn_heads, c.rank, ffn(),
+                            SO3CrossGrid(c.channels, c.lmax, c.kmax) if c.message_node_so3 else None,
+                            [ffn() for _ in range(c.ffn_blocks - 1)])
                 for _ in range(c.n_blocks))
         else:
             self.blocks = nn.ModuleList(

@@ -1,6 +1,7 @@
 """deepmd-kit DPA4's interaction block (``DPA4Config.block = "deepmd"``), for its checkpoints.
 
-``x <- x + Norm_eps=1(Conv(x))``, then ``x <- x + FFN(Norm_eps=1e-5(x))`` (no norm before the convolution). Conv,
+``x <- x + Norm_eps=1(Conv(x))``, then ``x <- x + FFN(Norm_eps=1e-5(x))`` (no norm before the convolution;
+``ffn_blocks`` such FFN sub-blocks in turn, each with its own norm). Conv,
 per edge j -> i, with every weight as deepmd-kit stores it:
 
 1. ``h = Pre(x)`` degree-wise (``pre_focus_mix``), rotated into the edge frame and truncated to ``|m| <= M``.
@@ -149,7 +150,8 @@ class DeepmdBlock(nn.Module):
     """
 
     def __init__(self, channels: int, lmax: int, mmax: int, layers: int, heads: int, rank: int,
-                 ffn: nn.Module, message_node: nn.Module | None = None) -> None:
+                 ffn: nn.Module, message_node: nn.Module | None = None, extra_ffns: list[nn.Module] | None = None
+                 ) -> None:
         super().__init__()
         from dpa4_core.nn.norm import EquivariantRMSNorm
 
@@ -157,7 +159,13 @@ class DeepmdBlock(nn.Module):
         self.message_norm = EquivariantRMSNorm(channels, lmax, eps=1.0)
         self.ffn_norm = EquivariantRMSNorm(channels, lmax, eps=1e-5)
         self.ffn = ffn
+        # deepmd-kit's ffn_blocks > 1: more residual FFN sub-blocks, each with its own norm, after the first
+        self.extra_ffns = nn.ModuleList(extra_ffns or [])
+        self.extra_ffn_norms = nn.ModuleList(EquivariantRMSNorm(channels, lmax, eps=1e-5) for _ in self.extra_ffns)
 
     def forward(self, x: torch.Tensor, cache: EdgeCache, rho: torch.Tensor) -> torch.Tensor:
         x = x + self.message_norm(self.conv(x, cache, rho)).to(x.dtype)
-        return x + self.ffn(self.ffn_norm(x)).to(x.dtype)
+        x = x + self.ffn(self.ffn_norm(x)).to(x.dtype)
+        for norm, ffn in zip(self.extra_ffn_norms, self.extra_ffns):
+            x = x + ffn(norm(x)).to(x.dtype)
+        return x

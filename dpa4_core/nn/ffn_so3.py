@@ -14,7 +14,7 @@ Then ``z <- z * sigmoid(G [u_0, v_0])``, ``z[0, 0, k=0] += SiLU(u_0) v_0`` and `
 are the ``l = 0, k = 0`` coefficients. With exact quadrature the result depends on the harmonics' sign convention
 only through the signs of the Wigner-D entries: deepmd's ``D = S D_dpa4 S`` (``dpa4_core.io.deepmd_weights.sh_signs``)
 so the frame index carries ``S_k`` in the grid matrices here and deepmd's weights map unchanged.
-Checked against deepmd-kit's values (tests/core/test_deepmd_so3.py).
+Checked against deepmd-kit's values (tests/core/test_deepmd_released_options.py).
 """
 
 from __future__ import annotations

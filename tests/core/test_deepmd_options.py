@@ -22,10 +22,9 @@ from _vendored import read_vendored
 
 SINGLE = Path(__file__).resolve().parents[1] / "fixtures" / "deepmd" / "dpa4_tiny.pt"
 # Options of the released checkpoints (and others) that dpa4 does not reproduce yet.
-# (message_node_so3, ffn_so3_grid with grid_branch [0, 0, 1] and so3_readout "mlp" load since phase 2:
-# tests/core/test_deepmd_so3.py)
-UNSUPPORTED = {"edge_norm": True, "n_focus": 2, "ffn_blocks": 2,
-               "exclude_types": [[0, 1]], "add_chg_spin_ebd": True}
+# (message_node_so3, ffn_so3_grid with grid_branch [0, 0, 1], so3_readout "mlp", ffn_blocks load since phase 2:
+# tests/core/test_deepmd_released_options.py)
+UNSUPPORTED = {"edge_norm": True, "n_focus": 2, "exclude_types": [[0, 1]], "add_chg_spin_ebd": True}
 
 
 def _unreproduced(section: str, options: dict, sizes: dict, no_effect: frozenset, accepted: dict) -> list[str]:
@@ -128,7 +127,7 @@ def test_the_fixture_options_are_all_reproduced_and_map_onto_dpa4config():
                              "scalar_density": False, "zbl": False, "bridging": False, "radial_hidden": 8,
                              "env_radial_dim": 32, "env_type_dim": 8, "env_hidden": 48, "env_dim": 8, "env_axis": 4,
                              "ffn_hidden": 32, "ffn": "s2", "readout_hidden": 32, "readout_grid": "none",
-                             "message_node_so3": False}
+                             "message_node_so3": False, "ffn_blocks": 1}
 
 
 def test_dpa4_eval_refuses_an_unsupported_deepmd_checkpoint_in_one_line(tmp_path, capsys, unsupported):

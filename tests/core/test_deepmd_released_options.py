@@ -1,5 +1,6 @@
-"""deepmd-kit DPA4's SO(3)-grid options (issue 14, phase 2): ``so3_readout "mlp"``, ``ffn_so3_grid`` with
-``grid_branch``, ``message_node_so3``, and the published Mini combination of them (with ``mixing_layers`` 3).
+"""The released deepmd-kit DPA4 checkpoints' options (issue 14, phase 2): ``so3_readout "mlp"``, ``ffn_so3_grid``
+with ``grid_branch``, ``message_node_so3``, the published Mini combination of them (with ``mixing_layers`` 3), and
+``ffn_blocks`` 2.
 dpa4's ``SO3GridFFN`` equals deepmd-kit's ``EquivariantFFN`` on its recorded inputs, the option fixtures load and
 give deepmd-kit's energy, forces and virial (float64), and the loaded models are symmetric and conservative. Fixtures: tests/fixtures/deepmd/dpa4_<option>.pt and dpa4_options_reference.pt
 (benchmarks/deepmd/make_fixtures.py, deepmd-kit 3.2.0).
@@ -25,7 +26,7 @@ from dpa4_core.testing import (assert_close, assert_rotation_equivariant, finite
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "deepmd"
 FRAMES = json.loads((FIXTURES / "dpa4_tiny_reference.json").read_text())["frames"]
 REFERENCE = torch.load(FIXTURES / "dpa4_options_reference.pt", weights_only=True)
-LOADED = ["so3_readout", "ffn_so3_grid", "message_node_so3", "mini"]  # the option fixtures dpa4 reproduces
+LOADED = ["so3_readout", "ffn_so3_grid", "mini", "ffn_blocks"]  # the option fixtures dpa4 reproduces
 
 
 @pytest.fixture(scope="module", params=LOADED)
@@ -100,11 +101,11 @@ def test_so3_grid_ffn_is_rotation_equivariant_for_every_op():
 
 
 def test_the_message_node_product_changes_the_energy():
-    """The fixture exercises message_node_so3: without its product the energy differs."""
-    model = load_checkpoint(FIXTURES / "dpa4_message_node_so3.pt")
+    """The Mini fixture exercises message_node_so3: without its product the energy differs."""
+    model = load_checkpoint(FIXTURES / "dpa4_mini.pt")
     atoms = _atoms(FRAMES[0])
     energy = float(np.asarray(predict(model, atoms)["energy"]).reshape(-1)[0])
-    assert abs(energy - float(REFERENCE["message_node_so3"]["energy"][0])) < 1e-12 * abs(energy)
+    assert abs(energy - float(REFERENCE["mini"]["energy"][0])) < 1e-12 * abs(energy)
     model.blocks[0].conv.message_node = None
     assert abs(float(np.asarray(predict(model, atoms)["energy"]).reshape(-1)[0]) - energy) > 1e-3
 
@@ -143,6 +144,18 @@ def test_grid_options_default_off_and_are_validated():
         DPA4Config(readout_grid="mlp")
     with pytest.raises(ConfigError, match="grid_branches must be a positive integer"):
         DPA4Config(grid_branches=0)
-    assert config.message_node_so3 is False
+    assert config.message_node_so3 is False and config.ffn_blocks == 1
+    with pytest.raises(ConfigError, match="ffn_blocks > 1 needs block='deepmd'"):
+        DPA4Config(ffn_blocks=2)
     with pytest.raises(ConfigError, match="message_node_so3 needs block='deepmd'"):
         DPA4Config(message_node_so3=True)
+
+
+def test_every_ffn_sub_block_is_mapped_and_used():
+    model = load_checkpoint(FIXTURES / "dpa4_ffn_blocks.pt")
+    assert model.config.ffn_blocks == 2 and len(model.blocks[0].extra_ffns) == 1
+    atoms = _atoms(FRAMES[0])
+    energy = float(np.asarray(predict(model, atoms)["energy"]).reshape(-1)[0])
+    with torch.no_grad():
+        model.blocks[0].extra_ffns[0].project.weight.zero_()
+    assert abs(float(np.asarray(predict(model, atoms)["energy"]).reshape(-1)[0]) - energy) > 1e-3
