@@ -61,6 +61,8 @@ class DPA4Config:
         message_node_so3: the "deepmd" block adds deepmd-kit's SO(3)-grid product of the aggregated message and the
             node features to the message (``message_node_so3``; ``dpa4_core/nn/ffn_so3.py``).
         ffn_blocks: residual FFN sub-blocks per "deepmd" block (deepmd-kit's ``ffn_blocks``), each with its own norm.
+        edge_norm: deepmd-kit's ``edge_norm`` (needs ``embedding = block = "deepmd"``): uncentred RMS norms on the
+            radial MLP's hidden layer and the FiLM logits, and eps 1e-5 (not 1) in the norm after the convolution.
         block: "dpa4" (spec section 3) or "deepmd" (deepmd-kit DPA4's block, ``dpa4_core/nn/block_deepmd.py``;
             needs ``embedding = "deepmd"``, uses ``so2_layers``, ``attn_heads``, ``rank`` and ``ffn``).
         bridging: zone bridging (``r_in``, ``r_out``: clamped distances and the source gate); off for deepmd-kit
@@ -110,6 +112,7 @@ class DPA4Config:
     grid_branches: int = 1
     message_node_so3: bool = False
     ffn_blocks: int = 1
+    edge_norm: bool = False
     block: str = "dpa4"
     bridging: bool = True
     degree_switch: bool = True
@@ -163,9 +166,11 @@ class DPA4Config:
             raise ConfigError("DPA4Config.block='deepmd' needs embedding='deepmd' (its radial features)")
         if self.ffn_blocks != 1 and self.block != "deepmd":
             raise ConfigError("DPA4Config.ffn_blocks > 1 needs block='deepmd'")
+        if self.edge_norm and self.block != "deepmd":
+            raise ConfigError("DPA4Config.edge_norm needs block='deepmd'")
         if self.message_node_so3 and self.block != "deepmd":
             raise ConfigError("DPA4Config.message_node_so3 needs block='deepmd'")
-        for name in ("zbl", "scalar_density", "degree_switch", "bridging", "message_node_so3"):
+        for name in ("zbl", "scalar_density", "degree_switch", "bridging", "message_node_so3", "edge_norm"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"DPA4Config.{name} must be a bool, got {getattr(self, name)!r}")
         taper = self.zbl_taper_end

@@ -57,7 +57,7 @@ DESCRIPTOR_ACCEPTED: dict[str, tuple[Any, ...]] = {
     "readout_layers": (1,), "lebedev_quadrature": (True,), "activation_function": ("silu",),
     "glu_activation": (True,), "eps": (1e-7,),
     # the block (DPA4Config.block = "deepmd")
-    "focus_dim": (0,), "edge_norm": (False,), "so2_norm": (False,), "radial_so2_mode": ("degree_channel",),
+    "focus_dim": (0,), "edge_norm": (False, True), "so2_norm": (False,), "radial_so2_mode": ("degree_channel",),
     "sandwich_norm": ([False, True, True, False],),
 }
 FITTING_ACCEPTED: dict[str, tuple[Any, ...]] = {
@@ -206,6 +206,7 @@ def _embedding_fields(checkpoint: DeepmdCheckpoint) -> dict[str, Any]:
             fields["grid_branches"] = int(_grid_list(descriptor.get("grid_branch", 0))[2]) or 1
     fields["readout_grid"] = str(descriptor.get("so3_readout", "none"))
     fields["message_node_so3"] = bool(descriptor.get("message_node_so3", False))
+    fields["edge_norm"] = bool(descriptor.get("edge_norm", False))
     if fields["readout_grid"] != "none" and "ffn_hidden" in fields:  # the SO(3) read-out's channels hold K frames
         fields["ffn_hidden"] //= frames
     glu_layer = state.get("atomic_model.fitting_net.filter_layers.networks.0.hidden_layers.0.linear.matrix")

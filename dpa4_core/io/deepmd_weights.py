@@ -105,7 +105,12 @@ def map_embedding(checkpoint: DeepmdCheckpoint, model: torch.nn.Module) -> None:
     _by_element(types, numbers, radial.edge_types.weight)  # deepmd uses the one table for both
     radial.basis.frequencies.copy_(radial_frequencies(checkpoint))
     radial.mlp[0].weight.copy_(_matrix(checkpoint, "radial_embedding.net.0.matrix") * scale)
-    radial.mlp[2].weight.copy_(_matrix(checkpoint, "radial_embedding.net.2.matrix"))
+    last = len(radial.mlp) - 1  # 2, or 3 with edge_norm's RMS norm at 1
+    radial.mlp[last].weight.copy_(_matrix(checkpoint, f"radial_embedding.net.{last}.matrix"))
+    if last == 3:
+        radial.mlp[1].scale.copy_(state["atomic_model.descriptor.radial_embedding.net.1.adam_scale"])
+        embedding.film_norm.scale.copy_(torch.cat([state[f"atomic_model.descriptor.film_{kind}_norm.adam_scale"]
+                                                   for kind in ("scale", "shift")]))
     embedding.filter_radial[0].weight.copy_(_matrix(checkpoint, "env_seed_embedding.rbf_proj_layer1.matrix") * scale)
     embedding.filter_radial[2].weight.copy_(_matrix(checkpoint, "env_seed_embedding.rbf_proj_layer2.matrix"))
     _by_element(state["atomic_model.descriptor.env_seed_embedding.env_type_embed.adam_type_embedding"], numbers,

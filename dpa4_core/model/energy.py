@@ -63,10 +63,11 @@ class DPA4(nn.Module):
         c = config
         deepmd = c.embedding == "deepmd"
         self.radial = RadialEmbedding(c.n_radial, c.radial_hidden, c.lmax, c.channels, c.cutoff, c.n_elements,
-                                      separate_edge_types=deepmd)
+                                      separate_edge_types=deepmd, hidden_norm=c.edge_norm)
         self.embedding = NodeEmbedding(c.channels, c.lmax, c.n_radial, c.env_dim, c.env_axis, c.n_elements,
                                        c.scalar_density, deepmd_filter=deepmd, env_type_dim=c.env_type_dim,
-                                       env_radial_dim=c.env_radial_dim, env_hidden=c.env_hidden)
+                                       env_radial_dim=c.env_radial_dim, env_hidden=c.env_hidden,
+                                       film_norm=c.edge_norm)
         if c.block == "deepmd":
             def ffn() -> nn.Module:
                 return InteractionBlock.make_ffn(c.channels, c.lmax, c.ffn, c.ffn_hidden, c.kmax,
@@ -74,7 +75,7 @@ class DPA4(nn.Module):
             self.blocks = nn.ModuleList(
                 DeepmdBlock(c.channels, c.lmax, c.mmax, c.so2_layers, c.attn_heads, c.rank, ffn(),
                             SO3CrossGrid(c.channels, c.lmax, c.kmax) if c.message_node_so3 else None,
-                            [ffn() for _ in range(c.ffn_blocks - 1)])
+                            [ffn() for _ in range(c.ffn_blocks - 1)], message_eps=1e-5 if c.edge_norm else 1.0)
                 for _ in range(c.n_blocks))
         else:
             self.blocks = nn.ModuleList(

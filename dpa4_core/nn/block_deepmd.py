@@ -150,13 +150,13 @@ class DeepmdBlock(nn.Module):
     """
 
     def __init__(self, channels: int, lmax: int, mmax: int, layers: int, heads: int, rank: int,
-                 ffn: nn.Module, message_node: nn.Module | None = None, extra_ffns: list[nn.Module] | None = None
-                 ) -> None:
+                 ffn: nn.Module, message_node: nn.Module | None = None, extra_ffns: list[nn.Module] | None = None,
+                 message_eps: float = 1.0) -> None:
         super().__init__()
         from dpa4_core.nn.norm import EquivariantRMSNorm
 
         self.conv = DeepmdConvolution(channels, lmax, mmax, layers, heads, rank, message_node)
-        self.message_norm = EquivariantRMSNorm(channels, lmax, eps=1.0)
+        self.message_norm = EquivariantRMSNorm(channels, lmax, eps=message_eps)  # 1e-5 with deepmd's edge_norm
         self.ffn_norm = EquivariantRMSNorm(channels, lmax, eps=1e-5)
         self.ffn = ffn
         # deepmd-kit's ffn_blocks > 1: more residual FFN sub-blocks, each with its own norm, after the first

@@ -22,9 +22,9 @@ from _vendored import read_vendored
 
 SINGLE = Path(__file__).resolve().parents[1] / "fixtures" / "deepmd" / "dpa4_tiny.pt"
 # Options of the released checkpoints (and others) that dpa4 does not reproduce yet.
-# (message_node_so3, ffn_so3_grid with grid_branch [0, 0, 1], so3_readout "mlp", ffn_blocks load since phase 2:
+# (edge_norm, message_node_so3, ffn_so3_grid with grid_branch [0, 0, 1], so3_readout "mlp", ffn_blocks load since phase 2:
 # tests/core/test_deepmd_released_options.py)
-UNSUPPORTED = {"edge_norm": True, "n_focus": 2, "exclude_types": [[0, 1]], "add_chg_spin_ebd": True}
+UNSUPPORTED = {"n_focus": 2, "exclude_types": [[0, 1]], "add_chg_spin_ebd": True, "so3_readout": "glu"}
 
 
 def _unreproduced(section: str, options: dict, sizes: dict, no_effect: frozenset, accepted: dict) -> list[str]:
@@ -80,7 +80,7 @@ def test_refusal_names_every_unreproduced_option_with_its_value(unsupported):
 
 @pytest.mark.parametrize("load", ["calculator", "relax_batch", "load_for_inference"])
 def test_every_entry_point_refuses_an_unsupported_deepmd_checkpoint(load, unsupported):
-    with pytest.raises(CheckpointError, match="descriptor.edge_norm=True"):
+    with pytest.raises(CheckpointError, match="descriptor.n_focus=2"):
         if load == "calculator":
             DPA4Calculator.from_checkpoint(unsupported, dtype="float64")
         elif load == "relax_batch":
@@ -127,7 +127,7 @@ def test_the_fixture_options_are_all_reproduced_and_map_onto_dpa4config():
                              "scalar_density": False, "zbl": False, "bridging": False, "radial_hidden": 8,
                              "env_radial_dim": 32, "env_type_dim": 8, "env_hidden": 48, "env_dim": 8, "env_axis": 4,
                              "ffn_hidden": 32, "ffn": "s2", "readout_hidden": 32, "readout_grid": "none",
-                             "message_node_so3": False, "ffn_blocks": 1}
+                             "message_node_so3": False, "ffn_blocks": 1, "edge_norm": False}
 
 
 def test_dpa4_eval_refuses_an_unsupported_deepmd_checkpoint_in_one_line(tmp_path, capsys, unsupported):
@@ -139,4 +139,4 @@ def test_dpa4_eval_refuses_an_unsupported_deepmd_checkpoint_in_one_line(tmp_path
     write(frames, read_vendored("maml_MoNbTaW", "NbMo_SS.json.gz", index=0))
     assert main(["eval", str(unsupported), str(frames)]) == 2
     error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and "descriptor.edge_norm=True" in error[0]
+    assert len(error) == 1 and "descriptor.n_focus=2" in error[0]

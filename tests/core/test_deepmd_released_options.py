@@ -1,6 +1,6 @@
 """The released deepmd-kit DPA4 checkpoints' options (issue 14, phase 2): ``so3_readout "mlp"``, ``ffn_so3_grid``
-with ``grid_branch``, ``message_node_so3``, the published Mini combination of them (with ``mixing_layers`` 3), and
-``ffn_blocks`` 2.
+with ``grid_branch``, ``message_node_so3``, the published Mini combination of them (with ``mixing_layers`` 3),
+``ffn_blocks`` 2 and ``edge_norm``.
 dpa4's ``SO3GridFFN`` equals deepmd-kit's ``EquivariantFFN`` on its recorded inputs, the option fixtures load and
 give deepmd-kit's energy, forces and virial (float64), and the loaded models are symmetric and conservative. Fixtures: tests/fixtures/deepmd/dpa4_<option>.pt and dpa4_options_reference.pt
 (benchmarks/deepmd/make_fixtures.py, deepmd-kit 3.2.0).
@@ -26,7 +26,7 @@ from dpa4_core.testing import (assert_close, assert_rotation_equivariant, finite
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "deepmd"
 FRAMES = json.loads((FIXTURES / "dpa4_tiny_reference.json").read_text())["frames"]
 REFERENCE = torch.load(FIXTURES / "dpa4_options_reference.pt", weights_only=True)
-LOADED = ["so3_readout", "ffn_so3_grid", "mini", "ffn_blocks"]  # the option fixtures dpa4 reproduces
+LOADED = ["so3_readout", "ffn_so3_grid", "mini", "ffn_blocks", "edge_norm"]  # the option fixtures dpa4 reproduces
 
 
 @pytest.fixture(scope="module", params=LOADED)
@@ -144,7 +144,9 @@ def test_grid_options_default_off_and_are_validated():
         DPA4Config(readout_grid="mlp")
     with pytest.raises(ConfigError, match="grid_branches must be a positive integer"):
         DPA4Config(grid_branches=0)
-    assert config.message_node_so3 is False and config.ffn_blocks == 1
+    assert config.message_node_so3 is False and config.ffn_blocks == 1 and config.edge_norm is False
+    with pytest.raises(ConfigError, match="edge_norm needs block='deepmd'"):
+        DPA4Config(edge_norm=True)
     with pytest.raises(ConfigError, match="ffn_blocks > 1 needs block='deepmd'"):
         DPA4Config(ffn_blocks=2)
     with pytest.raises(ConfigError, match="message_node_so3 needs block='deepmd'"):
@@ -159,3 +161,20 @@ def test_every_ffn_sub_block_is_mapped_and_used():
     with torch.no_grad():
         model.blocks[0].extra_ffns[0].project.weight.zero_()
     assert abs(float(np.asarray(predict(model, atoms)["energy"]).reshape(-1)[0]) - energy) > 1e-3
+
+
+def test_edge_norm_norms_are_mapped_and_used():
+    from dpa4_core.nn.norm import RMSNorm
+
+    model = load_checkpoint(FIXTURES / "dpa4_edge_norm.pt")
+    assert model.config.edge_norm and isinstance(model.radial.mlp[1], RMSNorm)
+    assert model.blocks[0].message_norm.eps == 1e-5
+    atoms = _atoms(FRAMES[0])
+    energy = float(np.asarray(predict(model, atoms)["energy"]).reshape(-1)[0])
+    for norm in (model.radial.mlp[1], model.embedding.film_norm):
+        saved = norm.scale.detach().clone()
+        with torch.no_grad():
+            norm.scale.mul_(1.5)
+        assert abs(float(np.asarray(predict(model, atoms)["energy"]).reshape(-1)[0]) - energy) > 1e-4
+        with torch.no_grad():
+            norm.scale.copy_(saved)
