@@ -63,6 +63,8 @@ class DPA4Config:
         ffn_blocks: residual FFN sub-blocks per "deepmd" block (deepmd-kit's ``ffn_blocks``), each with its own norm.
         edge_norm: deepmd-kit's ``edge_norm`` (needs ``embedding = block = "deepmd"``): uncentred RMS norms on the
             radial MLP's hidden layer and the FiLM logits, and eps 1e-5 (not 1) in the norm after the convolution.
+        neighbor_cap: deepmd-kit's ``sum(sel)`` (0: none): the model warns when an atom has more neighbours, where
+            deepmd-kit (which keeps the nearest ``sum(sel)``) and dpa4 (which keeps all) differ.
         block: "dpa4" (spec section 3) or "deepmd" (deepmd-kit DPA4's block, ``dpa4_core/nn/block_deepmd.py``;
             needs ``embedding = "deepmd"``, uses ``so2_layers``, ``attn_heads``, ``rank`` and ``ffn``).
         bridging: zone bridging (``r_in``, ``r_out``: clamped distances and the source gate); off for deepmd-kit
@@ -113,6 +115,7 @@ class DPA4Config:
     message_node_so3: bool = False
     ffn_blocks: int = 1
     edge_norm: bool = False
+    neighbor_cap: int = 0
     block: str = "dpa4"
     bridging: bool = True
     degree_switch: bool = True
@@ -166,6 +169,8 @@ class DPA4Config:
             raise ConfigError("DPA4Config.block='deepmd' needs embedding='deepmd' (its radial features)")
         if self.ffn_blocks != 1 and self.block != "deepmd":
             raise ConfigError("DPA4Config.ffn_blocks > 1 needs block='deepmd'")
+        if isinstance(self.neighbor_cap, bool) or not isinstance(self.neighbor_cap, int) or self.neighbor_cap < 0:
+            raise ConfigError(f"DPA4Config.neighbor_cap must be an integer >= 0, got {self.neighbor_cap!r}")
         if self.edge_norm and self.block != "deepmd":
             raise ConfigError("DPA4Config.edge_norm needs block='deepmd'")
         if self.message_node_so3 and self.block != "deepmd":

@@ -32,7 +32,8 @@ DESCRIPTOR_SIZES = {"rcut": "cutoff", "channels": "channels", "lmax": "lmax", "m
 MODEL_SIZES = {"bridging_r_inner": "r_in", "bridging_r_outer": "r_out"}
 
 # `sel` is a neighbour capacity per type: deepmd keeps the nearest sum(sel) neighbours inside rcut, dpa4 keeps all
-# of them, so the two agree while no atom has more than sum(sel) neighbours (deepmd's own fixtures stay below it).
+# of them, so the two agree while no atom has more than sum(sel) neighbours; the loaded model records sum(sel) as
+# DPA4Config.neighbor_cap and warns past it (dpa4_core.model.domain.check_neighbor_cap).
 DESCRIPTOR_NO_EFFECT = frozenset({"type", "sel", "precision", "trainable", "seed", "use_amp", "random_gamma"})
 # Widths that dpa4 reads off the weights (``ffn_neurons``: the FFN widths), and the grid settings, whose entries
 # matter only on the grid paths they select (checked by ``_grid_refusals``).
@@ -207,6 +208,8 @@ def _embedding_fields(checkpoint: DeepmdCheckpoint) -> dict[str, Any]:
     fields["readout_grid"] = str(descriptor.get("so3_readout", "none"))
     fields["message_node_so3"] = bool(descriptor.get("message_node_so3", False))
     fields["edge_norm"] = bool(descriptor.get("edge_norm", False))
+    sel = descriptor.get("sel", 0)
+    fields["neighbor_cap"] = int(sum(sel) if isinstance(sel, (list, tuple)) else sel)
     if fields["readout_grid"] != "none" and "ffn_hidden" in fields:  # the SO(3) read-out's channels hold K frames
         fields["ffn_hidden"] //= frames
     glu_layer = state.get("atomic_model.fitting_net.filter_layers.networks.0.hidden_layers.0.linear.matrix")

@@ -17,6 +17,7 @@ from dpa4_core.config import DPA4Config
 from dpa4_core.geometry.edge_cache import EdgeCache, build_edge_cache
 from dpa4_core.geometry.radial import RadialEmbedding
 from dpa4_core.model.derivatives import forces_and_virial, stress_from_virial
+from dpa4_core.model.domain import check_neighbor_cap
 from dpa4_core.model.glu_readout import GLUReadout
 from dpa4_core.model.zbl import ZBL
 from dpa4_core.nn.block import InteractionBlock
@@ -155,6 +156,7 @@ class DPA4(nn.Module):
             The graph is kept (``create_graph``) in training mode so a force loss can be backpropagated.
         """
         need_grad = compute_forces or compute_stress
+        check_neighbor_cap(self.config.neighbor_cap, batch.edge_dst, batch.n_atoms)
         with torch.set_grad_enabled(need_grad or torch.is_grad_enabled()):
             edge_vec = batch.edge_vectors()
             if need_grad and not edge_vec.requires_grad:

@@ -178,3 +178,29 @@ def test_edge_norm_norms_are_mapped_and_used():
         assert abs(float(np.asarray(predict(model, atoms)["energy"]).reshape(-1)[0]) - energy) > 1e-4
         with torch.no_grad():
             norm.scale.copy_(saved)
+
+
+def _with_sel(tmp_path, sel) -> Path:
+    payload = torch.load(FIXTURES / "dpa4_tiny.pt", map_location="cpu", weights_only=True)
+    payload["model"]["_extra_state"]["model_params"]["descriptor"]["sel"] = sel
+    torch.save(payload, tmp_path / "sel.pt")
+    return tmp_path / "sel.pt"
+
+
+def test_more_neighbours_than_deepmd_keeps_is_not_silent(tmp_path):
+    """deepmd-kit keeps the nearest sum(sel) neighbours; dpa4 keeps all, so past sum(sel) the answers differ: the
+    loaded model records the cap and warns, naming the atoms' neighbour count and the cap."""
+    import warnings
+
+    from dpa4_core.model.domain import NeighborCapWarning
+
+    atoms = _atoms(FRAMES[0])  # bcc alloy: 26 neighbours within 5 A (8 + 6 + 12)
+    model = load_checkpoint(_with_sel(tmp_path, [4, 4, 4]))
+    assert model.config.neighbor_cap == 12
+    with pytest.warns(NeighborCapWarning, match=r"up to \d+ neighbours .* deepmd-kit keeps the nearest 12"):
+        predict(model, atoms)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NeighborCapWarning)
+        assert load_checkpoint(FIXTURES / "dpa4_tiny.pt").config.neighbor_cap == 64
+        predict(load_checkpoint(FIXTURES / "dpa4_tiny.pt"), atoms)  # 64 >= every atom's count: no warning
+    assert DPA4Config().neighbor_cap == 0
