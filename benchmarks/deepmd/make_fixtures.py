@@ -183,8 +183,8 @@ OPTIONS = {
     "edge_norm": {"edge_norm": True},
     "n_focus": {"n_focus": 2},
 }
-# Modules whose inputs and outputs are recorded per option fixture (first frame), for module-level checks.
-OPTION_STAGES = ["descriptor.blocks.0.ffns.0", "descriptor.output_ffn"]
+# Modules whose inputs and outputs are recorded (first frame) for module-level checks, per option fixture.
+OPTION_STAGES = {"so3_readout": ["descriptor.output_ffn"], "ffn_so3_grid": ["descriptor.blocks.0.ffns.0"]}
 
 
 def record_modules(model: torch.nn.Module, frame: dict, stages: list[str]) -> dict:
@@ -231,7 +231,45 @@ def write_option_fixtures(frames: list[dict]) -> dict:
             "forces": [torch.tensor(o["forces"], dtype=torch.float64) for o in outputs],
             "virial": torch.stack([torch.tensor(o["virial"], dtype=torch.float64) for o in outputs]),
             "atom_energy": torch.tensor(outputs[0]["atom_energy"], dtype=torch.float64),
-            "modules": record_modules(model, frames[0], OPTION_STAGES)}
+            "modules": record_modules(model, frames[0], OPTION_STAGES.get(name, []))}
+    return results
+
+
+def write_float32_fixture(frames: list[dict]) -> dict:
+    """The Mini options in float32, as the released files are stored (``dpa4_mini_float32.pt``), and deepmd-kit's
+    results on the frames twice: run in float32, and with the same float32 weights in a float64 model (the exact
+    values of the stored function, which dpa4 in float64 must reproduce)."""
+    torch.manual_seed(SEED + 30)
+    saved = dict(DESCRIPTOR)
+    DESCRIPTOR.update(OPTIONS["mini"], ffn_neurons=8)
+    try:
+        params = model_params()
+    finally:
+        DESCRIPTOR.clear()
+        DESCRIPTOR.update(saved)
+    params32 = json.loads(json.dumps(params))
+    params32["descriptor"]["precision"] = params32["fitting_net"]["precision"] = "float32"
+    model32 = get_model(params32)
+    wrapper = ModelWrapper(model32, model_params=params32)
+    randomise(model32, torch.Generator().manual_seed(SEED + 30))
+    model32.eval()
+    torch.save({"model": wrapper.state_dict()}, OUT / "dpa4_mini_float32.pt")
+    model64 = get_model(params).to(torch.float64)
+    # the stored values (parameters, energy statistics) cast exactly; the fixed constants (norm balance weights,
+    # index maps) stay the float64 model's own, as deepmd-kit computes them in the model's precision
+    stored = dict(model32.named_parameters())
+    stored.update({k: v for k, v in model32.named_buffers() if k.endswith(("out_bias", "bias_atom_e", "out_std"))})
+    with torch.no_grad():
+        for name, tensor in list(model64.named_parameters()) + list(model64.named_buffers()):
+            if name in stored:
+                tensor.copy_(stored[name].to(torch.float64))
+    model64.eval()
+    results = {}
+    for name, model in (("float32", model32), ("float64", model64)):
+        outputs = [evaluate(model, frame) for frame in frames]
+        results[name] = {"energy": torch.tensor([o["energy"] for o in outputs], dtype=torch.float64),
+                         "forces": [torch.tensor(o["forces"], dtype=torch.float64) for o in outputs],
+                         "virial": torch.stack([torch.tensor(o["virial"], dtype=torch.float64) for o in outputs])}
     return results
 
 
@@ -258,7 +296,9 @@ def main() -> int:
     values["intermediates"] = intermediates(model, frames[0])
     torch.save(values, OUT / "dpa4_tiny_components.pt")  # float64 tensors: a third of the JSON size
     # the option fixtures' frames are dpa4_tiny_reference.json's, in its order
-    torch.save(write_option_fixtures(frames), OUT / "dpa4_options_reference.pt")
+    options = write_option_fixtures(frames)
+    options["mini_float32"] = write_float32_fixture(frames)
+    torch.save(options, OUT / "dpa4_options_reference.pt")
     print(f"wrote {OUT}: dpa4_tiny.pt, dpa4_tiny_multitask.pt, dpa4_tiny_reference.json ({len(frames)} frames), "
           "dpa4_tiny_components.pt, dpa4_<option>.pt, dpa4_options_reference.pt")
     return 0

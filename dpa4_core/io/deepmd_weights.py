@@ -215,14 +215,18 @@ def map_model(checkpoint: DeepmdCheckpoint) -> torch.nn.Module:
 
 def deepmd_checkpoint_data(path, payload, head: str | None = None) -> CheckpointData:
     """A deepmd-kit DPA4 ``.pt`` as dpa4's :class:`CheckpointData` (what ``read_checkpoint`` returns for one):
-    the mapped model's config and weights, the energy offsets by atomic number, the type map's elements."""
+    the mapped model's config and weights, the energy offsets by atomic number, the type map's elements.
+
+    Always float64, float32 files (the released ones) included: the map folds constants into some weights (the
+    radial-basis prefactor), and rounding those products back to float32 would change the stored function by
+    ~1e-8 relative; in float64 the loaded model is deepmd-kit's function of the stored weights to ~1e-15.
+    Callers choose float32 for speed (``DPA4Calculator(dtype=...)``, ``load_for_inference``)."""
     checkpoint = read_deepmd_checkpoint(path, head=head, payload=payload)
     model = map_model(checkpoint)
-    precision = checkpoint.descriptor.get("precision", "float32")
     return CheckpointData(
         path=checkpoint.path, config=model.config.to_dict(),
         state_dict={name: tensor.detach().clone() for name, tensor in model.state_dict().items()},
-        dtype=torch.float64 if precision == "float64" else torch.float32,
+        dtype=torch.float64,
         energy_bias=model.energy_bias.detach().clone(), elements=list(model.trained_elements),
         metadata={"converted_from": "deepmd-kit DPA4 checkpoint", "deepmd_head": checkpoint.head,
                   "deepmd_type_map": list(checkpoint.type_map), "deepmd_train_step": checkpoint.train_infos.get("step")})
