@@ -63,6 +63,8 @@ class DPA4Config:
         ffn_blocks: residual FFN sub-blocks per "deepmd" block (deepmd-kit's ``ffn_blocks``), each with its own norm.
         edge_norm: deepmd-kit's ``edge_norm`` (needs ``embedding = block = "deepmd"``): uncentred RMS norms on the
             radial MLP's hidden layer and the FiLM logits, and eps 1e-5 (not 1) in the norm after the convolution.
+        n_focus: focus streams of the "deepmd" block's convolution (deepmd-kit's ``n_focus``, with its focus
+            competition; ``dpa4_core/nn/block_deepmd.py``).
         neighbor_cap: deepmd-kit's ``sum(sel)`` (0: none): the model warns when an atom has more neighbours, where
             deepmd-kit (which keeps the nearest ``sum(sel)``) and dpa4 (which keeps all) differ.
         block: "dpa4" (spec section 3) or "deepmd" (deepmd-kit DPA4's block, ``dpa4_core/nn/block_deepmd.py``;
@@ -116,6 +118,7 @@ class DPA4Config:
     ffn_blocks: int = 1
     edge_norm: bool = False
     neighbor_cap: int = 0
+    n_focus: int = 1
     block: str = "dpa4"
     bridging: bool = True
     degree_switch: bool = True
@@ -130,7 +133,7 @@ class DPA4Config:
     def __post_init__(self) -> None:
         positive = ["channels", "n_blocks", "so2_layers", "rank", "hidden", "ffn_hidden", "ffn_scalar_hidden", "radial_hidden",
                     "n_radial", "attn_heads", "attn_dim", "env_dim", "env_axis", "readout_hidden", "env_type_dim", "env_radial_dim",
-                    "env_hidden", "grid_branches", "ffn_blocks"]
+                    "env_hidden", "grid_branches", "ffn_blocks", "n_focus"]
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -171,6 +174,8 @@ class DPA4Config:
             raise ConfigError("DPA4Config.ffn_blocks > 1 needs block='deepmd'")
         if isinstance(self.neighbor_cap, bool) or not isinstance(self.neighbor_cap, int) or self.neighbor_cap < 0:
             raise ConfigError(f"DPA4Config.neighbor_cap must be an integer >= 0, got {self.neighbor_cap!r}")
+        if self.n_focus != 1 and (self.block != "deepmd" or self.message_node_so3):
+            raise ConfigError("DPA4Config.n_focus > 1 needs block='deepmd' and message_node_so3 off")
         if self.edge_norm and self.block != "deepmd":
             raise ConfigError("DPA4Config.edge_norm needs block='deepmd'")
         if self.message_node_so3 and self.block != "deepmd":

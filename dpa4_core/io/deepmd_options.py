@@ -28,7 +28,8 @@ from dpa4_core.io.deepmd import DeepmdCheckpoint
 # deepmd option -> DPA4Config field (same meaning and units).
 DESCRIPTOR_SIZES = {"rcut": "cutoff", "channels": "channels", "lmax": "lmax", "mmax": "mmax", "kmax": "kmax",
                     "n_blocks": "n_blocks", "n_radial": "n_radial", "mixing_layers": "so2_layers",
-                    "radial_so2_rank": "rank", "n_atten_head": "attn_heads", "ffn_blocks": "ffn_blocks"}
+                    "radial_so2_rank": "rank", "n_atten_head": "attn_heads", "ffn_blocks": "ffn_blocks",
+                    "n_focus": "n_focus"}
 MODEL_SIZES = {"bridging_r_inner": "r_in", "bridging_r_outer": "r_out"}
 
 # `sel` is a neighbour capacity per type: deepmd keeps the nearest sum(sel) neighbours inside rcut, dpa4 keeps all
@@ -49,7 +50,7 @@ DESCRIPTOR_ACCEPTED: dict[str, tuple[Any, ...]] = {
     "exclude_types": ([],), "add_chg_spin_ebd": (False,), "default_chg_spin": (None,),
     "edge_cartesian": (False,), "node_cartesian": ("none",), "l_schedule": (None,), "m_schedule": (None,),
     "extra_node_l": (0,), "so2_attn_res": ("none",), "full_attn_res": ("none",), "block_attn_res": ("none",),
-    "n_focus": (1,), "atten_f_mix": (False,), "atten_v_proj": (False,), "atten_o_proj": (False,),
+ "atten_f_mix": (False,), "atten_v_proj": (False,), "atten_o_proj": (False,),
     "node_wise_s2": (False,), "node_wise_so3": (False,), "message_node_s2": (False,), "layer_scale": (False,),
     # reproduced by the parts dpa4 has (embedding, read-out, block FFN; widths read off the weights)
     "message_node_so3": (False, True), "ffn_so3_grid": (False, True),
@@ -141,6 +142,9 @@ def _grid_refusals(descriptor: dict[str, Any]) -> list[str]:
         ok = branch[2] == 0 and not mlp[2]
         implemented = "grid_branch 0 and grid_mlp False"
     refused = [] if ok else [f"{where} (on this FFN grid dpa4 implements only {implemented} yet)"]
+    if int(descriptor.get("n_focus", 1)) > 1 and (descriptor.get("message_node_so3") or descriptor.get("edge_norm")):
+        refused.append(f"descriptor.n_focus={descriptor.get('n_focus')!r} with message_node_so3 or edge_norm (dpa4 "
+                       "implements n_focus > 1 without them only yet)")
     if descriptor.get("message_node_so3") and (branch[1] > 0 or mlp[1]):
         refused.append(f"{where} (with message_node_so3 dpa4 implements only the grid product: message-node "
                        "entries grid_branch 0 and grid_mlp False)")

@@ -177,10 +177,13 @@ def map_convolution(checkpoint: DeepmdCheckpoint, conv: torch.nn.Module, block: 
     conv.qk_scale.copy_(state["attn_qk_norm.adam_scale"].reshape(-1))
     conv.query.weight.copy_(state["attn_q_proj.weight"].t())
     conv.key.weight.copy_(state["attn_k_proj.weight"].t())
-    conv.logit_radial.copy_(state["adamw_attn_logit_w"][:, 0, :])
+    conv.logit_radial.copy_(state["adamw_attn_logit_w"].reshape(conv.logit_radial.shape))  # [C, F, H]
     conv.null_raw.copy_(state["adamw_attn_z_bias_raw"].reshape(-1))
     conv.gate_scale.copy_(state["attn_output_gate_norm.adam_scale"].reshape(-1))
-    conv.gate_weight.copy_(state["adamw_attn_gate_w"][:, 0, :])
+    conv.gate_weight.copy_(state["adamw_attn_gate_w"].reshape(conv.gate_weight.shape))
+    if conv.focus > 1:  # n_focus: the radial projection to the streams and the competition weights
+        conv.radial_proj.weight.copy_(state["radial_hidden_proj.weight"].t())
+        conv.compete.copy_(state["adamw_focus_compete_w"])
     if conv.message_node is not None:  # message_node_so3: the cross SO(3) grid (its "glu" product)
         grid, theirs = conv.message_node, "message_node_grid_product."
         grid.expand.weight.copy_(state[theirs + "frame_expand.weight"])  # [L+1, C, K C]
