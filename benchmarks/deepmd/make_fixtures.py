@@ -169,22 +169,23 @@ def intermediates(model: torch.nn.Module, frame: dict) -> dict:
     return {"frame": frame["source"], "stages": records}
 
 
-# The released checkpoints' options, one fixture each (on top of DESCRIPTOR), in the order the published Mini
-# config needs them; "mini" combines them as the Mini config does (mixing_layers 3, grid_branch [0, 0, 1]) and
-# holds the only message_node_so3 fixture; then the other released options (ffn_blocks 2, edge_norm, Neo's 2 foci).
+# The released checkpoints' options, one fixture each (on top of DESCRIPTOR); "mini" combines the published Mini
+# config's (mixing_layers 3, message_node_so3, ffn_so3_grid, grid_branch [0, 0, 1], so3_readout "mlp") and holds
+# the only message_node_so3 and so3_readout fixture; then ffn_blocks 2, edge_norm, Neo's 2 foci and ZBL bridging.
 # grid_branch [0, 0, 2] in "ffn_so3_grid" makes the branch router matter (with one branch its softmax is 1).
 # ffn_neurons 8 (the FFN widths; deepmd's default rounds up to 32) keeps the files small.
 OPTIONS = {
-    "so3_readout": {"so3_readout": "mlp"},
     "ffn_so3_grid": {"ffn_so3_grid": True, "grid_branch": [0, 0, 2]},
     "mini": {"mixing_layers": 3, "message_node_so3": True, "ffn_so3_grid": True, "grid_branch": [0, 0, 1],
              "so3_readout": "mlp"},
     "ffn_blocks": {"ffn_blocks": 2},
     "edge_norm": {"edge_norm": True},
     "n_focus": {"n_focus": 2},
+    "zbl": {},  # model level: bridging_method "zbl" (ZBL_MODEL), on extra frames with short pairs
 }
+ZBL_MODEL = {"bridging_method": "zbl", "bridging_r_inner": 0.5, "bridging_r_outer": 0.8}
 # Modules whose inputs and outputs are recorded (first frame) for module-level checks, per option fixture.
-OPTION_STAGES = {"so3_readout": ["descriptor.output_ffn"], "ffn_so3_grid": ["descriptor.blocks.0.ffns.0"]}
+OPTION_STAGES = {"mini": ["descriptor.output_ffn"], "ffn_so3_grid": ["descriptor.blocks.0.ffns.0"]}
 
 
 def record_modules(model: torch.nn.Module, frame: dict, stages: list[str]) -> dict:
@@ -206,11 +207,26 @@ def record_modules(model: torch.nn.Module, frame: dict, stages: list[str]) -> di
     return records
 
 
+def short_pair_frames(frames: list[dict]) -> list[dict]:
+    """Frames with pairs in and below the bridging window [0.5, 0.8] A: a W-Mo dimer at 0.65 A and a Nb-Nb pair
+    at 0.42 A in a 10 A box, and the first alloy frame with its atom 0 moved to 0.7 A of atom 1."""
+    box = [[10.0, 0.0, 0.0], [0.0, 10.0, 0.0], [0.0, 0.0, 10.0]]
+    dimers = [{"source": f"dimer {a}-{b} {d} A", "symbols": [a, b], "cell": box,
+               "positions": [[5.0, 5.0, 5.0], [5.0 + 0.6 * d, 5.0 + 0.8 * d, 5.0]]}
+              for a, b, d in (("W", "Mo", 0.65), ("Nb", "Nb", 0.42))]
+    alloy = json.loads(json.dumps(frames[0]))
+    first, second = torch.tensor(alloy["positions"][0]), torch.tensor(alloy["positions"][1])
+    alloy["positions"][0] = (second + 0.7 * (first - second) / (first - second).norm()).tolist()
+    alloy["source"] += " with atom 0 at 0.7 A of atom 1"
+    return dimers + [{key: alloy[key] for key in ("source", "symbols", "positions", "cell")}]
+
+
 def write_option_fixtures(frames: list[dict]) -> dict:
     """One random-weight checkpoint per entry of OPTIONS (``dpa4_<name>.pt``) and deepmd-kit's results on the
     frames plus its module inputs/outputs on the first frame (``dpa4_options_reference.pt``)."""
     results = {}
-    for index, (name, options) in enumerate(OPTIONS.items()):
+    for name, options in OPTIONS.items():
+        index = sum(name.encode()) % 1000  # a seed per fixture that does not move when OPTIONS changes
         torch.manual_seed(SEED + 10 + index)
         saved = dict(DESCRIPTOR)
         DESCRIPTOR.update(options, ffn_neurons=8)
@@ -219,14 +235,18 @@ def write_option_fixtures(frames: list[dict]) -> dict:
         finally:
             DESCRIPTOR.clear()
             DESCRIPTOR.update(saved)
+        frames_here = frames
+        if name == "zbl":
+            params.update(ZBL_MODEL)
+            frames_here = frames + short_pair_frames(frames)
         model = get_model(params).to(torch.float64)
         wrapper = ModelWrapper(model, model_params=params)
         randomise(model, torch.Generator().manual_seed(SEED + 10 + index))
         model.eval()
         torch.save({"model": wrapper.state_dict()}, OUT / f"dpa4_{name}.pt")
-        outputs = [evaluate(model, frame) for frame in frames]
+        outputs = [evaluate(model, frame) for frame in frames_here]
         results[name] = {
-            "options": options, "checkpoint": f"dpa4_{name}.pt",
+            "options": options, "checkpoint": f"dpa4_{name}.pt", "extra_frames": frames_here[len(frames):],
             "energy": torch.tensor([o["energy"] for o in outputs], dtype=torch.float64),
             "forces": [torch.tensor(o["forces"], dtype=torch.float64) for o in outputs],
             "virial": torch.stack([torch.tensor(o["virial"], dtype=torch.float64) for o in outputs]),

@@ -26,7 +26,7 @@ from dpa4_core.testing import (assert_close, assert_rotation_equivariant, finite
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "deepmd"
 FRAMES = json.loads((FIXTURES / "dpa4_tiny_reference.json").read_text())["frames"]
 REFERENCE = torch.load(FIXTURES / "dpa4_options_reference.pt", weights_only=True)
-LOADED = ["so3_readout", "ffn_so3_grid", "mini", "ffn_blocks", "edge_norm", "n_focus"]  # the option fixtures dpa4 reproduces
+LOADED = ["ffn_so3_grid", "mini", "ffn_blocks", "edge_norm", "n_focus"]  # the option fixtures dpa4 reproduces
 
 
 @pytest.fixture(scope="module", params=LOADED)
@@ -42,12 +42,12 @@ def _signs(lmax: int) -> torch.Tensor:
     return torch.cat([sh_signs(l) for l in range(lmax + 1)])[None, :, None]
 
 
-@pytest.mark.parametrize("name, stage, module", [("so3_readout", "descriptor.output_ffn", "readout.grid"),
+@pytest.mark.parametrize("name, stage, module", [("mini", "descriptor.output_ffn", "readout.grid"),
                                                  ("ffn_so3_grid", "descriptor.blocks.0.ffns.0", "blocks.0.ffn")])
 def test_so3_grid_ffn_equals_deepmd_on_its_recorded_input(name, stage, module):
     model = load_checkpoint(FIXTURES / f"dpa4_{name}.pt")
     ffn = model.get_submodule(module)
-    assert isinstance(ffn, SO3GridFFN) and ffn.op == ("mlp" if name == "so3_readout" else "branch")
+    assert isinstance(ffn, SO3GridFFN) and ffn.op == ("mlp" if name == "mini" else "branch")
     records = REFERENCE[name]["modules"]
     x, theirs = records[stage + ":input"][:, :, 0], records[stage][:, :, 0]  # [N, (L+1)^2, C], deepmd's signs
     signs = _signs(model.config.lmax)
