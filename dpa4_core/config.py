@@ -63,6 +63,9 @@ class DPA4Config:
         ffn_blocks: residual FFN sub-blocks per "deepmd" block (deepmd-kit's ``ffn_blocks``), each with its own norm.
         edge_norm: deepmd-kit's ``edge_norm`` (needs ``embedding = block = "deepmd"``): uncentred RMS norms on the
             radial MLP's hidden layer and the FiLM logits, and eps 1e-5 (not 1) in the norm after the convolution.
+        zbl_style: "dpa4" (the tapered ZBL above) or "deepmd" (deepmd-kit's ``bridging_method "zbl"``: untapered
+            over every neighbour, its constants, float64; with ``embedding = "deepmd"`` the bridging source gate
+            also reads the bridged length, as deepmd-kit's does).
         n_focus: focus streams of the "deepmd" block's convolution (deepmd-kit's ``n_focus``, with its focus
             competition; ``dpa4_core/nn/block_deepmd.py``).
         neighbor_cap: deepmd-kit's ``sum(sel)`` (0: none): the model warns when an atom has more neighbours, where
@@ -119,6 +122,7 @@ class DPA4Config:
     edge_norm: bool = False
     neighbor_cap: int = 0
     n_focus: int = 1
+    zbl_style: str = "dpa4"
     block: str = "dpa4"
     bridging: bool = True
     degree_switch: bool = True
@@ -174,6 +178,8 @@ class DPA4Config:
             raise ConfigError("DPA4Config.ffn_blocks > 1 needs block='deepmd'")
         if isinstance(self.neighbor_cap, bool) or not isinstance(self.neighbor_cap, int) or self.neighbor_cap < 0:
             raise ConfigError(f"DPA4Config.neighbor_cap must be an integer >= 0, got {self.neighbor_cap!r}")
+        if self.zbl_style not in ("dpa4", "deepmd"):
+            raise ConfigError(f"DPA4Config.zbl_style must be 'dpa4' or 'deepmd', got {self.zbl_style!r}")
         if self.n_focus != 1 and (self.block != "deepmd" or self.message_node_so3):
             raise ConfigError("DPA4Config.n_focus > 1 needs block='deepmd' and message_node_so3 off")
         if self.edge_norm and self.block != "deepmd":

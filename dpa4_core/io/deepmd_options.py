@@ -69,7 +69,7 @@ FITTING_ACCEPTED: dict[str, tuple[Any, ...]] = {
 }
 MODEL_ACCEPTED: dict[str, tuple[Any, ...]] = {
     "pair_exclude_types": ([],), "atom_exclude_types": ([],), "lora": (None,),
-    "bridging_method": ("None",),
+    "bridging_method": ("None", "zbl"),
 }
 # deepmd-kit's LoRA adapter weights (A_by_l, B_by_l, A_m0, B_m0, A_m.<i>, B_m.<i>), absent once folded.
 _LORA_KEY = re.compile(r"(^|\.)[AB]_(by_l|m0|m)(\.|$)")
@@ -212,6 +212,8 @@ def _embedding_fields(checkpoint: DeepmdCheckpoint) -> dict[str, Any]:
     fields["readout_grid"] = str(descriptor.get("so3_readout", "none"))
     fields["message_node_so3"] = bool(descriptor.get("message_node_so3", False))
     fields["edge_norm"] = bool(descriptor.get("edge_norm", False))
+    if fields["zbl"]:
+        fields["zbl_style"] = "deepmd"
     sel = descriptor.get("sel", 0)
     fields["neighbor_cap"] = int(sum(sel) if isinstance(sel, (list, tuple)) else sel)
     if fields["readout_grid"] != "none" and "ffn_hidden" in fields:  # the SO(3) read-out's channels hold K frames

@@ -90,7 +90,7 @@ class DPA4(nn.Module):
             self.readout = GLUReadout(c.channels, c.ffn_hidden, c.readout_hidden, grid)
         else:
             self.readout = EnergyReadout(c.channels, c.readout_hidden)
-        self.zbl = ZBL(c.cutoff, r_min=c.r_out, taper_end=c.zbl_taper_end) if c.zbl else None
+        self.zbl = ZBL(c.cutoff, r_min=c.r_out, taper_end=c.zbl_taper_end, style=c.zbl_style) if c.zbl else None
         self.register_buffer("energy_bias", torch.zeros(N_ELEMENTS))
 
     def edge_cache(self, edge_vec: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor, n_atoms: int,
@@ -98,7 +98,8 @@ class DPA4(nn.Module):
         """The per-edge geometry shared by every block (see ``geometry/edge_cache.py``)."""
         c = self.config
         return build_edge_cache(edge_vec, edge_src, edge_dst, n_atoms, cutoff=c.cutoff, r_in=c.r_in, r_out=c.r_out,
-                                lmax=c.lmax, mmax=c.mmax, edge_roll=edge_roll, bridging=c.bridging)
+                                lmax=c.lmax, mmax=c.mmax, edge_roll=edge_roll, bridging=c.bridging,
+                                gate_from_bridged=c.embedding == "deepmd")
 
     def atom_energies(
         self,

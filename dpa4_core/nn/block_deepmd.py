@@ -12,7 +12,8 @@ per edge j -> i, with every weight as deepmd-kit stores it:
    others, on every layer but the last (none there).
 4. Rotate back, rescale degrees ``l > M`` by ``sqrt((2l+1)/(2M+1))``.
 5. Attention: logits ``<Q n(h_0,i), K n(h_0,j)> / sqrt(d) + W_r rho_0`` (``n``: uncentred RMS norm with scale, of
-   the pre-mixed scalars), weights ``E_5^2 e^l / (sum E_5^2 e^l + softplus(z) + 1e-7)`` per destination; output
+   the pre-mixed scalars), weights ``a e^l / (sum a e^l + softplus(z) + 1e-7)`` per destination with
+   ``a = E_5^2 eta_src`` (``eta`` the bridging source gate, 1 without bridging); output
    gate ``sigmoid(W_g n'(h_0,i))`` per head; optionally ``+ SO3CrossGrid(out, h)`` (``message_node_so3``,
    ``dpa4_core/nn/ffn_so3.py``); then ``Post`` degree-wise (``post_focus_mix``).
 
@@ -162,7 +163,8 @@ class DeepmdConvolution(nn.Module):
         logits = (query[dst] * key[src]).view(-1, f * self.heads, head_dim).sum(-1) / math.sqrt(head_dim)
         radial = torch.einsum("efi,ifh->efh", rho[:, 0].view(-1, f, c), self.logit_radial.view(c, f, self.heads))
         logits = logits + radial.reshape(-1, f * self.heads)
-        mass = cache.envelope.to(h.dtype)[:, None] ** 2 * torch.exp(logits - logits.max())
+        source = (cache.envelope ** 2 * cache.gate[src]).to(h.dtype)[:, None]  # E_5^2 eta_src (bridging)
+        mass = source * torch.exp(logits - logits.max())
         null = (functional.softplus(self.null_raw) + EPS) * torch.exp(-logits.max())
         alpha = mass / (scatter_sum(mass, dst, n_atoms) + null)[dst]
         weighted = message.view(message.shape[0], -1, f * self.heads, head_dim) * alpha[:, None, :, None]

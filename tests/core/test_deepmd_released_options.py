@@ -1,6 +1,6 @@
 """The released deepmd-kit DPA4 checkpoints' options (issue 14, phase 2): ``so3_readout "mlp"``, ``ffn_so3_grid``
 with ``grid_branch``, ``message_node_so3``, the published Mini combination of them (with ``mixing_layers`` 3),
-``ffn_blocks`` 2, ``edge_norm`` and ``n_focus`` 2 (as Neo).
+``ffn_blocks`` 2, ``edge_norm``, ``n_focus`` 2 (as Neo) and ZBL bridging (``bridging_method "zbl"``).
 dpa4's ``SO3GridFFN`` equals deepmd-kit's ``EquivariantFFN`` on its recorded inputs, the option fixtures load and
 give deepmd-kit's energy, forces and virial (float64), and the loaded models are symmetric and conservative. Fixtures: tests/fixtures/deepmd/dpa4_<option>.pt and dpa4_options_reference.pt
 (benchmarks/deepmd/make_fixtures.py, deepmd-kit 3.2.0).
@@ -26,7 +26,7 @@ from dpa4_core.testing import (assert_close, assert_rotation_equivariant, finite
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "deepmd"
 FRAMES = json.loads((FIXTURES / "dpa4_tiny_reference.json").read_text())["frames"]
 REFERENCE = torch.load(FIXTURES / "dpa4_options_reference.pt", weights_only=True)
-LOADED = ["ffn_so3_grid", "mini", "ffn_blocks", "edge_norm", "n_focus"]  # the option fixtures dpa4 reproduces
+LOADED = ["ffn_so3_grid", "mini", "ffn_blocks", "edge_norm", "n_focus", "zbl"]  # the option fixtures dpa4 reproduces
 
 
 @pytest.fixture(scope="module", params=LOADED)
@@ -239,3 +239,28 @@ def test_two_foci_compete_and_both_streams_count():
     with torch.no_grad():
         conv.compete.zero_()  # uniform competition
     assert abs(float(np.asarray(predict(model, atoms)["energy"]).reshape(-1)[0]) - energy) > 1e-4
+
+
+def test_zbl_bridging_equals_deepmd_on_short_pairs(monkeypatch):
+    """Pairs at 0.42 A (frozen zone), 0.65 and 0.7 A (bridging window): energies 1e3-4e3 eV, forces up to 2e4
+    eV/A, equal to deepmd-kit's to 1e-12 relative. Its source gate reads the bridged length: with the true length
+    (dpa4's own convention) the frame with a pair at 0.7 A is off."""
+    import dpa4_core.model.energy as energy_module
+
+    model = load_checkpoint(FIXTURES / "dpa4_zbl.pt")
+    assert model.config.zbl and model.config.bridging and model.config.zbl_style == "deepmd"
+    reference = REFERENCE["zbl"]
+    extra = reference["extra_frames"]
+    assert len(extra) == 3
+    for index, frame in enumerate(extra, start=len(FRAMES)):
+        out = predict(model, _atoms(frame))
+        energy, theirs = float(np.asarray(out["energy"]).reshape(-1)[0]), float(reference["energy"][index])
+        assert abs(energy - theirs) <= 1e-12 * abs(theirs), frame["source"]
+        forces = reference["forces"][index].numpy()
+        assert np.abs(out["forces"] - forces).max() <= 1e-12 * np.abs(forces).max(), frame["source"]
+        virial = reference["virial"][index].numpy()
+        assert np.abs(np.asarray(out["virial"]).reshape(3, 3) - virial).max() <= 1e-12 * np.abs(virial).max()
+    build = energy_module.build_edge_cache
+    monkeypatch.setattr(energy_module, "build_edge_cache", lambda *a, **k: build(*a, **{**k, "gate_from_bridged": False}))
+    off = float(np.asarray(predict(model, _atoms(extra[2]))["energy"]).reshape(-1)[0])
+    assert abs(off - float(reference["energy"][len(FRAMES) + 2])) > 1e-6
