@@ -78,11 +78,11 @@ def energy_offsets(checkpoint: DeepmdCheckpoint) -> torch.Tensor:
 
 
 def _matrix(checkpoint: DeepmdCheckpoint, name: str) -> torch.Tensor:
-    """A deepmd ``MLPLayer.matrix`` ``[in, out]`` as a ``torch.nn.Linear`` weight ``[out, in]``."""
+    """A deepmd ``MLPLayer.matrix`` ``[in, out]`` as a float64 ``torch.nn.Linear`` weight ``[out, in]``."""
     key = f"atomic_model.descriptor.{name}"
     if key not in checkpoint.state_dict:
         raise CheckpointError(f"{checkpoint.path}: no {key} in the checkpoint")
-    return checkpoint.state_dict[key].t()
+    return checkpoint.state_dict[key].t().to(torch.float64)  # float64 before any constant is folded in
 
 
 def _by_element(table: torch.Tensor, numbers: list[int], out: torch.Tensor) -> None:
