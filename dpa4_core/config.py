@@ -180,8 +180,8 @@ class DPA4Config:
             raise ConfigError(f"DPA4Config.neighbor_cap must be an integer >= 0, got {self.neighbor_cap!r}")
         if self.zbl_style not in ("dpa4", "deepmd"):
             raise ConfigError(f"DPA4Config.zbl_style must be 'dpa4' or 'deepmd', got {self.zbl_style!r}")
-        if self.n_focus != 1 and (self.block != "deepmd" or self.message_node_so3):
-            raise ConfigError("DPA4Config.n_focus > 1 needs block='deepmd' and message_node_so3 off")
+        if self.n_focus != 1 and self.block != "deepmd":
+            raise ConfigError("DPA4Config.n_focus > 1 needs block='deepmd'")
         if self.edge_norm and self.block != "deepmd":
             raise ConfigError("DPA4Config.edge_norm needs block='deepmd'")
         if self.message_node_so3 and self.block != "deepmd":

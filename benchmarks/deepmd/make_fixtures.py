@@ -171,7 +171,8 @@ def intermediates(model: torch.nn.Module, frame: dict) -> dict:
 
 # The released checkpoints' options, one fixture each (on top of DESCRIPTOR); "mini" combines the published Mini
 # config's (mixing_layers 3, message_node_so3, ffn_so3_grid, grid_branch [0, 0, 1], so3_readout "mlp") and holds
-# the only message_node_so3 and so3_readout fixture; then ffn_blocks 2, edge_norm, Neo's 2 foci and ZBL bridging.
+# the only message_node_so3 and so3_readout fixture; then ffn_blocks 2, edge_norm, ZBL bridging, and "neo": the
+# Mini options with Neo's 2 foci (the only n_focus fixture; it runs every n_focus path, the message-node grid too).
 # grid_branch [0, 0, 2] in "ffn_so3_grid" makes the branch router matter (with one branch its softmax is 1).
 # ffn_neurons 8 (the FFN widths; deepmd's default rounds up to 32) keeps the files small.
 OPTIONS = {
@@ -180,7 +181,8 @@ OPTIONS = {
              "so3_readout": "mlp"},
     "ffn_blocks": {"ffn_blocks": 2},
     "edge_norm": {"edge_norm": True},
-    "n_focus": {"n_focus": 2},
+    "neo": {"mixing_layers": 3, "message_node_so3": True, "ffn_so3_grid": True, "grid_branch": [0, 0, 1],
+            "so3_readout": "mlp", "n_focus": 2},  # Neo's 2 foci on the Mini options (message_node_so3 per focus)
     "zbl": {},  # model level: bridging_method "zbl" (ZBL_MODEL), on extra frames with short pairs
 }
 ZBL_MODEL = {"bridging_method": "zbl", "bridging_r_inner": 0.5, "bridging_r_outer": 0.8}

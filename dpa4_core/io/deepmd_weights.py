@@ -188,7 +188,7 @@ def map_convolution(checkpoint: DeepmdCheckpoint, conv: torch.nn.Module, block: 
         grid, theirs = conv.message_node, "message_node_grid_product."
         grid.expand.weight.copy_(state[theirs + "frame_expand.weight"])  # [L+1, C, K C]
         grid.contract.weight.copy_(state[theirs + "frame_contract.weight"])  # [L+1, K C, C]
-        grid.scalar_gate.weight.copy_(state[theirs + "scalar_gate.weight"].t())
+        grid.scalar_gate.weight.copy_(state[theirs + "scalar_gate.weight"].t())  # [2C, F C] -> [F C, 2C]
         grid.residual_scale.copy_(state[theirs + "residual_scale"].reshape(-1))
 
 

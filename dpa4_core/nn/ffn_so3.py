@@ -112,24 +112,33 @@ class SO3CrossGrid(nn.Module):
     and the pre-mixed node features ``h`` (context), both ``[N, (L+1)^2, C]``, expanded degree-wise by one shared
     ``E`` (``C -> K C``) into functions on SO(3), multiplied on the grid (its ``"glu"`` product), projected back,
     gated and given the scalar term as in :class:`SO3GridFFN` (scalars ``[m_0, h_0]``), contracted degree-wise
-    (``K C -> C``) and scaled per channel: ``m <- m + s * contract(...)`` inside the convolution."""
+    (``K C -> C``) and scaled per channel: ``m <- m + s * contract(...)`` inside the convolution. With ``focus``
+    F > 1 the inputs are ``[N, P, F C]``: F streams sharing ``E`` and the contraction, each with its own gate
+    (``2C -> C``) and scale."""
 
-    def __init__(self, channels: int, lmax: int, kmax: int) -> None:
+    def __init__(self, channels: int, lmax: int, kmax: int, focus: int = 1) -> None:
         super().__init__()
-        self.channels, self.n_frames = channels, 2 * kmax + 1
+        self.channels, self.n_frames, self.focus = channels, 2 * kmax + 1, focus
         self.expand = DegreeLinear(channels, self.n_frames * channels, lmax)
         self.contract = DegreeLinear(self.n_frames * channels, channels, lmax)
-        self.scalar_gate = nn.Linear(2 * channels, channels, bias=False)
-        self.residual_scale = nn.Parameter(torch.full((channels,), 1e-3))
+        self.scalar_gate = nn.Linear(2 * channels, focus * channels, bias=False)  # rows f * C + o: stream f
+        self.residual_scale = nn.Parameter(torch.full((focus * channels,), 1e-3))
         to_grid, from_grid = so3_frame_grid(lmax, kmax)
         self.register_buffer("to_grid", to_grid, persistent=False)
         self.register_buffer("from_grid", from_grid, persistent=False)
 
     def forward(self, message: torch.Tensor, node: torch.Tensor) -> torch.Tensor:
-        n, p = message.shape[0], message.shape[1]
-        scalars = torch.cat([message[:, 0], node[:, 0]], dim=-1)
+        n, p, f, c = message.shape[0], message.shape[1], self.focus, self.channels
+        message, node = (x.view(n, p, f, c).transpose(1, 2).reshape(n * f, p, c) for x in (message, node))
+        scalars = torch.cat([message[:, 0], node[:, 0]], dim=-1)  # [N F, 2C]
         to_grid, from_grid = self.to_grid.to(message.dtype), self.from_grid.to(message.dtype)
-        u, v = (self.expand(x).view(n, p, self.n_frames, self.channels) for x in (message, node))
+        u, v = (self.expand(x).view(n * f, p, self.n_frames, c) for x in (message, node))
         product = torch.einsum("gpk,npkc->ngc", to_grid, u) * torch.einsum("gpk,npkc->ngc", to_grid, v)
-        z = _scalar_path(torch.einsum("pkg,ngc->npkc", from_grid, product), scalars, self.scalar_gate)
-        return self.contract(z.reshape(n, p, -1)) * self.residual_scale
+        z = torch.einsum("pkg,ngc->npkc", from_grid, product)
+        gate = torch.einsum("nfi,foi->nfo", scalars.view(n, f, 2 * c), self.scalar_gate.weight.view(f, c, 2 * c))
+        z = z * torch.sigmoid(gate).reshape(n * f, 1, 1, c)
+        value, second = scalars.chunk(2, dim=-1)
+        first_row = torch.cat([z[:, :1, :1] + (functional.silu(value) * second)[:, None, None], z[:, :1, 1:]], dim=2)
+        z = torch.cat([first_row, z[:, 1:]], dim=1)
+        out = self.contract(z.reshape(n * f, p, -1)).view(n, f, p, c).transpose(1, 2).reshape(n, p, f * c)
+        return out * self.residual_scale

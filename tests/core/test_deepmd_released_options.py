@@ -1,6 +1,7 @@
 """The released deepmd-kit DPA4 checkpoints' options (issue 14, phase 2): ``so3_readout "mlp"``, ``ffn_so3_grid``
 with ``grid_branch``, ``message_node_so3``, the published Mini combination of them (with ``mixing_layers`` 3),
-``ffn_blocks`` 2, ``edge_norm``, ``n_focus`` 2 (as Neo) and ZBL bridging (``bridging_method "zbl"``).
+``ffn_blocks`` 2, ``edge_norm``, ZBL bridging (``bridging_method "zbl"``) and Neo's ``n_focus`` 2 on the Mini
+options.
 dpa4's ``SO3GridFFN`` equals deepmd-kit's ``EquivariantFFN`` on its recorded inputs, the option fixtures load and
 give deepmd-kit's energy, forces and virial (float64), and the loaded models are symmetric and conservative. Fixtures: tests/fixtures/deepmd/dpa4_<option>.pt and dpa4_options_reference.pt
 (benchmarks/deepmd/make_fixtures.py, deepmd-kit 3.2.0).
@@ -25,7 +26,7 @@ from dpa4_core.testing import assert_conservative, assert_rotation_equivariant, 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "deepmd"
 FRAMES = json.loads((FIXTURES / "dpa4_tiny_reference.json").read_text())["frames"]
 REFERENCE = torch.load(FIXTURES / "dpa4_options_reference.pt", weights_only=True)
-LOADED = ["ffn_so3_grid", "mini", "ffn_blocks", "edge_norm", "n_focus", "zbl"]  # the option fixtures dpa4 reproduces
+LOADED = ["ffn_so3_grid", "mini", "ffn_blocks", "edge_norm", "neo", "zbl"]  # the option fixtures dpa4 reproduces
 
 
 @pytest.fixture(scope="module", params=LOADED)
@@ -121,7 +122,7 @@ def test_the_mini_fixture_has_the_published_mini_options():
     ({"grid_mlp": [False, False, True]}, "grid_mlp=[False, False, True], grid_branch=0 (on this FFN grid"),
     ({"so3_readout": "glu"}, "descriptor.so3_readout='glu' (dpa4 implements only 'none', 'mlp' yet)"),
     ({"message_node_so3": True, "grid_branch": [0, 1, 0]}, "(with message_node_so3 dpa4 implements only the grid"),
-    ({"n_focus": 2, "edge_norm": True}, "descriptor.n_focus=2 with message_node_so3 or edge_norm")])
+    ({"n_focus": 2, "edge_norm": True}, "descriptor.n_focus=2 with edge_norm (its focus norm")])
 def test_grid_settings_dpa4_does_not_reproduce_are_refused(tmp_path, edit, refused):
     payload = torch.load(FIXTURES / "dpa4_tiny.pt", map_location="cpu", weights_only=True)
     payload["model"]["_extra_state"]["model_params"]["descriptor"].update(edit)
@@ -144,7 +145,7 @@ def test_grid_options_default_off_and_are_validated():
     with pytest.raises(ConfigError, match="edge_norm needs block='deepmd'"):
         DPA4Config(edge_norm=True)
     assert config.n_focus == 1
-    with pytest.raises(ConfigError, match="n_focus > 1 needs block='deepmd' and message_node_so3 off"):
+    with pytest.raises(ConfigError, match="n_focus > 1 needs block='deepmd'"):
         DPA4Config(n_focus=2)
     with pytest.raises(ConfigError, match="ffn_blocks > 1 needs block='deepmd'"):
         DPA4Config(ffn_blocks=2)
@@ -226,7 +227,7 @@ def test_a_float32_file_loads_in_float64_and_runs_in_float32():
 
 
 def test_two_foci_compete_and_both_streams_count():
-    model = load_checkpoint(FIXTURES / "dpa4_n_focus.pt")
+    model = load_checkpoint(FIXTURES / "dpa4_neo.pt")
     conv = model.blocks[0].conv
     assert model.config.n_focus == 2 and conv.compete.shape == (8, 2) and conv.pre_mix.weight.shape == (3, 8, 16)
     atoms = _atoms(FRAMES[0])
@@ -259,3 +260,16 @@ def test_zbl_bridging_equals_deepmd_on_short_pairs(monkeypatch):
     monkeypatch.setattr(energy_module, "build_edge_cache", lambda *a, **k: build(*a, **{**k, "gate_from_bridged": False}))
     off = float(np.asarray(predict(model, _atoms(extra[2]))["energy"]).reshape(-1)[0])
     assert abs(off - float(reference["energy"][len(FRAMES) + 2])) > 1e-6
+
+
+def test_neo_fixture_runs_the_message_node_product_per_focus():
+    from dpa4_core.nn.ffn_so3 import SO3CrossGrid
+
+    model = load_checkpoint(FIXTURES / "dpa4_neo.pt")
+    grid = model.blocks[0].conv.message_node
+    assert isinstance(grid, SO3CrossGrid) and grid.focus == 2 and grid.scalar_gate.weight.shape == (16, 16)
+    atoms = _atoms(FRAMES[0])
+    energy = float(np.asarray(predict(model, atoms)["energy"]).reshape(-1)[0])
+    with torch.no_grad():
+        grid.residual_scale[8:].zero_()  # the second stream's product only
+    assert abs(float(np.asarray(predict(model, atoms)["energy"]).reshape(-1)[0]) - energy) > 1e-4
