@@ -17,6 +17,9 @@ class ConfigError(ValueError):
     (``dpa4_core.train.config``). The message names the field or key and the allowed range."""
 
 
+FFNS = ("bilinear", "gated", "s2", "so3_glu", "so3_mlp", "so3_branch")
+
+
 @dataclass(frozen=True)
 class DPA4Config:
     """Architecture of a DPA4 model.
@@ -29,8 +32,10 @@ class DPA4Config:
         so2_layers: residual SO(2) layers S per block.
         rank: rank R of the radial-driven degree coupling ("foci").
         hidden: EMFA width H (channels of the per-edge messages).
-        ffn: "bilinear" (Wigner bilinear FFN on an SO(3) quadrature grid), "gated", or "s2" (deepmd-kit DPA4's
-            sphere-grid product FFN, ``dpa4_core/nn/ffn_s2.py``).
+        ffn: "bilinear" (Wigner bilinear FFN on an SO(3) quadrature grid), "gated", "s2" (deepmd-kit DPA4's
+            sphere-grid product FFN, ``dpa4_core/nn/ffn_s2.py``), or "so3_glu" / "so3_mlp" / "so3_branch" (deepmd-kit
+            DPA4's SO(3)-grid FFN, ``ffn_so3_grid``, with its grid product, grid MLP or ``grid_branches`` routed
+            products; ``dpa4_core/nn/ffn_so3.py``).
         ffn_hidden: FFN width H_FFN (channels of each function on the SO(3) grid; the grid work scales with it).
         ffn_scalar_hidden: width of the SwiGLU path on the l = 0 scalars of the bilinear FFN (cheap: per atom).
         kmax: right index range ``|k| <= kmax`` of the functions on SO(3) in the bilinear FFN.
@@ -50,6 +55,21 @@ class DPA4Config:
         readout: "dpa4" (norm, residual SiLU MLP, linear head) or "deepmd" (deepmd-kit DPA4's residual GLU on the
             scalars, width ``ffn_hidden``, then its GLU fitting net of width ``readout_hidden``; see
             ``dpa4_core/model/glu_readout.py``).
+        readout_grid: "none" (the "deepmd" read-out's residual GLU on the scalars) or "glu" / "mlp" (deepmd-kit's
+            ``so3_readout``: the residual is an SO(3)-grid FFN on every degree, its l = 0 row kept).
+        grid_branches: routed products of ``ffn = "so3_branch"`` (deepmd-kit's ``grid_branch`` of the FFN).
+        message_node_so3: the "deepmd" block adds deepmd-kit's SO(3)-grid product of the aggregated message and the
+            node features to the message (``message_node_so3``; ``dpa4_core/nn/ffn_so3.py``).
+        ffn_blocks: residual FFN sub-blocks per "deepmd" block (deepmd-kit's ``ffn_blocks``), each with its own norm.
+        edge_norm: deepmd-kit's ``edge_norm`` (needs ``embedding = block = "deepmd"``): uncentred RMS norms on the
+            radial MLP's hidden layer and the FiLM logits, and eps 1e-5 (not 1) in the norm after the convolution.
+        zbl_style: "dpa4" (the tapered ZBL above) or "deepmd" (deepmd-kit's ``bridging_method "zbl"``: untapered
+            over every neighbour, its constants, float64; with ``embedding = "deepmd"`` the bridging source gate
+            also reads the bridged length, as deepmd-kit's does).
+        n_focus: focus streams of the "deepmd" block's convolution (deepmd-kit's ``n_focus``, with its focus
+            competition; ``dpa4_core/nn/block_deepmd.py``).
+        neighbor_cap: deepmd-kit's ``sum(sel)`` (0: none): the model warns when an atom has more neighbours, where
+            deepmd-kit (which keeps the nearest ``sum(sel)``) and dpa4 (which keeps all) differ.
         block: "dpa4" (spec section 3) or "deepmd" (deepmd-kit DPA4's block, ``dpa4_core/nn/block_deepmd.py``;
             needs ``embedding = "deepmd"``, uses ``so2_layers``, ``attn_heads``, ``rank`` and ``ffn``).
         bridging: zone bridging (``r_in``, ``r_out``: clamped distances and the source gate); off for deepmd-kit
@@ -95,6 +115,14 @@ class DPA4Config:
     readout_hidden: int = 64
     embedding: str = "dpa4"
     readout: str = "dpa4"
+    readout_grid: str = "none"
+    grid_branches: int = 1
+    message_node_so3: bool = False
+    ffn_blocks: int = 1
+    edge_norm: bool = False
+    neighbor_cap: int = 0
+    n_focus: int = 1
+    zbl_style: str = "dpa4"
     block: str = "dpa4"
     bridging: bool = True
     degree_switch: bool = True
@@ -109,7 +137,7 @@ class DPA4Config:
     def __post_init__(self) -> None:
         positive = ["channels", "n_blocks", "so2_layers", "rank", "hidden", "ffn_hidden", "ffn_scalar_hidden", "radial_hidden",
                     "n_radial", "attn_heads", "attn_dim", "env_dim", "env_axis", "readout_hidden", "env_type_dim", "env_radial_dim",
-                    "env_hidden"]
+                    "env_hidden", "grid_branches", "ffn_blocks", "n_focus"]
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -123,8 +151,12 @@ class DPA4Config:
         for name in ("embedding", "readout", "block"):
             if getattr(self, name) not in ("dpa4", "deepmd"):
                 raise ConfigError(f"DPA4Config.{name} must be 'dpa4' or 'deepmd', got {getattr(self, name)!r}")
-        if self.ffn not in ("bilinear", "gated", "s2"):
-            raise ConfigError(f"DPA4Config.ffn must be 'bilinear', 'gated' or 's2', got {self.ffn!r}")
+        if self.ffn not in FFNS:
+            raise ConfigError(f"DPA4Config.ffn must be one of {FFNS}, got {self.ffn!r}")
+        if self.readout_grid not in ("none", "glu", "mlp"):
+            raise ConfigError(f"DPA4Config.readout_grid must be 'none', 'glu' or 'mlp', got {self.readout_grid!r}")
+        if self.readout_grid != "none" and self.readout != "deepmd":
+            raise ConfigError("DPA4Config.readout_grid needs readout='deepmd'")
         if self.hidden % self.attn_heads:
             raise ConfigError(
                 f"DPA4Config.hidden={self.hidden} must be divisible by attn_heads={self.attn_heads}"
@@ -142,7 +174,19 @@ class DPA4Config:
             )
         if self.block == "deepmd" and self.embedding != "deepmd":
             raise ConfigError("DPA4Config.block='deepmd' needs embedding='deepmd' (its radial features)")
-        for name in ("zbl", "scalar_density", "degree_switch", "bridging"):
+        if self.ffn_blocks != 1 and self.block != "deepmd":
+            raise ConfigError("DPA4Config.ffn_blocks > 1 needs block='deepmd'")
+        if isinstance(self.neighbor_cap, bool) or not isinstance(self.neighbor_cap, int) or self.neighbor_cap < 0:
+            raise ConfigError(f"DPA4Config.neighbor_cap must be an integer >= 0, got {self.neighbor_cap!r}")
+        if self.zbl_style not in ("dpa4", "deepmd"):
+            raise ConfigError(f"DPA4Config.zbl_style must be 'dpa4' or 'deepmd', got {self.zbl_style!r}")
+        if self.n_focus != 1 and self.block != "deepmd":
+            raise ConfigError("DPA4Config.n_focus > 1 needs block='deepmd'")
+        if self.edge_norm and self.block != "deepmd":
+            raise ConfigError("DPA4Config.edge_norm needs block='deepmd'")
+        if self.message_node_so3 and self.block != "deepmd":
+            raise ConfigError("DPA4Config.message_node_so3 needs block='deepmd'")
+        for name in ("zbl", "scalar_density", "degree_switch", "bridging", "message_node_so3", "edge_norm"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"DPA4Config.{name} must be a bool, got {getattr(self, name)!r}")
         taper = self.zbl_taper_end

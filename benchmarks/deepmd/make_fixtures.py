@@ -169,6 +169,132 @@ def intermediates(model: torch.nn.Module, frame: dict) -> dict:
     return {"frame": frame["source"], "stages": records}
 
 
+# The released checkpoints' options, one fixture each (on top of DESCRIPTOR); "mini" combines the published Mini
+# config's (mixing_layers 3, message_node_so3, ffn_so3_grid, grid_branch [0, 0, 1], so3_readout "mlp") and holds
+# the only message_node_so3 and so3_readout fixture; then ffn_blocks 2, edge_norm, ZBL bridging, and "neo": the
+# Mini options with Neo's 2 foci (the only n_focus fixture; it runs every n_focus path, the message-node grid too).
+# grid_branch [0, 0, 2] in "ffn_so3_grid" makes the branch router matter (with one branch its softmax is 1).
+# ffn_neurons 8 (the FFN widths; deepmd's default rounds up to 32) keeps the files small.
+OPTIONS = {
+    "ffn_so3_grid": {"ffn_so3_grid": True, "grid_branch": [0, 0, 2]},
+    "mini": {"mixing_layers": 3, "message_node_so3": True, "ffn_so3_grid": True, "grid_branch": [0, 0, 1],
+             "so3_readout": "mlp"},
+    "ffn_blocks": {"ffn_blocks": 2},
+    "edge_norm": {"edge_norm": True},
+    "neo": {"mixing_layers": 3, "message_node_so3": True, "ffn_so3_grid": True, "grid_branch": [0, 0, 1],
+            "so3_readout": "mlp", "n_focus": 2},  # Neo's 2 foci on the Mini options (message_node_so3 per focus)
+    "zbl": {},  # model level: bridging_method "zbl" (ZBL_MODEL), on extra frames with short pairs
+}
+ZBL_MODEL = {"bridging_method": "zbl", "bridging_r_inner": 0.5, "bridging_r_outer": 0.8}
+# Modules whose inputs and outputs are recorded (first frame) for module-level checks, per option fixture.
+OPTION_STAGES = {"mini": ["descriptor.output_ffn"], "ffn_so3_grid": ["descriptor.blocks.0.ffns.0"]}
+
+
+def record_modules(model: torch.nn.Module, frame: dict, stages: list[str]) -> dict:
+    """Each stage's first input and output tensor on ``frame`` (deepmd's real-SH signs)."""
+    records: dict[str, torch.Tensor] = {}
+    handles = []
+    for stage in stages:
+        module = model.atomic_model.get_submodule(stage)
+
+        def hook(_module, inputs, output, stage=stage):
+            records[stage + ":input"] = inputs[0].detach().clone()
+            records[stage] = (output[0] if isinstance(output, tuple) else output).detach().clone()
+        handles.append(module.register_forward_hook(hook))
+    try:
+        evaluate(model, frame)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return records
+
+
+def short_pair_frames(frames: list[dict]) -> list[dict]:
+    """Frames with pairs in and below the bridging window [0.5, 0.8] A: a W-Mo dimer at 0.65 A and a Nb-Nb pair
+    at 0.42 A in a 10 A box, and the first alloy frame with its atom 0 moved to 0.7 A of atom 1."""
+    box = [[10.0, 0.0, 0.0], [0.0, 10.0, 0.0], [0.0, 0.0, 10.0]]
+    dimers = [{"source": f"dimer {a}-{b} {d} A", "symbols": [a, b], "cell": box,
+               "positions": [[5.0, 5.0, 5.0], [5.0 + 0.6 * d, 5.0 + 0.8 * d, 5.0]]}
+              for a, b, d in (("W", "Mo", 0.65), ("Nb", "Nb", 0.42))]
+    alloy = json.loads(json.dumps(frames[0]))
+    first, second = torch.tensor(alloy["positions"][0]), torch.tensor(alloy["positions"][1])
+    alloy["positions"][0] = (second + 0.7 * (first - second) / (first - second).norm()).tolist()
+    alloy["source"] += " with atom 0 at 0.7 A of atom 1"
+    return dimers + [{key: alloy[key] for key in ("source", "symbols", "positions", "cell")}]
+
+
+def write_option_fixtures(frames: list[dict]) -> dict:
+    """One random-weight checkpoint per entry of OPTIONS (``dpa4_<name>.pt``) and deepmd-kit's results on the
+    frames plus its module inputs/outputs on the first frame (``dpa4_options_reference.pt``)."""
+    results = {}
+    for name, options in OPTIONS.items():
+        index = sum(name.encode()) % 1000  # a seed per fixture that does not move when OPTIONS changes
+        torch.manual_seed(SEED + 10 + index)
+        saved = dict(DESCRIPTOR)
+        DESCRIPTOR.update(options, ffn_neurons=8)
+        try:
+            params = model_params()
+        finally:
+            DESCRIPTOR.clear()
+            DESCRIPTOR.update(saved)
+        frames_here = frames
+        if name == "zbl":
+            params.update(ZBL_MODEL)
+            frames_here = frames + short_pair_frames(frames)
+        model = get_model(params).to(torch.float64)
+        wrapper = ModelWrapper(model, model_params=params)
+        randomise(model, torch.Generator().manual_seed(SEED + 10 + index))
+        model.eval()
+        torch.save({"model": wrapper.state_dict()}, OUT / f"dpa4_{name}.pt")
+        outputs = [evaluate(model, frame) for frame in frames_here]
+        results[name] = {
+            "options": options, "checkpoint": f"dpa4_{name}.pt", "extra_frames": frames_here[len(frames):],
+            "energy": torch.tensor([o["energy"] for o in outputs], dtype=torch.float64),
+            "forces": [torch.tensor(o["forces"], dtype=torch.float64) for o in outputs],
+            "virial": torch.stack([torch.tensor(o["virial"], dtype=torch.float64) for o in outputs]),
+            "atom_energy": torch.tensor(outputs[0]["atom_energy"], dtype=torch.float64),
+            "modules": record_modules(model, frames[0], OPTION_STAGES.get(name, []))}
+    return results
+
+
+def write_float32_fixture(frames: list[dict]) -> dict:
+    """The Mini options in float32, as the released files are stored (``dpa4_mini_float32.pt``), and deepmd-kit's
+    results on the frames twice: run in float32, and with the same float32 weights in a float64 model (the exact
+    values of the stored function, which dpa4 in float64 must reproduce)."""
+    torch.manual_seed(SEED + 30)
+    saved = dict(DESCRIPTOR)
+    DESCRIPTOR.update(OPTIONS["mini"], ffn_neurons=8)
+    try:
+        params = model_params()
+    finally:
+        DESCRIPTOR.clear()
+        DESCRIPTOR.update(saved)
+    params32 = json.loads(json.dumps(params))
+    params32["descriptor"]["precision"] = params32["fitting_net"]["precision"] = "float32"
+    model32 = get_model(params32)
+    wrapper = ModelWrapper(model32, model_params=params32)
+    randomise(model32, torch.Generator().manual_seed(SEED + 30))
+    model32.eval()
+    torch.save({"model": wrapper.state_dict()}, OUT / "dpa4_mini_float32.pt")
+    model64 = get_model(params).to(torch.float64)
+    # the stored values (parameters, energy statistics) cast exactly; the fixed constants (norm balance weights,
+    # index maps) stay the float64 model's own, as deepmd-kit computes them in the model's precision
+    stored = dict(model32.named_parameters())
+    stored.update({k: v for k, v in model32.named_buffers() if k.endswith(("out_bias", "bias_atom_e", "out_std"))})
+    with torch.no_grad():
+        for name, tensor in list(model64.named_parameters()) + list(model64.named_buffers()):
+            if name in stored:
+                tensor.copy_(stored[name].to(torch.float64))
+    model64.eval()
+    results = {}
+    for name, model in (("float32", model32), ("float64", model64)):
+        outputs = [evaluate(model, frame) for frame in frames]
+        results[name] = {"energy": torch.tensor([o["energy"] for o in outputs], dtype=torch.float64),
+                         "forces": [torch.tensor(o["forces"], dtype=torch.float64) for o in outputs],
+                         "virial": torch.stack([torch.tensor(o["virial"], dtype=torch.float64) for o in outputs])}
+    return results
+
+
 def main() -> int:
     torch.manual_seed(SEED)
     params = model_params()
@@ -191,8 +317,12 @@ def main() -> int:
     values = components(model, frames)
     values["intermediates"] = intermediates(model, frames[0])
     torch.save(values, OUT / "dpa4_tiny_components.pt")  # float64 tensors: a third of the JSON size
+    # the option fixtures' frames are dpa4_tiny_reference.json's, in its order
+    options = write_option_fixtures(frames)
+    options["mini_float32"] = write_float32_fixture(frames)
+    torch.save(options, OUT / "dpa4_options_reference.pt")
     print(f"wrote {OUT}: dpa4_tiny.pt, dpa4_tiny_multitask.pt, dpa4_tiny_reference.json ({len(frames)} frames), "
-          "dpa4_tiny_components.pt")
+          "dpa4_tiny_components.pt, dpa4_<option>.pt, dpa4_options_reference.pt")
     return 0
 
 

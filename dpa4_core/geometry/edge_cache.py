@@ -75,6 +75,7 @@ def build_edge_cache(
     mmax: int,
     edge_roll: torch.Tensor | None = None,
     bridging: bool = True,
+    gate_from_bridged: bool = False,
 ) -> EdgeCache:
     """Build the :class:`EdgeCache` from edge vectors.
 
@@ -87,13 +88,15 @@ def build_edge_cache(
         edge_roll: optional ``[E]`` angles (rad) of an extra rotation about z applied in every edge frame
             (training augmentation; the energy does not depend on it).
         bridging: False: no zone bridging (``bridged = length``, gate 1; ``DPA4Config.bridging``).
+        gate_from_bridged: the source gate's switch reads the bridged length ``r~`` instead of ``r`` (deepmd-kit
+            DPA4's, so there ``w = h_gate(h_clamp(t))``); dpa4's own models read ``r``.
     """
     with torch.autocast(device_type=edge_vec.device.type, enabled=False):
         length = torch.sqrt((edge_vec * edge_vec).sum(-1) + LENGTH_EPS)
         unit = edge_vec / length[:, None]
         if bridging:
             bridged = bridged_distance(length, r_in, r_out)
-            gate = source_gate(length, edge_dst, n_atoms, r_in, r_out)
+            gate = source_gate(bridged if gate_from_bridged else length, edge_dst, n_atoms, r_in, r_out)
         else:  # the network sees the true length; no source gate
             bridged = length
             gate = torch.ones(n_atoms, dtype=edge_vec.dtype, device=edge_vec.device)

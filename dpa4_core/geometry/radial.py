@@ -51,16 +51,20 @@ class RadialEmbedding(nn.Module):
         separate_edge_types: deepmd-kit's variant (``DPA4Config.embedding = "deepmd"``): an MLP without biases and
             ``rho = MLP(phi) * E_5`` without the edge-type term, which :meth:`edge_type_term` gives apart (it
             enters only the blocks' radial features, not enveloped).
+        hidden_norm: an uncentred RMS norm on the hidden layer (deepmd-kit's ``edge_norm``).
     """
 
     def __init__(self, n_radial: int, hidden: int, lmax: int, channels: int, cutoff: float, n_elements: int = 119,
-                 separate_edge_types: bool = False):
+                 separate_edge_types: bool = False, hidden_norm: bool = False):
         super().__init__()
+        from dpa4_core.nn.norm import RMSNorm
+
         self.lmax, self.channels, self.cutoff = lmax, channels, float(cutoff)
         self.separate_edge_types = separate_edge_types
         self.basis = RadialBasis(n_radial, cutoff)
         bias = not separate_edge_types
-        self.mlp = nn.Sequential(nn.Linear(n_radial, hidden, bias=bias), nn.SiLU(),
+        norm = [RMSNorm((hidden,))] if hidden_norm else []  # deepmd-kit's edge_norm: RMS norm before the SiLU
+        self.mlp = nn.Sequential(nn.Linear(n_radial, hidden, bias=bias), *norm, nn.SiLU(),
                                  nn.Linear(hidden, (lmax + 1) * channels, bias=bias))
         self.edge_types = nn.Embedding(n_elements, channels)
         nn.init.normal_(self.edge_types.weight, std=0.5)

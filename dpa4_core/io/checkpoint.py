@@ -113,9 +113,11 @@ def _check_finite(path: Path, state_dict: Mapping[str, Any], energy_bias: Any) -
                                   "file): use an earlier checkpoint (e.g. best.pt) or retrain")
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> CheckpointData:
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    head: str | None = None) -> CheckpointData:
     """Read and validate a checkpoint file (or a shipped model's name, e.g. "starter-MoNbTaW") without building
-    the model.
+    the model. ``head`` chooses a head (or one of its aliases) of a multi-task deepmd-kit file, as deepmd-kit
+    resolves it.
 
     Raises:
         CheckpointNotFoundError: no file at ``path`` and no shipped model of that name (the known names listed).
@@ -136,7 +138,9 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     payload = safe_load(path, map_location, CheckpointError,
                         "is not a readable DPA4 checkpoint (corrupt, truncated or not a torch file)")
     if deepmd.deepmd_state(payload) is not None:  # the authors' deepmd-kit format, told apart by content
-        return deepmd_checkpoint_data(path, payload)
+        return deepmd_checkpoint_data(path, payload, head=head)
+    if head is not None:
+        raise CheckpointError(f"{path}: head={head!r} given, but head= applies to multi-task deepmd-kit files only")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_TAG:
         raise CheckpointError(
             f"{path} is a torch file but not a DPA4 checkpoint (no {FORMAT_TAG!r} format tag; "
@@ -168,8 +172,10 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     )
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> DPA4:
-    """Build a ``DPA4`` from a checkpoint written by :func:`save_checkpoint`.
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    head: str | None = None) -> DPA4:
+    """Build a ``DPA4`` from a checkpoint written by :func:`save_checkpoint` (or a deepmd-kit DPA4 ``.pt``;
+    ``head`` chooses the head of a multi-task one).
 
     The model comes back in eval mode, in the dtype it was saved in, on ``map_location``, with the elements
     seen in training as the plain attribute ``model.trained_elements`` (``list[int]``, empty if unknown).
@@ -181,7 +187,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     from dpa4_core.config import DPA4Config
     from dpa4_core.model.energy import DPA4
 
-    data = read_checkpoint(path, map_location=map_location)
+    data = read_checkpoint(path, map_location=map_location, head=head)
     try:
         config = DPA4Config.from_dict(data.config)
     except (TypeError, ValueError) as exc:

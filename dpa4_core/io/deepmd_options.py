@@ -28,12 +28,18 @@ from dpa4_core.io.deepmd import DeepmdCheckpoint
 # deepmd option -> DPA4Config field (same meaning and units).
 DESCRIPTOR_SIZES = {"rcut": "cutoff", "channels": "channels", "lmax": "lmax", "mmax": "mmax", "kmax": "kmax",
                     "n_blocks": "n_blocks", "n_radial": "n_radial", "mixing_layers": "so2_layers",
-                    "radial_so2_rank": "rank", "n_atten_head": "attn_heads"}
+                    "radial_so2_rank": "rank", "n_atten_head": "attn_heads", "ffn_blocks": "ffn_blocks",
+                    "n_focus": "n_focus"}
 MODEL_SIZES = {"bridging_r_inner": "r_in", "bridging_r_outer": "r_out"}
 
 # `sel` is a neighbour capacity per type: deepmd keeps the nearest sum(sel) neighbours inside rcut, dpa4 keeps all
-# of them, so the two agree while no atom has more than sum(sel) neighbours (deepmd's own fixtures stay below it).
+# of them, so the two agree while no atom has more than sum(sel) neighbours; the loaded model records sum(sel) as
+# DPA4Config.neighbor_cap and warns past it (dpa4_core.model.domain.check_neighbor_cap).
 DESCRIPTOR_NO_EFFECT = frozenset({"type", "sel", "precision", "trainable", "seed", "use_amp", "random_gamma"})
+# Widths that dpa4 reads off the weights (``ffn_neurons``: the FFN widths), and the grid settings, whose entries
+# matter only on the grid paths they select (checked by ``_grid_refusals``).
+DESCRIPTOR_READ_OFF_WEIGHTS = frozenset({"ffn_neurons"})
+DESCRIPTOR_GRID = frozenset({"grid_mlp", "grid_branch"})
 FITTING_NO_EFFECT = frozenset({"type", "precision", "trainable", "seed", "rcond", "layer_name"})
 MODEL_NO_EFFECT = frozenset({"type", "type_map", "descriptor", "fitting_net", "data_stat_nbatch",
                              "data_stat_protect", "data_bias_nsample", "preset_out_bias", "srtab_add_bias",
@@ -44,16 +50,16 @@ DESCRIPTOR_ACCEPTED: dict[str, tuple[Any, ...]] = {
     "exclude_types": ([],), "add_chg_spin_ebd": (False,), "default_chg_spin": (None,),
     "edge_cartesian": (False,), "node_cartesian": ("none",), "l_schedule": (None,), "m_schedule": (None,),
     "extra_node_l": (0,), "so2_attn_res": ("none",), "full_attn_res": ("none",), "block_attn_res": ("none",),
-    "n_focus": (1,), "atten_f_mix": (False,), "atten_v_proj": (False,), "atten_o_proj": (False,),
+ "atten_f_mix": (False,), "atten_v_proj": (False,), "atten_o_proj": (False,),
     "node_wise_s2": (False,), "node_wise_so3": (False,), "message_node_s2": (False,), "layer_scale": (False,),
     # reproduced by the parts dpa4 has (embedding, read-out, block FFN; widths read off the weights)
-    "message_node_so3": (False,), "ffn_so3_grid": (False,), "grid_mlp": (False,), "grid_branch": (0,),
-    "ffn_blocks": (1,), "ffn_neurons": (0,), "env_exp": ([7, 5],), "basis_type": ("bessel",), "radial_mlp": ([0],),
-    "use_env_seed": (True,), "mlp_bias": (False,), "s2_activation": ([False, True],), "so3_readout": ("none",),
+    "message_node_so3": (False, True), "ffn_so3_grid": (False, True),
+    "env_exp": ([7, 5],), "basis_type": ("bessel",), "radial_mlp": ([0],),
+    "use_env_seed": (True,), "mlp_bias": (False,), "s2_activation": ([False, True],), "so3_readout": ("none", "mlp"),
     "readout_layers": (1,), "lebedev_quadrature": (True,), "activation_function": ("silu",),
     "glu_activation": (True,), "eps": (1e-7,),
     # the block (DPA4Config.block = "deepmd")
-    "focus_dim": (0,), "edge_norm": (False,), "so2_norm": (False,), "radial_so2_mode": ("degree_channel",),
+    "focus_dim": (0,), "edge_norm": (False, True), "so2_norm": (False,), "radial_so2_mode": ("degree_channel",),
     "sandwich_norm": ([False, True, True, False],),
 }
 FITTING_ACCEPTED: dict[str, tuple[Any, ...]] = {
@@ -63,7 +69,7 @@ FITTING_ACCEPTED: dict[str, tuple[Any, ...]] = {
 }
 MODEL_ACCEPTED: dict[str, tuple[Any, ...]] = {
     "pair_exclude_types": ([],), "atom_exclude_types": ([],), "lora": (None,),
-    "bridging_method": ("None",),
+    "bridging_method": ("None", "zbl"),
 }
 # deepmd-kit's LoRA adapter weights (A_by_l, B_by_l, A_m0, B_m0, A_m.<i>, B_m.<i>), absent once folded.
 _LORA_KEY = re.compile(r"(^|\.)[AB]_(by_l|m0|m)(\.|$)")
@@ -116,13 +122,43 @@ def _check_section(section: str, options: dict[str, Any], sizes: dict[str, str],
                                   "yet)")
 
 
+def _grid_list(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value] * 3
+
+
+def _grid_refusals(descriptor: dict[str, Any]) -> list[str]:
+    """``grid_mlp`` / ``grid_branch`` (one value or ``[node_wise, message_node, ffn]``): the node-wise and
+    message-node entries act only with ``node_wise_s2/so3`` / ``message_node_s2/so3`` (refused above while dpa4
+    lacks them); the FFN entry selects the block FFN's grid operation, of which dpa4 reproduces deepmd-kit's
+    routed branches on the SO(3) grid (``ffn_so3_grid``) and the plain product on the S2 grid."""
+    mlp, branch = _grid_list(descriptor.get("grid_mlp", False)), _grid_list(descriptor.get("grid_branch", 0))
+    where = f"descriptor.grid_mlp={descriptor.get('grid_mlp', False)!r}, grid_branch={descriptor.get('grid_branch', 0)!r}"
+    if len(mlp) != 3 or len(branch) != 3:
+        return [f"{where} (not one value or three)"]
+    if descriptor.get("ffn_so3_grid"):
+        ok = branch[2] > 0
+        implemented = "a positive grid_branch FFN entry"
+    else:
+        ok = branch[2] == 0 and not mlp[2]
+        implemented = "grid_branch 0 and grid_mlp False"
+    refused = [] if ok else [f"{where} (on this FFN grid dpa4 implements only {implemented} yet)"]
+    if int(descriptor.get("n_focus", 1)) > 1 and descriptor.get("edge_norm"):
+        refused.append(f"descriptor.n_focus={descriptor.get('n_focus')!r} with edge_norm (its focus norm: dpa4 "
+                       "implements n_focus > 1 without edge_norm only yet)")
+    if descriptor.get("message_node_so3") and (branch[1] > 0 or mlp[1]):
+        refused.append(f"{where} (with message_node_so3 dpa4 implements only the grid product: message-node "
+                       "entries grid_branch 0 and grid_mlp False)")
+    return refused
+
+
 def check_options(checkpoint: DeepmdCheckpoint) -> OptionReport:
     """Every option of ``checkpoint`` checked against what dpa4 reproduces (see the module docstring)."""
     report = OptionReport()
     params = checkpoint.model_params
     _check_section("", params, MODEL_SIZES, MODEL_NO_EFFECT, MODEL_ACCEPTED, report)
-    _check_section("descriptor", checkpoint.descriptor, DESCRIPTOR_SIZES, DESCRIPTOR_NO_EFFECT, DESCRIPTOR_ACCEPTED,
-                   report)
+    _check_section("descriptor", checkpoint.descriptor, DESCRIPTOR_SIZES,
+                   DESCRIPTOR_NO_EFFECT | DESCRIPTOR_READ_OFF_WEIGHTS | DESCRIPTOR_GRID, DESCRIPTOR_ACCEPTED, report)
+    report.refused += _grid_refusals(checkpoint.descriptor)
     _check_section("fitting_net", checkpoint.fitting_net, {}, FITTING_NO_EFFECT, FITTING_ACCEPTED, report)
     if checkpoint.fitting_net.get("type") not in ("dpa4_ener", "ener", None):
         report.refused.append(f"fitting_net.type={checkpoint.fitting_net.get('type')!r} (dpa4 predicts energy only)")
@@ -134,9 +170,12 @@ def check_options(checkpoint: DeepmdCheckpoint) -> OptionReport:
                               "model with deepmd-kit's merged checkpoint)")
     report.fields.update(_embedding_fields(checkpoint))
     block_ffn = checkpoint.state_dict.get("atomic_model.descriptor.blocks.0.ffns.0.so3_linear_2.weight")
-    if block_ffn is not None and report.fields.get("ffn_hidden") != block_ffn.shape[1]:
-        report.refused.append(f"block FFN width {block_ffn.shape[1]} != read-out width "
-                              f"{report.fields.get('ffn_hidden')} (dpa4 uses one ffn_hidden for both)")
+    frames = 2 * int(checkpoint.descriptor.get("kmax", 1)) + 1
+    if block_ffn is not None:
+        width = block_ffn.shape[1] // (frames if checkpoint.descriptor.get("ffn_so3_grid") else 1)
+        if report.fields.get("ffn_hidden") != width:
+            report.refused.append(f"block FFN width {width} != read-out width {report.fields.get('ffn_hidden')} "
+                                  "(dpa4 uses one ffn_hidden for both)")
     report.missing_components = list(MISSING_COMPONENTS)
     return report
 
@@ -163,8 +202,22 @@ def _embedding_fields(checkpoint: DeepmdCheckpoint) -> dict[str, Any]:
     projection = state.get(prefix + "env_seed_embedding.output_proj.matrix")
     if projection is not None and fields.get("env_dim"):
         fields["env_axis"] = int(projection.shape[0]) // fields["env_dim"]
+    descriptor = checkpoint.descriptor
+    frames = 2 * int(descriptor.get("kmax", 1)) + 1
     if "atomic_model.descriptor.blocks.0.ffns.0.so3_linear_2.weight" in state:
         fields["ffn"] = "s2"
+        if descriptor.get("ffn_so3_grid"):
+            fields["ffn"] = "so3_branch"
+            fields["grid_branches"] = int(_grid_list(descriptor.get("grid_branch", 0))[2]) or 1
+    fields["readout_grid"] = str(descriptor.get("so3_readout", "none"))
+    fields["message_node_so3"] = bool(descriptor.get("message_node_so3", False))
+    fields["edge_norm"] = bool(descriptor.get("edge_norm", False))
+    if fields["zbl"]:
+        fields["zbl_style"] = "deepmd"
+    sel = descriptor.get("sel", 0)
+    fields["neighbor_cap"] = int(sum(sel) if isinstance(sel, (list, tuple)) else sel)
+    if fields["readout_grid"] != "none" and "ffn_hidden" in fields:  # the SO(3) read-out's channels hold K frames
+        fields["ffn_hidden"] //= frames
     glu_layer = state.get("atomic_model.fitting_net.filter_layers.networks.0.hidden_layers.0.linear.matrix")
     if glu_layer is not None:
         fields["readout_hidden"] = int(glu_layer.shape[1]) // 2

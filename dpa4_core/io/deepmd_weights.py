@@ -78,11 +78,11 @@ def energy_offsets(checkpoint: DeepmdCheckpoint) -> torch.Tensor:
 
 
 def _matrix(checkpoint: DeepmdCheckpoint, name: str) -> torch.Tensor:
-    """A deepmd ``MLPLayer.matrix`` ``[in, out]`` as a ``torch.nn.Linear`` weight ``[out, in]``."""
+    """A deepmd ``MLPLayer.matrix`` ``[in, out]`` as a float64 ``torch.nn.Linear`` weight ``[out, in]``."""
     key = f"atomic_model.descriptor.{name}"
     if key not in checkpoint.state_dict:
         raise CheckpointError(f"{checkpoint.path}: no {key} in the checkpoint")
-    return checkpoint.state_dict[key].t()
+    return checkpoint.state_dict[key].t().to(torch.float64)  # float64 before any constant is folded in
 
 
 def _by_element(table: torch.Tensor, numbers: list[int], out: torch.Tensor) -> None:
@@ -105,7 +105,12 @@ def map_embedding(checkpoint: DeepmdCheckpoint, model: torch.nn.Module) -> None:
     _by_element(types, numbers, radial.edge_types.weight)  # deepmd uses the one table for both
     radial.basis.frequencies.copy_(radial_frequencies(checkpoint))
     radial.mlp[0].weight.copy_(_matrix(checkpoint, "radial_embedding.net.0.matrix") * scale)
-    radial.mlp[2].weight.copy_(_matrix(checkpoint, "radial_embedding.net.2.matrix"))
+    last = len(radial.mlp) - 1  # 2, or 3 with edge_norm's RMS norm at 1
+    radial.mlp[last].weight.copy_(_matrix(checkpoint, f"radial_embedding.net.{last}.matrix"))
+    if last == 3:
+        radial.mlp[1].scale.copy_(state["atomic_model.descriptor.radial_embedding.net.1.adam_scale"])
+        embedding.film_norm.scale.copy_(torch.cat([state[f"atomic_model.descriptor.film_{kind}_norm.adam_scale"]
+                                                   for kind in ("scale", "shift")]))
     embedding.filter_radial[0].weight.copy_(_matrix(checkpoint, "env_seed_embedding.rbf_proj_layer1.matrix") * scale)
     embedding.filter_radial[2].weight.copy_(_matrix(checkpoint, "env_seed_embedding.rbf_proj_layer2.matrix"))
     _by_element(state["atomic_model.descriptor.env_seed_embedding.env_type_embed.adam_type_embedding"], numbers,
@@ -127,21 +132,29 @@ def map_readout(checkpoint: DeepmdCheckpoint, model: torch.nn.Module) -> None:
     if layers != {"0"}:
         raise CheckpointError(f"{checkpoint.path}: dpa4 reproduces a fitting net with one GLU layer, this one has "
                               f"{len(layers)}")
-    readout.lift.weight.copy_(state["atomic_model.descriptor.output_ffn.so3_linear_1.weight"][0].t())
-    readout.project.weight.copy_(state["atomic_model.descriptor.output_ffn.so3_linear_2.weight"][0].t())
+    if readout.grid is not None:  # so3_readout: an SO(3)-grid FFN on every degree
+        map_ffn(checkpoint, readout.grid, prefix="atomic_model.descriptor.output_ffn.")
+    else:
+        readout.lift.weight.copy_(state["atomic_model.descriptor.output_ffn.so3_linear_1.weight"][0].t())
+        readout.project.weight.copy_(state["atomic_model.descriptor.output_ffn.so3_linear_2.weight"][0].t())
     readout.fitting.weight.copy_(state[fitting + "hidden_layers.0.linear.matrix"].t())
     readout.fitting.bias.copy_(state[fitting + "hidden_layers.0.linear.bias"])
     readout.head.weight.copy_(state[fitting + "output_layer.matrix"].t())
 
 
 @torch.no_grad()
-def map_ffn(checkpoint: DeepmdCheckpoint, ffn: torch.nn.Module, block: int = 0) -> None:
-    """Copy the FFN of deepmd-kit's block ``block`` (``s2_activation`` on) into a ``SphereProductFFN``."""
-    prefix = f"atomic_model.descriptor.blocks.{block}.ffns.0."
+def map_ffn(checkpoint: DeepmdCheckpoint, ffn: torch.nn.Module, block: int = 0,
+            prefix: str | None = None) -> None:
+    """Copy the FFN of deepmd-kit's block ``block`` (``s2_activation`` on, or ``ffn_so3_grid``) into a
+    ``SphereProductFFN`` or an ``SO3GridFFN``; ``prefix`` names another deepmd ``EquivariantFFN`` (the read-out's)."""
+    prefix = prefix or f"atomic_model.descriptor.blocks.{block}.ffns.0."
     state = checkpoint.state_dict
-    ffn.lift.weight.copy_(state[prefix + "so3_linear_1.weight"])  # [L+1, C, 2H]: degree-wise x @ W
+    ffn.lift.weight.copy_(state[prefix + "so3_linear_1.weight"])  # [L+1, C, 2H] (2KH): degree-wise x @ W
     ffn.scalar_gate.weight.copy_(state[prefix + "act.scalar_gate.weight"].t())
     ffn.project.weight.copy_(state[prefix + "so3_linear_2.weight"])
+    for ours, theirs in (("left", "left_proj"), ("right", "right_proj"), ("out", "out_proj"), ("router", "router")):
+        if hasattr(ffn, ours):  # the SO(3) grid's channel maps, stored [in, out]
+            getattr(ffn, ours).weight.copy_(state[prefix + f"act.grid_op.{theirs}.weight"].t())
 
 
 @torch.no_grad()
@@ -164,10 +177,19 @@ def map_convolution(checkpoint: DeepmdCheckpoint, conv: torch.nn.Module, block: 
     conv.qk_scale.copy_(state["attn_qk_norm.adam_scale"].reshape(-1))
     conv.query.weight.copy_(state["attn_q_proj.weight"].t())
     conv.key.weight.copy_(state["attn_k_proj.weight"].t())
-    conv.logit_radial.copy_(state["adamw_attn_logit_w"][:, 0, :])
+    conv.logit_radial.copy_(state["adamw_attn_logit_w"].reshape(conv.logit_radial.shape))  # [C, F, H]
     conv.null_raw.copy_(state["adamw_attn_z_bias_raw"].reshape(-1))
     conv.gate_scale.copy_(state["attn_output_gate_norm.adam_scale"].reshape(-1))
-    conv.gate_weight.copy_(state["adamw_attn_gate_w"][:, 0, :])
+    conv.gate_weight.copy_(state["adamw_attn_gate_w"].reshape(conv.gate_weight.shape))
+    if conv.focus > 1:  # n_focus: the radial projection to the streams and the competition weights
+        conv.radial_proj.weight.copy_(state["radial_hidden_proj.weight"].t())
+        conv.compete.copy_(state["adamw_focus_compete_w"])
+    if conv.message_node is not None:  # message_node_so3: the cross SO(3) grid (its "glu" product)
+        grid, theirs = conv.message_node, "message_node_grid_product."
+        grid.expand.weight.copy_(state[theirs + "frame_expand.weight"])  # [L+1, C, K C]
+        grid.contract.weight.copy_(state[theirs + "frame_contract.weight"])  # [L+1, K C, C]
+        grid.scalar_gate.weight.copy_(state[theirs + "scalar_gate.weight"].t())  # [2C, F C] -> [F C, 2C]
+        grid.residual_scale.copy_(state[theirs + "residual_scale"].reshape(-1))
 
 
 @torch.no_grad()
@@ -180,11 +202,14 @@ def map_model(checkpoint: DeepmdCheckpoint) -> torch.nn.Module:
     map_embedding(checkpoint, model)
     for index, block in enumerate(model.blocks):
         map_convolution(checkpoint, block.conv, index)
-        for ours, theirs in ((block.message_norm, "post_so2_norm"), (block.ffn_norm, "pre_ffn_norms.0")):
+        norms = [(block.message_norm, "post_so2_norm"), (block.ffn_norm, "pre_ffn_norms.0")]
+        norms += [(norm, f"pre_ffn_norms.{unit + 1}") for unit, norm in enumerate(block.extra_ffn_norms)]
+        for ours, theirs in norms:
             prefix = f"atomic_model.descriptor.blocks.{index}.{theirs}."
             ours.scale.copy_(checkpoint.state_dict[prefix + "adam_scale"][:, 0])
             ours.bias.copy_(checkpoint.state_dict[prefix + "bias"][0])
-        map_ffn(checkpoint, block.ffn, index)
+        for unit, ffn in enumerate([block.ffn, *block.extra_ffns]):  # ffn_blocks sub-blocks
+            map_ffn(checkpoint, ffn, prefix=f"atomic_model.descriptor.blocks.{index}.ffns.{unit}.")
     map_readout(checkpoint, model)
     model.energy_bias.copy_(energy_offsets(checkpoint))
     model.trained_elements = sorted(atomic_numbers(checkpoint))
@@ -193,14 +218,18 @@ def map_model(checkpoint: DeepmdCheckpoint) -> torch.nn.Module:
 
 def deepmd_checkpoint_data(path, payload, head: str | None = None) -> CheckpointData:
     """A deepmd-kit DPA4 ``.pt`` as dpa4's :class:`CheckpointData` (what ``read_checkpoint`` returns for one):
-    the mapped model's config and weights, the energy offsets by atomic number, the type map's elements."""
+    the mapped model's config and weights, the energy offsets by atomic number, the type map's elements.
+
+    Always float64, float32 files (the released ones) included: the map folds constants into some weights (the
+    radial-basis prefactor), and rounding those products back to float32 would change the stored function by
+    ~1e-8 relative; in float64 the loaded model is deepmd-kit's function of the stored weights to ~1e-15.
+    Callers choose float32 for speed (``DPA4Calculator(dtype=...)``, ``load_for_inference``)."""
     checkpoint = read_deepmd_checkpoint(path, head=head, payload=payload)
     model = map_model(checkpoint)
-    precision = checkpoint.descriptor.get("precision", "float32")
     return CheckpointData(
         path=checkpoint.path, config=model.config.to_dict(),
         state_dict={name: tensor.detach().clone() for name, tensor in model.state_dict().items()},
-        dtype=torch.float64 if precision == "float64" else torch.float32,
+        dtype=torch.float64,
         energy_bias=model.energy_bias.detach().clone(), elements=list(model.trained_elements),
         metadata={"converted_from": "deepmd-kit DPA4 checkpoint", "deepmd_head": checkpoint.head,
                   "deepmd_type_map": list(checkpoint.type_map), "deepmd_train_step": checkpoint.train_infos.get("step")})

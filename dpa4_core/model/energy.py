@@ -20,10 +20,12 @@ from dpa4_core.config import DPA4Config
 from dpa4_core.geometry.edge_cache import EdgeCache, build_edge_cache
 from dpa4_core.geometry.radial import RadialEmbedding
 from dpa4_core.model.derivatives import forces_and_virial, stress_from_virial
+from dpa4_core.model.domain import check_neighbor_cap
 from dpa4_core.model.glu_readout import GLUReadout
 from dpa4_core.model.zbl import ZBL
 from dpa4_core.nn.block import InteractionBlock
 from dpa4_core.nn.block_deepmd import DeepmdBlock
+from dpa4_core.nn.ffn_so3 import SO3CrossGrid, SO3GridFFN
 from dpa4_core.nn.embedding import NodeEmbedding
 from dpa4_core.nn.norm import ScalarNorm
 
@@ -66,15 +68,20 @@ class DPA4(nn.Module):
         c = config
         deepmd = c.embedding == "deepmd"
         self.radial = RadialEmbedding(c.n_radial, c.radial_hidden, c.lmax, c.channels, c.cutoff, c.n_elements,
-                                      separate_edge_types=deepmd)
+                                      separate_edge_types=deepmd, hidden_norm=c.edge_norm)
         self.embedding = NodeEmbedding(c.channels, c.lmax, c.n_radial, c.env_dim, c.env_axis, c.n_elements,
                                        c.scalar_density, deepmd_filter=deepmd, env_type_dim=c.env_type_dim,
-                                       env_radial_dim=c.env_radial_dim, env_hidden=c.env_hidden)
+                                       env_radial_dim=c.env_radial_dim, env_hidden=c.env_hidden,
+                                       film_norm=c.edge_norm)
         if c.block == "deepmd":
+            def ffn() -> nn.Module:
+                return InteractionBlock.make_ffn(c.channels, c.lmax, c.ffn, c.ffn_hidden, c.kmax,
+                                                 c.ffn_scalar_hidden, c.grid_branches)
             self.blocks = nn.ModuleList(
-                DeepmdBlock(c.channels, c.lmax, c.mmax, c.so2_layers, c.attn_heads, c.rank,
-                            InteractionBlock.make_ffn(c.channels, c.lmax, c.ffn, c.ffn_hidden, c.kmax,
-                                                      c.ffn_scalar_hidden))
+                DeepmdBlock(c.channels, c.lmax, c.mmax, c.so2_layers, c.attn_heads, c.rank, ffn(),
+                            SO3CrossGrid(c.channels, c.lmax, c.kmax, c.n_focus) if c.message_node_so3 else None,
+                            [ffn() for _ in range(c.ffn_blocks - 1)], message_eps=1e-5 if c.edge_norm else 1.0,
+                            focus=c.n_focus)
                 for _ in range(c.n_blocks))
         else:
             self.blocks = nn.ModuleList(
@@ -82,10 +89,12 @@ class DPA4(nn.Module):
                                  c.attn_dim, c.ffn, c.ffn_hidden, c.kmax, c.ffn_scalar_hidden)
                 for _ in range(c.n_blocks))
         if c.readout == "deepmd":
-            self.readout = GLUReadout(c.channels, c.ffn_hidden, c.readout_hidden)
+            grid = None if c.readout_grid == "none" else SO3GridFFN(c.channels, c.ffn_hidden, c.lmax, c.kmax,
+                                                                    c.readout_grid)
+            self.readout = GLUReadout(c.channels, c.ffn_hidden, c.readout_hidden, grid)
         else:
             self.readout = EnergyReadout(c.channels, c.readout_hidden)
-        self.zbl = ZBL(c.cutoff, r_min=c.r_out, taper_end=c.zbl_taper_end) if c.zbl else None
+        self.zbl = ZBL(c.cutoff, r_min=c.r_out, taper_end=c.zbl_taper_end, style=c.zbl_style) if c.zbl else None
         self.register_buffer("energy_bias", torch.zeros(N_ELEMENTS))
         self.register_buffer("energy_shift", torch.zeros(N_ELEMENTS))
 
@@ -94,7 +103,8 @@ class DPA4(nn.Module):
         """The per-edge geometry shared by every block (see ``geometry/edge_cache.py``)."""
         c = self.config
         return build_edge_cache(edge_vec, edge_src, edge_dst, n_atoms, cutoff=c.cutoff, r_in=c.r_in, r_out=c.r_out,
-                                lmax=c.lmax, mmax=c.mmax, edge_roll=edge_roll, bridging=c.bridging)
+                                lmax=c.lmax, mmax=c.mmax, edge_roll=edge_roll, bridging=c.bridging,
+                                gate_from_bridged=c.embedding == "deepmd")
 
     def atom_energies(
         self,
@@ -121,9 +131,11 @@ class DPA4(nn.Module):
         block_radial = rho if self.config.block == "deepmd" else rho[:, 0]  # deepmd's blocks read every degree
         for block in self.blocks:
             x = block(x, cache, block_radial)
+        scalars = x[:, 0]
+        network = (self.readout(scalars, x) if self.config.readout == "deepmd" else self.readout(scalars))
         # The cohesive shift (E0 reference models; 0 otherwise) joins the network term that the degree switch
         # turns off as an atom loses its neighbours, so an isolated atom is exactly energy_bias = E0.
-        network = self.readout(x[:, 0]).to(edge_vec.dtype) + self.energy_shift.to(edge_vec.dtype)[numbers]
+        network = network.to(edge_vec.dtype) + self.energy_shift.to(edge_vec.dtype)[numbers]
         if self.config.degree_switch:
             network = network * torch.tanh(cache.degree)
         energy = network + self.energy_bias.to(edge_vec.dtype)[numbers]
@@ -153,6 +165,7 @@ class DPA4(nn.Module):
             The graph is kept (``create_graph``) in training mode so a force loss can be backpropagated.
         """
         need_grad = compute_forces or compute_stress
+        check_neighbor_cap(self.config.neighbor_cap, batch.edge_dst, batch.n_atoms)
         with torch.set_grad_enabled(need_grad or torch.is_grad_enabled()):
             edge_vec = batch.edge_vectors()
             if need_grad and not edge_vec.requires_grad:

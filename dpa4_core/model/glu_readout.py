@@ -20,20 +20,28 @@ def glu(values: torch.Tensor) -> torch.Tensor:
 class GLUReadout(nn.Module):
     """``s = x + W2 GLU(W1 x)``; ``E_i = W4 GLU(W3 s + b3)``: ``[N, C] -> [N]`` (eV, before the energy offset).
 
+    With ``grid`` (an ``SO3GridFFN``, deepmd-kit's ``so3_readout``) the residual is ``grid(x)[:, 0]`` on the full
+    node features ``x`` instead of the scalar GLU.
+
     Args:
         channels: C.
         hidden: width of the residual GLU (``W1: C -> 2 hidden``).
         fitting_hidden: width of the fitting net's GLU layer (``W3: C -> 2 fitting_hidden``).
     """
 
-    def __init__(self, channels: int, hidden: int, fitting_hidden: int) -> None:
+    def __init__(self, channels: int, hidden: int, fitting_hidden: int, grid: nn.Module | None = None) -> None:
         super().__init__()
-        self.lift = nn.Linear(channels, 2 * hidden, bias=False)
-        self.project = nn.Linear(hidden, channels, bias=False)
-        nn.init.zeros_(self.project.weight)  # the residual starts as the identity
+        self.grid = grid
+        if grid is None:
+            self.lift = nn.Linear(channels, 2 * hidden, bias=False)
+            self.project = nn.Linear(hidden, channels, bias=False)
+            nn.init.zeros_(self.project.weight)  # the residual starts as the identity
         self.fitting = nn.Linear(channels, 2 * fitting_hidden)
         self.head = nn.Linear(fitting_hidden, 1, bias=False)
 
-    def forward(self, scalars: torch.Tensor) -> torch.Tensor:
-        descriptor = scalars + self.project(glu(self.lift(scalars)))
+    def forward(self, scalars: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        if self.grid is None:
+            descriptor = scalars + self.project(glu(self.lift(scalars)))
+        else:  # deepmd-kit's so3_readout: an SO(3)-grid FFN on every degree of ``features [N, P, C]``, its l = 0 row
+            descriptor = scalars + self.grid(features)[:, 0]
         return self.head(glu(self.fitting(descriptor))).squeeze(-1)

@@ -35,13 +35,22 @@ ZBL_COEFFICIENTS = (0.18175, 0.50986, 0.28022, 0.02817)
 ZBL_EXPONENTS = (3.19980, 0.94229, 0.40290, 0.20162)
 
 
-def zbl_potential(r: torch.Tensor, z_i: torch.Tensor, z_j: torch.Tensor) -> torch.Tensor:
-    """Untapered ZBL pair energy ``V(r)`` in eV; ``r [E]`` in A, ``z_i, z_j [E]`` atomic numbers (any dtype)."""
+# deepmd-kit DPA4's ZBL constants (its InnerPotential): rounded differently from the above.
+DEEPMD_ZBL = {"coulomb": 14.3996, "length": 0.88534 * 0.5291772109,
+              "coefficients": (0.18175, 0.50986, 0.28022, 0.028171), "exponents": (3.1998, 0.94229, 0.4029, 0.20162)}
+
+
+def zbl_potential(r: torch.Tensor, z_i: torch.Tensor, z_j: torch.Tensor, constants: dict | None = None
+                  ) -> torch.Tensor:
+    """Untapered ZBL pair energy ``V(r)`` in eV; ``r [E]`` in A, ``z_i, z_j [E]`` atomic numbers (any dtype);
+    ``constants``: ``DEEPMD_ZBL`` for deepmd-kit's, default dpa4's."""
+    c = constants or {"coulomb": COULOMB_EV_A, "length": ZBL_LENGTH_A, "coefficients": ZBL_COEFFICIENTS,
+                      "exponents": ZBL_EXPONENTS}
     zi, zj = z_i.to(r.dtype), z_j.to(r.dtype)
-    a = ZBL_LENGTH_A / (zi**0.23 + zj**0.23)
+    a = c["length"] / (zi**0.23 + zj**0.23)
     x = r / a
-    phi = sum(c * torch.exp(-e * x) for c, e in zip(ZBL_COEFFICIENTS, ZBL_EXPONENTS))
-    return COULOMB_EV_A * zi * zj / r * phi
+    phi = sum(k * torch.exp(-e * x) for k, e in zip(c["coefficients"], c["exponents"]))
+    return c["coulomb"] * zi * zj / r * phi
 
 
 class ZBL(nn.Module):
@@ -53,13 +62,14 @@ class ZBL(nn.Module):
         taper_end: the taper's end as a fraction of the covalent-radius sum (see the module docstring).
     """
 
-    def __init__(self, cutoff: float, r_min: float = 0.8, taper_end: float = 1.0) -> None:
+    def __init__(self, cutoff: float, r_min: float = 0.8, taper_end: float = 1.0, style: str = "dpa4") -> None:
         super().__init__()
         if not 0.0 < r_min < cutoff:
             raise ValueError(f"ZBL needs 0 < r_min < cutoff, got r_min={r_min}, cutoff={cutoff}")
         if not taper_end > 0.0:
             raise ValueError(f"ZBL needs taper_end > 0, got {taper_end}")
         self.cutoff, self.r_min, self.taper_end = float(cutoff), float(r_min), float(taper_end)
+        self.style = style  # "deepmd": deepmd-kit's ZBL, untapered (every neighbour), its constants, in float64
         # persistent=False: a constant table, not a learned weight; kept out of checkpoints.
         self.register_buffer("covalent_radii", torch.tensor(covalent_radii, dtype=torch.float32), persistent=False)
 
@@ -76,5 +86,8 @@ class ZBL(nn.Module):
                 n_atoms: int) -> torch.Tensor:
         """Per-atom ZBL energies ``[N]`` from true edge lengths ``r [E]`` (A); each pair is listed twice."""
         z_i, z_j = numbers[edge_dst], numbers[edge_src]
-        pair = zbl_potential(r, z_i, z_j) * self.taper(r, z_i, z_j)
+        if self.style == "deepmd":
+            pair = zbl_potential(r.double(), z_i, z_j, DEEPMD_ZBL).to(r.dtype)
+        else:
+            pair = zbl_potential(r, z_i, z_j) * self.taper(r, z_i, z_j)
         return torch.zeros(n_atoms, dtype=r.dtype, device=r.device).index_add(0, edge_dst, 0.5 * pair)

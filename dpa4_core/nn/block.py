@@ -22,6 +22,7 @@ from dpa4_core.layout import degree_of_packed
 from dpa4_core.nn.attention import EnvelopeAttention
 from dpa4_core.nn.ffn import GatedFFN, WignerBilinearFFN
 from dpa4_core.nn.ffn_s2 import SphereProductFFN
+from dpa4_core.nn.ffn_so3 import SO3GridFFN
 from dpa4_core.nn.linear import DegreeLinear
 from dpa4_core.nn.norm import EquivariantRMSNorm, ScalarNorm
 from dpa4_core.nn.scatter import scatter_sum
@@ -95,12 +96,14 @@ class InteractionBlock(nn.Module):
 
     @staticmethod
     def make_ffn(channels: int, lmax: int, ffn: str, ffn_hidden: int, kmax: int,
-                 ffn_scalar_hidden: int | None) -> nn.Module:
+                 ffn_scalar_hidden: int | None, grid_branches: int = 1) -> nn.Module:
         """The FFN named by ``DPA4Config.ffn``."""
         if ffn == "bilinear":
             return WignerBilinearFFN(channels, ffn_hidden, lmax, kmax, ffn_scalar_hidden)
         if ffn == "s2":
             return SphereProductFFN(channels, ffn_hidden, lmax)
+        if ffn.startswith("so3_"):
+            return SO3GridFFN(channels, ffn_hidden, lmax, kmax, ffn[4:], grid_branches)
         return GatedFFN(channels, ffn_hidden, lmax)
 
     def forward(self, x: torch.Tensor, cache: EdgeCache, rho0: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """deepmd-kit DPA4's interaction block (``DPA4Config.block = "deepmd"``), for its checkpoints.
 
-``x <- x + Norm_eps=1(Conv(x))``, then ``x <- x + FFN(Norm_eps=1e-5(x))`` (no norm before the convolution). Conv,
+``x <- x + Norm_eps=1(Conv(x))``, then ``x <- x + FFN(Norm_eps=1e-5(x))`` (no norm before the convolution;
+``ffn_blocks`` such FFN sub-blocks in turn, each with its own norm). Conv,
 per edge j -> i, with every weight as deepmd-kit stores it:
 
 1. ``h = Pre(x)`` degree-wise (``pre_focus_mix``), rotated into the edge frame and truncated to ``|m| <= M``.
@@ -11,8 +12,10 @@ per edge j -> i, with every weight as deepmd-kit stores it:
    others, on every layer but the last (none there).
 4. Rotate back, rescale degrees ``l > M`` by ``sqrt((2l+1)/(2M+1))``.
 5. Attention: logits ``<Q n(h_0,i), K n(h_0,j)> / sqrt(d) + W_r rho_0`` (``n``: uncentred RMS norm with scale, of
-   the pre-mixed scalars), weights ``E_5^2 e^l / (sum E_5^2 e^l + softplus(z) + 1e-7)`` per destination; output
-   gate ``sigmoid(W_g n'(h_0,i))`` per head; then ``Post`` degree-wise (``post_focus_mix``).
+   the pre-mixed scalars), weights ``a e^l / (sum a e^l + softplus(z) + 1e-7)`` per destination with
+   ``a = E_5^2 eta_src`` (``eta`` the bridging source gate, 1 without bridging); output
+   gate ``sigmoid(W_g n'(h_0,i))`` per head; optionally ``+ SO3CrossGrid(out, h)`` (``message_node_so3``,
+   ``dpa4_core/nn/ffn_so3.py``); then ``Post`` degree-wise (``post_focus_mix``).
 
 deepmd-kit's local frame uses its real-harmonic signs: the kept rows carry the sign map ``S_K`` of
 :func:`dpa4_core.io.deepmd_weights.sh_signs` around steps 2-3 so the stored weights are used as they are.
@@ -36,38 +39,51 @@ EPS = 1e-7  # deepmd-kit's descriptor eps: RMS norms of the attention scalars, t
 
 
 def _rms(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * torch.rsqrt(x.square().mean(dim=-1, keepdim=True) + EPS) * scale
+    """Uncentred RMS norm over the last axis of ``[..., F, C]`` (one norm per focus), scale ``[F * C]``."""
+    return x * torch.rsqrt(x.square().mean(dim=-1, keepdim=True) + EPS) * scale.view(x.shape[-2:])
 
 
 class DeepmdConvolution(nn.Module):
     """``x [N, P, C]`` (dpa4 signs) + edge cache + ``rho [E, L+1, C]`` -> message ``[N, P, C]``.
 
-    Args: channels C, lmax L, mmax M, layers S (``mixing_layers``), heads (``n_atten_head``), rank R.
+    Args: channels C, lmax L, mmax M, layers S (``mixing_layers``), heads (``n_atten_head``), rank R, foci F
+    (``n_focus``; every step after ``Pre`` runs on ``F`` streams of C channels, ``W = F C``).
+
+    With ``F > 1`` (deepmd-kit's ``n_focus``): the radial features are projected ``C -> W`` before the mixer;
+    the SO(2) layers, gates and attention (``F x heads``) act per stream; after the SO(2) layers each stream is
+    scaled by its competition weight ``0.98 softmax_f(<x_f,00, w_f>) + 0.01/F`` (``x_f,00`` the stream's l = 0,
+    m = 0 row after the mixer); ``Post`` maps ``W -> C``.
     """
 
-    def __init__(self, channels: int, lmax: int, mmax: int, layers: int, heads: int, rank: int) -> None:
+    def __init__(self, channels: int, lmax: int, mmax: int, layers: int, heads: int, rank: int,
+                 message_node: nn.Module | None = None, focus: int = 1) -> None:
         super().__init__()
+        self.message_node = message_node  # SO3CrossGrid (message_node_so3) between aggregation and Post
+        self.focus, wide = focus, focus * channels
+        self.radial_proj = nn.Linear(channels, wide, bias=False) if focus > 1 else None
+        self.compete = nn.Parameter(torch.zeros(channels, focus)) if focus > 1 else None
         self.channels, self.lmax, self.heads = channels, lmax, heads
         packed, degrees, orders = kept_layout(lmax, mmax)
         self.n_kept, self.n_m0 = len(packed), lmax + 1
         self.blocks = [(lmax + 1 + 2 * sum(lmax - k + 1 for k in range(1, m)), lmax - m + 1) for m in range(1, mmax + 1)]
-        self.pre_mix = DegreeLinear(channels, channels, lmax)
-        self.post_mix = DegreeLinear(channels, channels, lmax, zero_init=True)
+        self.pre_mix = DegreeLinear(channels, wide, lmax)
+        self.post_mix = DegreeLinear(wide, channels, lmax, zero_init=True)
         kernel = sum((lmax - m + 1) ** 2 for m in range(mmax + 1))
-        self.mixer = nn.Parameter(torch.zeros((lmax + 1) * channels, kernel * rank))
-        self.channel_basis = nn.Parameter(torch.ones(rank, channels))
-        self.weight_m0 = nn.ParameterList(nn.Parameter(torch.zeros(self.n_m0 * channels, self.n_m0 * channels))
+        self.mixer = nn.Parameter(torch.zeros((lmax + 1) * wide, kernel * rank))
+        self.channel_basis = nn.Parameter(torch.ones(rank, wide))
+        # per focus f: the columns [f * out, (f + 1) * out) (deepmd-kit's (in, F, out) layout)
+        self.weight_m0 = nn.ParameterList(nn.Parameter(torch.zeros(self.n_m0 * channels, focus * self.n_m0 * channels))
                                           for _ in range(layers))
-        self.weight_m = nn.ParameterList(
-            nn.Parameter(torch.zeros(n * channels, 2 * n * channels)) for _ in range(layers) for _, n in self.blocks)
-        self.gates = nn.ModuleList(nn.Linear(channels, lmax * channels, bias=False) for _ in range(layers - 1))
-        self.qk_scale = nn.Parameter(torch.ones(channels))
-        self.query = nn.Linear(channels, channels, bias=False)
-        self.key = nn.Linear(channels, channels, bias=False)
-        self.logit_radial = nn.Parameter(torch.zeros(channels, heads))
-        self.null_raw = nn.Parameter(torch.zeros(heads))
-        self.gate_scale = nn.Parameter(torch.ones(channels))
-        self.gate_weight = nn.Parameter(torch.zeros(channels, heads))
+        self.weight_m = nn.ParameterList(nn.Parameter(torch.zeros(n * channels, focus * 2 * n * channels))
+                                         for _ in range(layers) for _, n in self.blocks)
+        self.gates = nn.ModuleList(nn.Linear(channels, focus * lmax * channels, bias=False) for _ in range(layers - 1))
+        self.qk_scale = nn.Parameter(torch.ones(wide))
+        self.query = nn.Linear(channels, wide, bias=False)  # rows f * C + o: stream f's map
+        self.key = nn.Linear(channels, wide, bias=False)
+        self.logit_radial = nn.Parameter(torch.zeros(channels, focus * heads))
+        self.null_raw = nn.Parameter(torch.zeros(focus * heads))
+        self.gate_scale = nn.Parameter(torch.ones(wide))
+        self.gate_weight = nn.Parameter(torch.zeros(channels, focus * heads))
         sign_k = [(-1.0) ** abs(m) * (1.0 if m >= 0 else -1.0) if m else 1.0 for m in orders]
         self.register_buffer("sign_k", torch.tensor(sign_k, dtype=torch.float64), persistent=False)
         self.register_buffer("kept_degree", torch.tensor(degrees), persistent=False)
@@ -91,22 +107,31 @@ class DeepmdConvolution(nn.Module):
         return torch.einsum("eoir,eic,rc->eoc", kernel, x, self.channel_basis)
 
     def _so2(self, x: torch.Tensor, layer: int) -> torch.Tensor:
-        n_edges, c = x.shape[0], self.channels
-        m0 = x[:, :self.n_m0].reshape(n_edges, -1) @ self.weight_m0[layer]
-        parts = [m0.view(n_edges, self.n_m0, c)]
-        negs, poss = [], []
+        """One SO(2) layer on ``x [E, K, W]``, each focus stream with its own weights."""
+        n_edges, c, f = x.shape[0], self.channels, self.focus
+        streams = x.view(n_edges, -1, f, c)
+
+        def per_focus(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # [E, n, F, C] -> [E, F, out]
+            flat = rows.permute(0, 2, 1, 3).reshape(n_edges, f, -1)
+            return torch.einsum("efi,ifo->efo", flat, weight.view(weight.shape[0], f, -1))
+
+        def as_rows(values: torch.Tensor, n: int) -> torch.Tensor:  # [E, F, n C] -> [E, n, W]
+            return values.view(n_edges, f, n, c).permute(0, 2, 1, 3).reshape(n_edges, n, f * c)
+
+        parts = [as_rows(per_focus(streams[:, :self.n_m0], self.weight_m0[layer]), self.n_m0)]
         for index, (start, n) in enumerate(self.blocks):
-            w = self.weight_m[layer * len(self.blocks) + index]
-            w_u, w_v = w[:, :n * c], w[:, n * c:]
-            neg, pos = x[:, start:start + n].reshape(n_edges, -1), x[:, start + n:start + 2 * n].reshape(n_edges, -1)
-            negs.append((neg @ w_u - pos @ w_v).view(n_edges, n, c))
-            poss.append((neg @ w_v + pos @ w_u).view(n_edges, n, c))
-        for neg, pos in zip(negs, poss):
-            parts += [neg, pos]
+            w = self.weight_m[layer * len(self.blocks) + index].view(n * c, f, 2, n * c)
+            w_u, w_v = w[:, :, 0].reshape(n * c, -1), w[:, :, 1].reshape(n * c, -1)
+            neg, pos = streams[:, start:start + n], streams[:, start + n:start + 2 * n]
+            parts += [as_rows(per_focus(neg, w_u) - per_focus(pos, w_v), n),
+                      as_rows(per_focus(neg, w_v) + per_focus(pos, w_u), n)]
         return torch.cat(parts, dim=1)
 
     def _activate(self, x: torch.Tensor, layer: int) -> torch.Tensor:
-        gates = torch.sigmoid(self.gates[layer](x[:, 0])).view(x.shape[0], self.lmax, self.channels)
+        n_edges, f, c = x.shape[0], self.focus, self.channels
+        weight = self.gates[layer].weight.view(f, self.lmax * c, c)  # per stream: C -> L C
+        logits = torch.einsum("efi,foi->efo", x[:, 0].view(n_edges, f, c), weight)
+        gates = torch.sigmoid(logits).view(n_edges, f, self.lmax, c).transpose(1, 2).reshape(n_edges, self.lmax, -1)
         rest = x[:, 1:] * gates[:, self.kept_degree[1:] - 1]
         return torch.cat([functional.silu(x[:, :1]), rest], dim=1)
 
@@ -116,24 +141,38 @@ class DeepmdConvolution(nn.Module):
         wigner = cache.wigner.to(h.dtype)
         sign_k = self.sign_k.to(h.dtype)[None, :, None]
         local = sign_k * torch.bmm(wigner, h[src])  # deepmd's local frame
-        local = self._mix(local, rho.to(h.dtype))  # the kernel reads every degree's radial features
+        rho = rho.to(h.dtype) if self.radial_proj is None else self.radial_proj(rho.to(h.dtype))  # [E, L+1, W]
+        local = self._mix(local, rho)  # the kernel reads every degree's radial features
+        f, c = self.focus, self.channels
+        compete = None if self.compete is None else local[:, 0].view(-1, f, c)  # the streams' l = 0, m = 0 rows
         layers = len(self.weight_m0)
         for layer in range(layers):
             update = self._so2(local, layer)
             local = local + (self._activate(update, layer) if layer < layers - 1 else update)
+        if compete is not None:  # deepmd-kit's focus competition (softmax over streams, label smoothing 0.02)
+            alpha = torch.softmax(torch.einsum("efi,if->ef", compete, self.compete), dim=1) * 0.98 + 0.02 / f
+            local = (local.view(local.shape[0], -1, f, c) * alpha[:, None, :, None]).view(local.shape)
         message = torch.bmm(wigner.transpose(1, 2), sign_k * local) * self.xi.to(h.dtype)[None, :, None]
-        scalars = h[:, 0]
+        scalars = h[:, 0].view(-1, f, c)
         qk = _rms(scalars, self.qk_scale)
-        head_dim = self.channels // self.heads
-        logits = (self.query(qk)[dst] * self.key(qk)[src]).view(-1, self.heads, head_dim).sum(-1) / math.sqrt(head_dim)
-        logits = logits + rho[:, 0].to(h.dtype) @ self.logit_radial
-        mass = cache.envelope.to(h.dtype)[:, None] ** 2 * torch.exp(logits - logits.max())
+        head_dim = c // self.heads
+
+        def per_focus(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:  # [N, F, C] -> [N, F, C]
+            return torch.einsum("nfi,foi->nfo", x, linear.weight.view(f, c, c))
+        query, key = per_focus(qk, self.query), per_focus(qk, self.key)
+        logits = (query[dst] * key[src]).view(-1, f * self.heads, head_dim).sum(-1) / math.sqrt(head_dim)
+        radial = torch.einsum("efi,ifh->efh", rho[:, 0].view(-1, f, c), self.logit_radial.view(c, f, self.heads))
+        logits = logits + radial.reshape(-1, f * self.heads)
+        source = (cache.envelope ** 2 * cache.gate[src]).to(h.dtype)[:, None]  # E_5^2 eta_src (bridging)
+        mass = source * torch.exp(logits - logits.max())
         null = (functional.softplus(self.null_raw) + EPS) * torch.exp(-logits.max())
         alpha = mass / (scatter_sum(mass, dst, n_atoms) + null)[dst]
-        weighted = message.view(message.shape[0], -1, self.heads, head_dim) * alpha[:, None, :, None]
+        weighted = message.view(message.shape[0], -1, f * self.heads, head_dim) * alpha[:, None, :, None]
         out = scatter_sum(weighted, dst, n_atoms)
-        gate = torch.sigmoid(_rms(scalars, self.gate_scale) @ self.gate_weight)
-        out = (out * gate[:, None, :, None]).reshape(n_atoms, -1, self.channels)
+        gate = torch.einsum("nfi,ifh->nfh", _rms(scalars, self.gate_scale), self.gate_weight.view(c, f, self.heads))
+        out = (out * torch.sigmoid(gate).reshape(n_atoms, 1, -1, 1)).reshape(n_atoms, -1, f * c)
+        if self.message_node is not None:
+            out = out + self.message_node(out, h)
         return self.post_mix(out)
 
 
@@ -144,15 +183,22 @@ class DeepmdBlock(nn.Module):
     """
 
     def __init__(self, channels: int, lmax: int, mmax: int, layers: int, heads: int, rank: int,
-                 ffn: nn.Module) -> None:
+                 ffn: nn.Module, message_node: nn.Module | None = None, extra_ffns: list[nn.Module] | None = None,
+                 message_eps: float = 1.0, focus: int = 1) -> None:
         super().__init__()
         from dpa4_core.nn.norm import EquivariantRMSNorm
 
-        self.conv = DeepmdConvolution(channels, lmax, mmax, layers, heads, rank)
-        self.message_norm = EquivariantRMSNorm(channels, lmax, eps=1.0)
+        self.conv = DeepmdConvolution(channels, lmax, mmax, layers, heads, rank, message_node, focus)
+        self.message_norm = EquivariantRMSNorm(channels, lmax, eps=message_eps)  # 1e-5 with deepmd's edge_norm
         self.ffn_norm = EquivariantRMSNorm(channels, lmax, eps=1e-5)
         self.ffn = ffn
+        # deepmd-kit's ffn_blocks > 1: more residual FFN sub-blocks, each with its own norm, after the first
+        self.extra_ffns = nn.ModuleList(extra_ffns or [])
+        self.extra_ffn_norms = nn.ModuleList(EquivariantRMSNorm(channels, lmax, eps=1e-5) for _ in self.extra_ffns)
 
     def forward(self, x: torch.Tensor, cache: EdgeCache, rho: torch.Tensor) -> torch.Tensor:
         x = x + self.message_norm(self.conv(x, cache, rho)).to(x.dtype)
-        return x + self.ffn(self.ffn_norm(x)).to(x.dtype)
+        x = x + self.ffn(self.ffn_norm(x)).to(x.dtype)
+        for norm, ffn in zip(self.extra_ffn_norms, self.extra_ffns):
+            x = x + ffn(norm(x)).to(x.dtype)
+        return x

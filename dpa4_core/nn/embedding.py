@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from dpa4_core.geometry.edge_cache import EdgeCache
-from dpa4_core.nn.norm import ScalarNorm
+from dpa4_core.nn.norm import RMSNorm, ScalarNorm
 from dpa4_core.nn.scatter import scatter_sum
 
 
@@ -33,12 +33,14 @@ class NodeEmbedding(nn.Module):
         scalar_density: add ``n_i sum_j eta_j rho_ij,0`` to the l = 0 features (``DPA4Config.scalar_density``).
         deepmd_filter: deepmd-kit's environment filter and FiLM (``DPA4Config.embedding = "deepmd"``): ``g =
             W2 SiLU(W1 [R2 SiLU(R1 phi), T_env[Z_src], T_env[Z_dst]])`` without biases, widths ``env_radial_dim``,
-            ``env_type_dim``, ``env_hidden``; logits without bias or norm; one scale and one shift strength.
+            ``env_type_dim``, ``env_hidden``; logits without bias, uncentred RMS-normed with ``film_norm``
+            (deepmd-kit's ``edge_norm``); one scale and one shift strength.
     """
 
     def __init__(self, channels: int, lmax: int, n_radial: int, env_dim: int, env_axis: int,
                  n_elements: int = 119, scalar_density: bool = True, deepmd_filter: bool = False,
-                 env_type_dim: int = 8, env_radial_dim: int = 32, env_hidden: int = 64) -> None:
+                 env_type_dim: int = 8, env_radial_dim: int = 32, env_hidden: int = 64, film_norm: bool = False
+                 ) -> None:
         super().__init__()
         self.scalar_density, self.deepmd_filter = scalar_density, deepmd_filter
         self.channels, self.lmax, self.env_dim, self.env_axis = channels, lmax, env_dim, env_axis
@@ -51,7 +53,7 @@ class NodeEmbedding(nn.Module):
             self.filter_mlp = nn.Sequential(nn.Linear(env_radial_dim + 2 * env_type_dim, env_hidden, bias=False),
                                             nn.SiLU(), nn.Linear(env_hidden, env_dim, bias=False))
             self.film = nn.Linear(env_dim * env_axis, 2 * channels, bias=False)
-            self.film_norm = nn.Identity()
+            self.film_norm = RMSNorm((2, channels)) if film_norm else nn.Identity()  # deepmd-kit's edge_norm
             self.log_scale = nn.Parameter(torch.full((2, 1), math.log(0.01)))
             return
         self.filter_radial = nn.Sequential(nn.Linear(n_radial, env_dim), nn.SiLU(), nn.Linear(env_dim, env_dim))

@@ -70,3 +70,21 @@ class ScalarNorm(nn.Module):
             if self.weight is not None:
                 x = x * self.weight.to(x.dtype) + self.bias.to(x.dtype)
             return x
+
+
+class RMSNorm(nn.Module):
+    """Uncentred RMS norm over the last axis with a learnable scale of shape ``shape`` (deepmd-kit DPA4's
+    ``edge_norm`` norms): ``x / sqrt(mean(x^2) + eps) * scale``.
+
+    Args:
+        shape: scale shape, ``(C,)`` or ``(rows, C)`` (one scale per row of ``[..., rows, C]`` inputs).
+        eps: added to the mean square (deepmd-kit's descriptor eps, 1e-7).
+    """
+
+    def __init__(self, shape: tuple[int, ...], eps: float = 1e-7) -> None:
+        super().__init__()
+        self.eps = float(eps)
+        self.scale = nn.Parameter(torch.ones(shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.square().mean(dim=-1, keepdim=True) + self.eps) * self.scale.to(x.dtype)

@@ -13,6 +13,7 @@ results are float64 NumPy arrays in eV, eV/A and eV/A^3 (ASE stress sign).
 """
 
 from dpa4_core.testing.derivatives import (
+    assert_conservative,
     energy_along_path,
     finite_difference_forces,
     finite_difference_stress,
@@ -35,6 +36,7 @@ from dpa4_core.testing.symmetry import (
 __all__ = [
     "LennardJones",
     "assert_close",
+    "assert_conservative",
     "assert_permutation_equivariant",
     "assert_rotation_equivariant",
     "assert_translation_invariant",

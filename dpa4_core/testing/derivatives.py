@@ -13,6 +13,7 @@ from ase import Atoms
 
 from dpa4_core.data.batch import validate_atoms
 from dpa4_core.testing.predict import predict
+from dpa4_core.testing.symmetry import assert_close
 
 
 def finite_difference_forces(
@@ -105,3 +106,12 @@ def path_consistency_error(steps: np.ndarray, energy: np.ndarray, slope: np.ndar
     h = spacing[0]
     central = (8 * (energy[3:-1] - energy[1:-3]) - (energy[4:] - energy[:-4])) / (12 * h)
     return float(np.abs(slope[2:-2] - central).max())
+
+
+def assert_conservative(model, atoms: Atoms, indices: Sequence[int], force_rtol: float = 1e-6,
+                        stress_rtol: float = 1e-5) -> None:
+    """The model's forces on ``indices`` and its stress equal central finite differences of its energy."""
+    out = predict(model, atoms)
+    assert_close(out["forces"][list(indices)], finite_difference_forces(model, atoms, indices=indices),
+                 rtol=force_rtol, name="forces")
+    assert_close(out["stress"][0], finite_difference_stress(model, atoms), rtol=stress_rtol, name="stress")

@@ -41,6 +41,7 @@ import torch._dynamo
 from torch import nn
 
 from dpa4_core.model.derivatives import forces_and_virial, forces_and_virial_from_gradient, stress_from_virial
+from dpa4_core.model.domain import check_neighbor_cap
 from dpa4_core.train.trace import AtomEnergyModule, bf16_autocast, trace_energy_and_edge_gradient, trace_sample
 
 if TYPE_CHECKING:
@@ -154,6 +155,8 @@ class Predictor:
         return out
 
     def __call__(self, batch: AtomsBatch) -> dict[str, torch.Tensor]:
+        config = getattr(self.model, "config", None)
+        check_neighbor_cap(getattr(config, "neighbor_cap", 0), batch.edge_dst, batch.n_atoms)
         edge_vec = batch.edge_vectors()
         edge_frame = batch.frame[batch.edge_dst]
         compiled = None

@@ -88,3 +88,26 @@ def test_frozen_pt2_programs_are_refused_with_a_message(tmp_path):
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match=r"\.pt2"):
         read_deepmd_checkpoint(path)
+
+
+def test_load_checkpoint_takes_a_head_of_a_multitask_file(tmp_path):
+    import numpy as np
+
+    from dpa4_core.io.checkpoint import save_checkpoint
+
+    from dpa4_core.testing import predict
+    from _vendored import read_vendored
+
+    alloy, other = load_checkpoint(MULTI, head="MoNbW"), load_checkpoint(MULTI, head="Other")  # alias and name
+    assert read_checkpoint(MULTI, head="monbw").metadata["deepmd_head"] == "Alloy"
+    assert alloy.config.channels == 4 and alloy.trained_elements == [41, 42, 74]
+    atoms = read_vendored("maml_MoNbTaW", "NbMo_SS.json.gz", index=0)
+    energies = [float(np.asarray(predict(model, atoms)["energy"]).reshape(-1)[0]) for model in (alloy, other)]
+    assert np.isfinite(energies).all() and abs(energies[0] - energies[1]) > 1e-6  # two different heads
+    with pytest.raises(CheckpointError, match="no head 'Nope'"):
+        load_checkpoint(MULTI, head="Nope")
+    with pytest.raises(CheckpointError, match="single-task .* no head 'Alloy'"):
+        load_checkpoint(SINGLE, head="Alloy")
+    native = save_checkpoint(alloy, tmp_path / "native.pt")
+    with pytest.raises(CheckpointError, match="head= applies to multi-task deepmd-kit files only"):
+        load_checkpoint(native, head="Alloy")

@@ -22,9 +22,10 @@ from _vendored import read_vendored
 
 SINGLE = Path(__file__).resolve().parents[1] / "fixtures" / "deepmd" / "dpa4_tiny.pt"
 # Options of the released checkpoints (and others) that dpa4 does not reproduce yet.
-UNSUPPORTED = {"edge_norm": True, "message_node_so3": True, "ffn_so3_grid": True, "grid_branch": [0, 0, 1],
-               "so3_readout": "mlp", "n_focus": 2, "ffn_blocks": 2, "exclude_types": [[0, 1]],
-               "add_chg_spin_ebd": True}
+# (edge_norm, message_node_so3, ffn_so3_grid + grid_branch [0, 0, 1], so3_readout "mlp", ffn_blocks, n_focus load
+# since phase 2:
+# tests/core/test_deepmd_released_options.py)
+UNSUPPORTED = {"node_wise_so3": True, "exclude_types": [[0, 1]], "add_chg_spin_ebd": True, "so3_readout": "glu"}
 
 
 def _unreproduced(section: str, options: dict, sizes: dict, no_effect: frozenset, accepted: dict) -> list[str]:
@@ -52,7 +53,7 @@ def _released_options(state: dict) -> None:
     params = state["_extra_state"]["model_params"]
     params["descriptor"].update(UNSUPPORTED)
     params["fitting_net"]["numb_fparam"] = 2
-    params["bridging_method"] = "zbl"
+    params["bridging_method"] = "lj"  # (bridging "zbl" loads since phase 2)
 
 
 @pytest.fixture
@@ -65,7 +66,8 @@ def test_refusal_names_every_unreproduced_option_with_its_value(unsupported):
     expected = (_unreproduced("", checkpoint.model_params, opts.MODEL_SIZES, opts.MODEL_NO_EFFECT,
                               opts.MODEL_ACCEPTED)
                 + _unreproduced("descriptor", checkpoint.descriptor, opts.DESCRIPTOR_SIZES,
-                                opts.DESCRIPTOR_NO_EFFECT, opts.DESCRIPTOR_ACCEPTED)
+                                opts.DESCRIPTOR_NO_EFFECT | opts.DESCRIPTOR_READ_OFF_WEIGHTS | opts.DESCRIPTOR_GRID,
+                                opts.DESCRIPTOR_ACCEPTED)
                 + _unreproduced("fitting_net", checkpoint.fitting_net, {}, opts.FITTING_NO_EFFECT,
                                 opts.FITTING_ACCEPTED))
     assert len(expected) == len(UNSUPPORTED) + 2  # every switched-on option is one dpa4 lacks
@@ -79,7 +81,7 @@ def test_refusal_names_every_unreproduced_option_with_its_value(unsupported):
 
 @pytest.mark.parametrize("load", ["calculator", "relax_batch", "load_for_inference"])
 def test_every_entry_point_refuses_an_unsupported_deepmd_checkpoint(load, unsupported):
-    with pytest.raises(CheckpointError, match="descriptor.edge_norm=True"):
+    with pytest.raises(CheckpointError, match="descriptor.node_wise_so3=True"):
         if load == "calculator":
             DPA4Calculator.from_checkpoint(unsupported, dtype="float64")
         elif load == "relax_batch":
@@ -100,12 +102,12 @@ def test_an_option_unknown_to_dpa4_is_refused_by_name(tmp_path):
 def test_a_feature_dpa4_lacks_is_refused_when_switched_on(tmp_path):
     def switch_on(state):
         params = state["_extra_state"]["model_params"]
-        params["descriptor"].update(n_focus=2, exclude_types=[[0, 1]], add_chg_spin_ebd=True)
+        params["descriptor"].update(node_wise_so3=True, exclude_types=[[0, 1]], add_chg_spin_ebd=True)
         params["fitting_net"]["numb_fparam"] = 2
         params["lora"] = {"rank": 4, "alpha": None}
         state["model.Default.atomic_model.descriptor.blocks.0.so2_conv.so2_linears.0.A_m.0"] = torch.zeros(2, 2)
     message = _refusal(_edited(tmp_path, switch_on))
-    for item in ["descriptor.n_focus=2 (dpa4 implements only 1 yet)", "descriptor.exclude_types=[[0, 1]]",
+    for item in ["descriptor.node_wise_so3=True (dpa4 implements only False yet)", "descriptor.exclude_types=[[0, 1]]",
                  "descriptor.add_chg_spin_ebd=True", "fitting_net.numb_fparam=2",
                  "lora={'rank': 4, 'alpha': None}", "LoRA adapter weights not folded"]:
         assert item in message, item
@@ -125,7 +127,9 @@ def test_the_fixture_options_are_all_reproduced_and_map_onto_dpa4config():
                              "embedding": "deepmd", "block": "deepmd", "readout": "deepmd", "degree_switch": False,
                              "scalar_density": False, "zbl": False, "bridging": False, "radial_hidden": 8,
                              "env_radial_dim": 32, "env_type_dim": 8, "env_hidden": 48, "env_dim": 8, "env_axis": 4,
-                             "ffn_hidden": 32, "ffn": "s2", "readout_hidden": 32}
+                             "ffn_hidden": 32, "ffn": "s2", "readout_hidden": 32, "readout_grid": "none",
+                             "message_node_so3": False, "ffn_blocks": 1, "edge_norm": False,
+                             "neighbor_cap": 64, "n_focus": 1}
 
 
 def test_dpa4_eval_refuses_an_unsupported_deepmd_checkpoint_in_one_line(tmp_path, capsys, unsupported):
@@ -137,4 +141,4 @@ def test_dpa4_eval_refuses_an_unsupported_deepmd_checkpoint_in_one_line(tmp_path
     write(frames, read_vendored("maml_MoNbTaW", "NbMo_SS.json.gz", index=0))
     assert main(["eval", str(unsupported), str(frames)]) == 2
     error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and "descriptor.message_node_so3=True" in error[0]
+    assert len(error) == 1 and "descriptor.node_wise_so3=True" in error[0]

@@ -44,5 +44,5 @@ def test_model_with_s2_ffn_is_rotation_equivariant():
 
 
 def test_unknown_ffn_is_refused():
-    with pytest.raises(ConfigError, match="'bilinear', 'gated' or 's2'"):
+    with pytest.raises(ConfigError, match="ffn must be one of .*'s2', 'so3_glu'"):
         DPA4Config(ffn="s3")
