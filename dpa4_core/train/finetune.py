@@ -2,7 +2,9 @@
 
 Steps: load the base checkpoint; measure its errors on the user's validation split ("base"); refit the energy
 bias on the new training data (least squares of the base model's energy residuals on composition, so a new
-element or a different DFT reference energy is absorbed by the bias); measure again ("base_refit"); optionally
+element or a different DFT reference energy is absorbed by the bias); measure again ("base_refit"). A base model
+with an isolated-atom reference (``bias.method: e0``: ``energy_bias`` = E0, a non-zero ``energy_shift``) keeps E0:
+the residuals of its periodic frames go to the cohesive shift instead, so a free atom stays at E0; optionally
 freeze the embedding and the first ``freeze_blocks`` interaction blocks; train with the fine-tuning learning rate.
 New elements need no special handling: the type embeddings are indexed by atomic number (1..118).
 
@@ -52,7 +54,11 @@ def predicted_energies(model, dataset: FrameDataset, batch_size: int = 8) -> np.
 def refit_bias(model, dataset: FrameDataset, batch_size: int = 8) -> np.ndarray:
     """Shift the per-element bias so the model's mean energy error on ``dataset`` is least squares on composition.
 
-    Returns the change ``delta [119]`` (eV) added to ``model.energy_bias``.
+    A model with an E0 reference (non-zero ``energy_shift``) keeps ``energy_bias`` = E0: the fit uses the
+    periodic frames only (as ``set_e0_reference`` does) and goes to ``energy_shift``, which the network's switch
+    multiplies (about 1 in a bulk, 0 for a free atom), so the isolated-atom energy is unchanged.
+
+    Returns the change ``delta [119]`` (eV) added to ``model.energy_bias`` (or to ``model.energy_shift``).
     """
     was_training = model.training
     model.eval()
@@ -65,9 +71,22 @@ def refit_bias(model, dataset: FrameDataset, batch_size: int = 8) -> np.ndarray:
     check_energy_scale(dataset.energy[known], predicted[known], dataset.n_atoms[known],
                        where=f"fine-tuning data ({', '.join(dataset.group_names[:3])})")
     residual = dataset.energy - predicted
+    if has_e0_reference(model):
+        bulk = np.flatnonzero(dataset.pbc.all(axis=1))
+        fit_on = bulk if bulk.size else np.arange(len(dataset))
+        delta = fit_composition_bias(dataset.subset(fit_on), residual[fit_on])
+        with torch.no_grad():
+            model.energy_shift.add_(torch.as_tensor(delta, dtype=model.energy_shift.dtype))
+        return delta
     delta = fit_composition_bias(dataset, residual)
     set_energy_bias(model, model.energy_bias.detach().double().cpu().numpy() + delta)
     return delta
+
+
+def has_e0_reference(model) -> bool:
+    """True for a model trained with ``bias.method: e0`` (its cohesive energy is in ``energy_shift``)."""
+    shift = getattr(model, "energy_shift", None)
+    return shift is not None and bool((shift != 0).any())
 
 
 def freeze_early_blocks(model: torch.nn.Module, n_blocks: int) -> list[str]:

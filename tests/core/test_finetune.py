@@ -4,6 +4,7 @@ reported on the same validation split."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -60,3 +61,25 @@ def test_finetune_needs_a_base_checkpoint(tmp_path):
         finetune({"data": {"train": [NB]}, **_common(tmp_path, "x")})
     with pytest.raises(FinetuneError, match="freeze_blocks=5"):
         finetune({"data": {"train": [NB]}, "freeze_blocks": 5, **_common(tmp_path, "y")}, model=small_model())
+
+
+def test_bias_refit_of_a_model_with_an_e0_reference_keeps_the_free_atom_at_e0():
+    """A model trained with ``bias.method: e0`` has energy_bias = E0 and its cohesive energy in energy_shift; the
+    fine-tuning refit must absorb the residuals without moving the isolated atom off E0."""
+    from dpa4_core.pretrained.physics import isolated_energy
+    from dpa4_core.train.finetune import predicted_energies, refit_bias
+    from dpa4_core.train.setup import set_e0_reference
+
+    data = load_dataset(MO)
+    model = small_model(dtype=torch.float64)
+    set_e0_reference(model, data, {"Mo": -4.607})
+    with torch.no_grad():
+        model.energy_shift[42] += 0.3  # a base model 0.3 eV/atom off on these data: the refit has work to do
+    model.eval()
+    before = np.abs(data.energy - predicted_energies(model, data)) / data.n_atoms
+    bias = model.energy_bias.clone()
+    refit_bias(model, data)
+    after = np.abs(data.energy - predicted_energies(model, data)) / data.n_atoms
+    assert after.mean() < 0.5 * before.mean()
+    torch.testing.assert_close(model.energy_bias, bias, rtol=0, atol=0)
+    assert isolated_energy(model, "Mo") == pytest.approx(-4.607, abs=1e-9)

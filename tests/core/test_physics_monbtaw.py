@@ -74,3 +74,20 @@ def test_shipped_model_binds_bcc_with_the_dft_cohesive_energy_and_rises_monotoni
         assert e_iso - e_bulk == pytest.approx(dft_cohesive, rel=0.10), el
         curve = physics.expansion_curve(model, el, a0, (1.0, 1.1, 1.25, 1.5, 1.73, 2.0, 2.5, 3.0, 4.0, 6.0, 10.0))
         assert np.all(np.diff(np.append(curve, e_iso)) >= -1e-4), (el, curve - e_iso)
+
+
+@pytest.mark.parametrize("name", E0_MODELS)
+def test_shipped_model_keeps_bcc_mechanically_stable(name):
+    """C' = (C11 - C12)/2 > 0 for bcc Nb, Mo, Ta, W (the DFT values are 49-165 GPa): the model's stresses on the
+    DFT ``{El}_Elastic`` cells, the same strain-stress fit as the DFT side (|strain| <= 2%)."""
+    model = load_for_inference(name, torch.float64)
+    c_prime = {}
+    for el in ELEMENTS:
+        frames = load_dataset(str(vendored("maml_MoNbTaW", f"{el}_Elastic.json.gz")))
+        ref = _reference(frames)
+        near = [i for i in range(len(frames))
+                if np.abs(physics.small_strain(frames.cell[i], frames.cell[ref])).max() <= 0.021]
+        stress = physics.stresses(model, [frames.atoms(i) for i in near])
+        c, _ = physics.strain_stress_fit(frames.cell[near], stress, frames.cell[ref])
+        c_prime[el] = physics.cubic_constants(c)["C'"]
+    assert all(v > 0 for v in c_prime.values()), {el: round(v, 1) for el, v in c_prime.items()}
