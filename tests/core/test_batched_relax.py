@@ -281,6 +281,7 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 40-50 s alone; a 2-core CI runner shared with other jobs took over 300 s
 def test_dpa4_tiny_matches_ase_fire_frechet_cell_filter_with_dpa4_calculator():
     """The required check: real DPA4 (tiny preset, seeded random weights) on real Mo-Nb, Ta-W and Si cells,
     batched against ASE FIRE + FrechetCellFilter + DPA4Calculator one at a time (float64 on both sides)."""

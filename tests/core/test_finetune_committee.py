@@ -34,8 +34,18 @@ def _weights(path) -> dict:
     return {k: v.clone() for k, v in load_checkpoint(path).state_dict().items()}
 
 
+def _max_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].numel())
+
+
 def _same(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    """Equal up to the round-off of multi-threaded sums (bit-identical with one thread; CI runs two)."""
+    return _max_difference(a, b) < 1e-6
+
+
+def _different(a: dict, b: dict) -> bool:
+    return _max_difference(a, b) > 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +67,8 @@ def test_each_seed_is_a_different_member_and_the_same_seed_the_same_one(committe
     assert [seed for seed, _ in results] == [0, 1]
     assert [r.checkpoint for _, r in results] == [out / "seed0" / "best.pt", out / "seed1" / "best.pt"]
     seed0, seed1 = (_weights(r.checkpoint) for _, r in results)
-    assert not _same(seed0, seed1)
-    assert not _same(seed0, _weights(base))
+    assert _different(seed0, seed1), _max_difference(seed0, seed1)
+    assert _different(seed0, _weights(base))
     # Every member is measured on the same validation frames (the split's seed is not the member's).
     assert results[0][1].metrics["valid"]["n_frames"] == results[1][1].metrics["valid"]["n_frames"] > 0
     again = finetune_committee(_config(tmp_path / "again", base), [0])
