@@ -35,7 +35,7 @@ class InvalidIndexKeyError(UnsupportedQueryError):
 
 
 def check_index_key(key: str) -> str:
-    if not isinstance(key, str) or not KEY_RE.match(key):
+    if not isinstance(key, str) or not KEY_RE.fullmatch(key):
         raise InvalidIndexKeyError(
             f"cannot index {key!r}: index keys are letters, digits and '_' joined by dots")
     return key
@@ -94,7 +94,7 @@ def prefilter(criteria: dict | None, table: str, indexed: set[str]) -> Prefilter
         return None
     found = {}
     for key, value in criteria.items():
-        if key in indexed and isinstance(key, str) and KEY_RE.match(key):
+        if key in indexed and isinstance(key, str) and KEY_RE.fullmatch(key):
             cand = _candidate(value)
             if cand is not None:
                 found[key] = cand

@@ -80,7 +80,7 @@ class SQLiteStore(Store):
     def __init__(self, database_path: str | Path, collection_name: str = "outputs",
                  indexes: list[str] | None = None, timeout: float = 120.0, read_only: bool = False,
                  **kwargs):
-        if not _NAME_RE.match(collection_name):
+        if not _NAME_RE.fullmatch(collection_name):
             raise InvalidStoreNameError(
                 f"collection_name must be a plain identifier, got {collection_name!r}")
         self.database_path = str(Path(database_path).expanduser().resolve())

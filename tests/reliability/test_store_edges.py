@@ -225,3 +225,15 @@ def test_old_store_files_open_and_answer(tmp_path):
     assert s.query_one({"formula": "Fe₂O₃"})["last_updated"] == datetime(2026, 1, 2, 3, 4, 5)
     s.update({"uuid": "a", "index": 2, "formula": "NiO₂"}, key=["uuid", "index"])
     assert s.count() == 2 and s.count({"formula": "NiO₂"}) == 1
+
+
+def test_names_that_reach_sql_text_are_whole_identifiers(tmp_path):
+    """Table names and index keys are the only text in SQL; a trailing newline must not slip past their grammar
+    (Python's ``$`` matches before a final newline)."""
+    from dpa4_flows.execution.sqlite_query import InvalidIndexKeyError, check_index_key
+
+    with pytest.raises(ValueError, match="plain identifier"):
+        SQLiteStore(tmp_path / "s.sqlite", "outputs\n")
+    with pytest.raises(InvalidIndexKeyError):
+        check_index_key("metadata.id\n")
+    assert check_index_key("metadata.id") == "metadata.id"
