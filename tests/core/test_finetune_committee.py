@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from dpa4_core.cli import main
 from dpa4_core.data.paths import vendored
