@@ -42,15 +42,6 @@ class RunMismatchError(ScreenInputError):
     """``out`` holds a run made with other candidates, model or options."""
 
 
-def resolve_model(model: str | Path) -> Path:
-    """A checkpoint path from a path or a shipped model's name ('starter')."""
-    from dpa4_core.pretrained import STARTER
-
-    if str(model) in ("starter", "dpa4-starter") and not Path(model).exists():
-        return STARTER
-    return Path(model)
-
-
 def model_elements(path: Path) -> list[str] | None:
     """Elements the checkpoint was trained on, if it records them."""
     from dpa4_core.io.checkpoint import read_checkpoint
@@ -170,7 +161,7 @@ def screen(options: ScreenOptions) -> int:
     options = replace(options, **{k: getattr(settings, k) for k in unset})
     out = options.out.expanduser().resolve()
     try:
-        model = checkpoint_path(resolve_model(options.model))
+        model = checkpoint_path(options.model)  # a path or a shipped model's name
     except ModelFileError as exc:
         print(f"error: {exc}; pass --model PATH/TO/checkpoint.pt or a name from `dpa4 models`", file=sys.stderr)
         return 2

@@ -67,6 +67,10 @@ MODELS: dict[str, PretrainedModel] = {m.name: m for m in (
 )}
 
 
+#: Short names that earlier releases and `dpa4 screen --model starter` accept.
+ALIASES: dict[str, str] = {"starter": "starter-MoNbTaW", "dpa4-starter": "starter-MoNbTaW"}
+
+
 def known_names() -> list[str]:
     return sorted(MODELS)
 
@@ -85,7 +89,7 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
     path = Path(text).expanduser()
     if path.is_file():
         return path
-    model = MODELS.get(text)
+    model = MODELS.get(ALIASES.get(text, text))
     if model is None:
         if os.sep in text or "/" in text or path.suffix:
             return path

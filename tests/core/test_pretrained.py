@@ -69,3 +69,10 @@ def test_models_command_lists_names_errors_and_refuses_unknown(capsys):
     args = parser.parse_args(["models", "nope"])
     with pytest.raises(ValueError, match="known models"):
         args.func(args)
+
+
+def test_the_short_starter_aliases_name_the_starter_everywhere():
+    from dpa4_core.pretrained import MODELS, resolve_checkpoint
+
+    for alias in ("starter", "dpa4-starter"):
+        assert resolve_checkpoint(alias) == MODELS["starter-MoNbTaW"].path
