@@ -4,20 +4,12 @@ A table by default, ``--json`` for scripts."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from dpa4_core.commands.common import add_command, format_table, print_json
+from dpa4_core.io.files import file_sha256
 
 _ARCHITECTURE = ("channels", "n_blocks", "lmax", "mmax", "cutoff", "zbl")
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def preset_of(config: dict, metadata: dict) -> str:
@@ -26,7 +18,8 @@ def preset_of(config: dict, metadata: dict) -> str:
     from dpa4_core.config import PRESETS, DPA4Config
 
     model = (metadata.get("config") or {}).get("model") or {}
-    if isinstance(model, dict) and model.get("preset"):
+    # a fine-tune's config names no architecture (it comes from the base): only a training run's preset counts
+    if isinstance(model, dict) and model.get("preset") and "base" not in metadata:
         overrides = ", ".join(f"{k}={v}" for k, v in (model.get("overrides") or {}).items())
         return f"{model['preset']}" + (f" ({overrides})" if overrides else "")
     stored = DPA4Config.from_dict(config).to_dict()
@@ -58,7 +51,7 @@ def checkpoint_info(checkpoint: str | Path) -> dict:
     train = metadata.get("config") if isinstance(metadata.get("config"), dict) else {}
     return {
         "path": str(data.path),
-        "sha256": sha256(data.path),
+        "sha256": file_sha256(data.path),
         "size_bytes": data.path.stat().st_size,
         "format_version": data.format_version,
         "dtype": str(data.dtype).removeprefix("torch."),
@@ -72,7 +65,7 @@ def checkpoint_info(checkpoint: str | Path) -> dict:
             "step": metadata.get("step"),
             "n_train": metadata.get("n_train"),
             "data": (train.get("data") or {}).get("train"),
-            "base_checkpoint": train.get("base_checkpoint"),
+            "base_checkpoint": (metadata.get("base") or {}).get("checkpoint") or train.get("base_checkpoint"),
             "seed": train.get("seed"),
             "validation": metadata.get("metrics") or None,
         },
@@ -90,6 +83,15 @@ def _validation(metrics: dict | None) -> str | None:
              f"S {metrics['stress_mae_gpa']:.3f} GPa" if metrics.get("stress_mae_gpa") is not None else None]
     frames = f" on {metrics['n_frames']} frames" if metrics.get("n_frames") else ""
     return "MAE " + ", ".join(p for p in parts if p) + frames
+
+
+def _origin(origin: dict | None) -> str | None:
+    """One line of a deepmd-kit source's provenance (see ``dpa4_core.io.deepmd.provenance``)."""
+    if not isinstance(origin, dict):
+        return None
+    return (f"{origin.get('format')} {origin.get('file')} (sha256 {str(origin.get('sha256'))[:16]}..., descriptor "
+            f"version {origin.get('descriptor_version')}, {len(origin.get('type_map') or [])} types, head "
+            f"{origin.get('head') or '-'}, step {origin.get('train_step')}, {origin.get('weights_dtype')})")
 
 
 def table(info: dict) -> str:
@@ -112,6 +114,8 @@ def table(info: dict) -> str:
         ("fine-tuned from", training["base_checkpoint"]),
         ("seed", training["seed"]),
         ("validation", _validation(training["validation"])),
+        ("converted from", _origin(info["metadata"].get("converted_from"))),
+        ("base converted from", _origin((info["metadata"].get("base") or {}).get("converted_from"))),
         ("note", info["metadata"].get("note")),
     ]
     return format_table(["field", "value"], [(k, v) for k, v in rows if v is not None])

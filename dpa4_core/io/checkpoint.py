@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["FORMAT_TAG", "FORMAT_VERSION", "CheckpointData", "CheckpointError", "CheckpointNotFoundError",
-           "check_plain", "safe_load", "save_checkpoint", "read_checkpoint", "load_checkpoint", "load_for_inference"]
+           "check_plain", "safe_load", "save_checkpoint", "read_checkpoint", "load_checkpoint", "model_from_data",
+           "load_for_inference"]
 
 
 def _floating_dtype(state_dict: Mapping[str, torch.Tensor]) -> torch.dtype:
@@ -184,10 +185,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         CheckpointNotFoundError, CheckpointError: see :func:`read_checkpoint`; also when the weights do not
             fit the stored config.
     """
+    return model_from_data(read_checkpoint(path, map_location=map_location, head=head), map_location)
+
+
+def model_from_data(data: CheckpointData, map_location: str | torch.device = "cpu") -> DPA4:
+    """The ``DPA4`` that :func:`read_checkpoint`'s ``data`` describes (see :func:`load_checkpoint`)."""
     from dpa4_core.config import DPA4Config
     from dpa4_core.model.energy import DPA4
 
-    data = read_checkpoint(path, map_location=map_location, head=head)
     try:
         config = DPA4Config.from_dict(data.config)
     except (TypeError, ValueError) as exc:

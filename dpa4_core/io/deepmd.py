@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from dpa4_core.io.checkpoint_data import CheckpointError, CheckpointNotFoundError, safe_load
+from dpa4_core.io.files import file_sha256
 
 # deepmd-kit's names for the DPA4 model type (its argcheck aliases).
 DPA4_TYPE_NAMES = frozenset({"dpa4", "DPA4", "SeZM", "sezm"})
@@ -167,3 +168,20 @@ def read_deepmd_checkpoint(path: str | os.PathLike, head: str | None = None, pay
         path=path, model_params=params, type_map=list(type_map), head=chosen, state_dict=weights,
         descriptor_version=_float_or_none(weights.get("atomic_model.descriptor.version_tensor")),
         train_infos=dict(extra.get("train_infos") or {}))
+
+
+def provenance(checkpoint: DeepmdCheckpoint) -> dict[str, Any]:
+    """Where a model read from a deepmd-kit file came from, as plain values: kept in the metadata of every model
+    loaded from one and of the file ``dpa4 convert-deepmd`` writes."""
+    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in checkpoint.state_dict.values()
+                     if t.is_floating_point()})
+    return {
+        "format": "deepmd-kit DPA4 .pt",
+        "file": str(checkpoint.path),
+        "sha256": file_sha256(checkpoint.path),
+        "descriptor_version": checkpoint.descriptor_version,
+        "type_map": list(checkpoint.type_map),
+        "head": checkpoint.head,
+        "train_step": checkpoint.train_infos.get("step"),
+        "weights_dtype": "/".join(dtypes),
+    }

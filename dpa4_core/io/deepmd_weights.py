@@ -21,7 +21,7 @@ import math
 import torch
 
 from dpa4_core.io.checkpoint_data import CheckpointData, CheckpointError
-from dpa4_core.io.deepmd import DeepmdCheckpoint, read_deepmd_checkpoint
+from dpa4_core.io.deepmd import DeepmdCheckpoint, provenance, read_deepmd_checkpoint
 from dpa4_core.io.deepmd_options import deepmd_config
 
 N_ELEMENTS = 119
@@ -86,7 +86,9 @@ def _matrix(checkpoint: DeepmdCheckpoint, name: str) -> torch.Tensor:
 
 
 def _by_element(table: torch.Tensor, numbers: list[int], out: torch.Tensor) -> None:
-    """Rows of a deepmd per-type table (``ntypes`` rows, plus a padding row) into a table by atomic number."""
+    """Rows of a deepmd per-type table (``ntypes`` rows, plus a padding row) into a table by atomic number; rows of
+    elements outside the type map are zero (never read: those elements are refused)."""
+    out.zero_()
     for index, number in enumerate(numbers):
         out[number] = table[index]
 
@@ -198,7 +200,11 @@ def map_model(checkpoint: DeepmdCheckpoint) -> torch.nn.Module:
     with an option dpa4 does not reproduce raises ``CheckpointError`` naming each (``deepmd_config``)."""
     from dpa4_core.model.energy import DPA4
 
-    model = DPA4(deepmd_config(checkpoint)).double()
+    # every weight is overwritten below; a fixed seed makes the few left (none today) the same on every load, so
+    # loading one file twice gives the same model and the same converted file
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = DPA4(deepmd_config(checkpoint)).double()
     map_embedding(checkpoint, model)
     for index, block in enumerate(model.blocks):
         map_convolution(checkpoint, block.conv, index)
@@ -231,5 +237,4 @@ def deepmd_checkpoint_data(path, payload, head: str | None = None) -> Checkpoint
         state_dict={name: tensor.detach().clone() for name, tensor in model.state_dict().items()},
         dtype=torch.float64,
         energy_bias=model.energy_bias.detach().clone(), elements=list(model.trained_elements),
-        metadata={"converted_from": "deepmd-kit DPA4 checkpoint", "deepmd_head": checkpoint.head,
-                  "deepmd_type_map": list(checkpoint.type_map), "deepmd_train_step": checkpoint.train_infos.get("step")})
+        metadata={"converted_from": provenance(checkpoint)})

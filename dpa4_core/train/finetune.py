@@ -27,7 +27,8 @@ import torch
 from dpa4_core.train.config import FinetuneConfig, load_config
 from dpa4_core.train.dataset import FrameDataset
 from dpa4_core.data.labels import check_energy_scale
-from dpa4_core.io.checkpoint import load_checkpoint
+from dpa4_core.io.checkpoint import model_from_data, read_checkpoint
+from dpa4_core.io.files import file_sha256
 from dpa4_core.model.domain import untrained_elements
 from dpa4_core.train.setup import fit_composition_bias, model_dtype, set_energy_bias
 from dpa4_core.train.run_state import STATE_FILE
@@ -131,7 +132,15 @@ def finetune(config, base_checkpoint: str | Path | None = None, model: torch.nn.
         path = base_checkpoint or config.base_checkpoint
         if path is None:
             raise FinetuneError("no base checkpoint: set base_checkpoint in the config or pass --from")
-        model = load_checkpoint(path)
+        data = read_checkpoint(path)
+        model = model_from_data(data)
+        # what was fine-tuned, kept in every checkpoint written: the file's hash and, for a deepmd-kit file, its
+        # provenance (sha256, type map, head, descriptor version)
+        origin = {"checkpoint": str(data.path), "sha256": file_sha256(data.path)}
+        if "converted_from" in data.metadata:
+            origin["converted_from"] = data.metadata["converted_from"]
+    else:
+        origin = {"checkpoint": "(a model object)"}
     model = model.to(getattr(torch, config.model.dtype))
     frozen = freeze_early_blocks(model, config.freeze_blocks)
     if frozen:
@@ -145,7 +154,7 @@ def finetune(config, base_checkpoint: str | Path | None = None, model: torch.nn.
         logger.info("bias refit: max |delta| = %.4g eV", float(np.abs(delta).max()))
         extra["base_refit"] = run_validation(model, valid_set, config.valid_batch_size).result()
     return run_training(config, model, train_set, valid_set, test_set, callback=callback, extra_metrics=extra,
-                        fit_bias=False)
+                        fit_bias=False, extra_metadata={"base": origin})
 
 
 def committee_member_dir(output_dir: str | Path, seed: int) -> Path:

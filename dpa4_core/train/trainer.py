@@ -135,7 +135,8 @@ def _score(metrics: dict) -> float:
 # ------------------------------------------------------------------------------------------------ loop
 def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDataset, valid_set: FrameDataset,
                  test_set: FrameDataset | None = None, callback: Callable[[int, dict], None] | None = None,
-                 extra_metrics: dict | None = None, fit_bias: bool = True) -> TrainResult:
+                 extra_metrics: dict | None = None, fit_bias: bool = True,
+                 extra_metadata: dict | None = None) -> TrainResult:
     """Train ``model`` on ``train_set`` following ``config``; resumes from ``output_dir`` when a state exists.
 
     Args:
@@ -143,15 +144,18 @@ def run_training(config: TrainConfig, model: torch.nn.Module, train_set: FrameDa
             an exception raised there stops the run like a crash would.
         extra_metrics: added to the result's metrics (e.g. the base model's errors when fine-tuning).
         fit_bias: fit the energy bias before the first step (``config.bias``); ignored when resuming.
+        extra_metadata: plain values stored in every checkpoint's metadata (e.g. the fine-tuned base's provenance).
     """
     ctx = init_from_env()
     cuda = [ctx.device.index or 0] if ctx.device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):  # the caller's RNG state is left as it was
         torch.manual_seed(config.seed)
-        return _run(ctx, config, model, train_set, valid_set, test_set, callback, extra_metrics, fit_bias)
+        return _run(ctx, config, model, train_set, valid_set, test_set, callback, extra_metrics, fit_bias,
+                    extra_metadata or {})
 
 
-def _run(ctx, config, model, train_set, valid_set, test_set, callback, extra_metrics, fit_bias) -> TrainResult:
+def _run(ctx, config, model, train_set, valid_set, test_set, callback, extra_metrics, fit_bias,
+         extra_metadata) -> TrainResult:
     """The body of :func:`run_training`, inside its private RNG scope."""
     from dpa4_core.io.checkpoint import save_checkpoint
 
@@ -182,7 +186,7 @@ def _run(ctx, config, model, train_set, valid_set, test_set, callback, extra_met
     if ctx.is_main and test_set is not None and len(test_set) and not (out / TEST_FILE).exists():
         test_set.write_extxyz(out / TEST_FILE)  # the held-out frames, for `dpa4 eval best.pt test_split.extxyz`
     elements = sorted(set(train_set.elements) | set(getattr(model, "trained_elements", [])))
-    metadata = {"config": json.loads(config.model_dump_json()), "n_train": len(train_set)}
+    metadata = {"config": json.loads(config.model_dump_json()), "n_train": len(train_set), **extra_metadata}
 
     def save_model(path: Path, step: int, metrics: dict | None):
         with ema.applied(model):

@@ -62,8 +62,9 @@ def test_a_deepmd_file_is_told_apart_by_content_not_name(tmp_path):
     renamed = tmp_path / "model.ckpt"
     renamed.write_bytes(SINGLE.read_bytes())
     data = read_checkpoint(renamed)
-    assert data.metadata["converted_from"] == "deepmd-kit DPA4 checkpoint"
-    assert data.metadata["deepmd_type_map"] == ["W", "Nb", "Mo"] and data.elements == [41, 42, 74]
+    origin = data.metadata["converted_from"]
+    assert origin["format"] == "deepmd-kit DPA4 .pt" and origin["file"] == str(renamed.resolve())
+    assert origin["type_map"] == ["W", "Nb", "Mo"] and data.elements == [41, 42, 74]
     assert deepmd_state({"format": "dpa4-checkpoint"}) is None
     assert deepmd_state(_payload(SINGLE)["model"]) is not None  # an unwrapped state dict too
 
@@ -99,7 +100,7 @@ def test_load_checkpoint_takes_a_head_of_a_multitask_file(tmp_path):
     from _vendored import read_vendored
 
     alloy, other = load_checkpoint(MULTI, head="MoNbW"), load_checkpoint(MULTI, head="Other")  # alias and name
-    assert read_checkpoint(MULTI, head="monbw").metadata["deepmd_head"] == "Alloy"
+    assert read_checkpoint(MULTI, head="monbw").metadata["converted_from"]["head"] == "Alloy"
     assert alloy.config.channels == 4 and alloy.trained_elements == [41, 42, 74]
     atoms = read_vendored("maml_MoNbTaW", "NbMo_SS.json.gz", index=0)
     energies = [float(np.asarray(predict(model, atoms)["energy"]).reshape(-1)[0]) for model in (alloy, other)]
