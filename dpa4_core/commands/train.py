@@ -89,10 +89,13 @@ def register(sub) -> None:
     p = add_command(sub, "finetune", "fine-tune a checkpoint from a YAML config", [
         "dpa4 finetune examples/finetune_mlearn_mo.yaml",
         "dpa4 finetune my.yaml --from runs/base/best.pt",
+        "dpa4 finetune my.yaml --from DPA4-Mini-OMat24-v20260805.pt   # a deepmd-kit foundation model",
         "dpa4 finetune my.yaml --seeds 0 1 2    # a committee: <output_dir>/seed0, seed1, seed2",
     ])
     p.add_argument("config", help="YAML file (see examples/finetune_mlearn_mo.yaml)")
-    p.add_argument("--from", dest="base", default=None, help="base checkpoint (overrides base_checkpoint)")
+    p.add_argument("--from", dest="base", default=None,
+                   help="base checkpoint (overrides base_checkpoint): a dpa4 checkpoint, a shipped model's name, or "
+                        "a deepmd-kit DPA4 .pt (the authors' foundation models)")
     p.add_argument("--seeds", nargs="+", type=int, metavar="K",
                    help="fine-tune one committee member per seed (data order) into <output_dir>/seed<K>, one after "
                         "another; prints a JSON list and the `dpa4 screen ... --committee` line using them")
