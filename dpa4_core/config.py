@@ -62,7 +62,8 @@ class DPA4Config:
             node features to the message (``message_node_so3``; ``dpa4_core/nn/ffn_so3.py``).
         ffn_blocks: residual FFN sub-blocks per "deepmd" block (deepmd-kit's ``ffn_blocks``), each with its own norm.
         edge_norm: deepmd-kit's ``edge_norm`` (needs ``embedding = block = "deepmd"``): uncentred RMS norms on the
-            radial MLP's hidden layer and the FiLM logits, and eps 1e-5 (not 1) in the norm after the convolution.
+            radial MLP's hidden layer and the FiLM logits, eps 1e-5 (not 1) in the norm after the convolution, and
+            with ``n_focus > 1`` an RMS norm of the focus competition's scalars.
         zbl_style: "dpa4" (the tapered ZBL above) or "deepmd" (deepmd-kit's ``bridging_method "zbl"``: untapered
             over every neighbour, its constants, float64; with ``embedding = "deepmd"`` the bridging source gate
             also reads the bridged length, as deepmd-kit's does).

@@ -142,9 +142,6 @@ def _grid_refusals(descriptor: dict[str, Any]) -> list[str]:
         ok = branch[2] == 0 and not mlp[2]
         implemented = "grid_branch 0 and grid_mlp False"
     refused = [] if ok else [f"{where} (on this FFN grid dpa4 implements only {implemented} yet)"]
-    if int(descriptor.get("n_focus", 1)) > 1 and descriptor.get("edge_norm"):
-        refused.append(f"descriptor.n_focus={descriptor.get('n_focus')!r} with edge_norm (its focus norm: dpa4 "
-                       "implements n_focus > 1 without edge_norm only yet)")
     if descriptor.get("message_node_so3") and (branch[1] > 0 or mlp[1]):
         refused.append(f"{where} (with message_node_so3 dpa4 implements only the grid product: message-node "
                        "entries grid_branch 0 and grid_mlp False)")

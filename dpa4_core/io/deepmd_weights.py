@@ -184,6 +184,8 @@ def map_convolution(checkpoint: DeepmdCheckpoint, conv: torch.nn.Module, block: 
     if conv.focus > 1:  # n_focus: the radial projection to the streams and the competition weights
         conv.radial_proj.weight.copy_(state["radial_hidden_proj.weight"].t())
         conv.compete.copy_(state["adamw_focus_compete_w"])
+        if conv.compete_scale is not None:  # edge_norm: the competition scalars' RMS norm, scale [F, C]
+            conv.compete_scale.copy_(state["focus_compete_norm.adam_scale"].reshape(-1))
     if conv.message_node is not None:  # message_node_so3: the cross SO(3) grid (its "glu" product)
         grid, theirs = conv.message_node, "message_node_grid_product."
         grid.expand.weight.copy_(state[theirs + "frame_expand.weight"])  # [L+1, C, K C]

@@ -1,0 +1,120 @@
+"""The released DPA4-OMat24 family's option combinations (Nano/Mini/Neo/Air/Plus, scaled down, stored in float32 as
+the released files are) equal deepmd-kit 3.2.0 on eight structures: a bcc alloy, a sheared cell, LiFePO4 (oxide),
+the acac molecule (no cell), a pair inside the bridging window, a chain along +-z, an isolated atom and a dimer.
+Fixtures: tests/fixtures/deepmd/dpa4_family_*.pt and dpa4_family_reference.pt
+(benchmarks/deepmd/make_family_fixtures.py); the table: benchmarks/deepmd/equality_table.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+
+from dpa4_core.io.checkpoint import load_checkpoint
+from dpa4_core.io.deepmd import read_deepmd_checkpoint
+from dpa4_core.io.deepmd_weights import sh_signs
+from dpa4_core.testing import assert_conservative, assert_rotation_equivariant, predict
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "deepmd"
+REFERENCE = torch.load(FIXTURES / "dpa4_family_reference.pt", weights_only=True)
+FAMILY = ["nano", "mini", "neo", "air", "plus"]
+
+
+def _atoms(frame: dict) -> Atoms:
+    return Atoms(frame["symbols"], positions=frame["positions"], cell=frame["cell"], pbc=frame["pbc"])
+
+
+@pytest.fixture(scope="module", params=FAMILY)
+def loaded(request):
+    return request.param, load_checkpoint(FIXTURES / f"dpa4_family_{request.param}.pt")
+
+
+def test_family_fixtures_equal_deepmd_on_every_structure(loaded):
+    name, model = loaded
+    reference = REFERENCE["configs"][name]
+    assert next(model.parameters()).dtype == torch.float64  # float32 file, loaded in float64
+    row = 0
+    for index, frame in enumerate(REFERENCE["frames"]):
+        ours, n = predict(model, _atoms(frame)), len(frame["symbols"])
+        energy, theirs = float(ours["energy"][0]), float(reference["energy"][index])
+        assert abs(energy - theirs) <= 1e-12 * abs(theirs), frame["source"]
+        forces = reference["forces"][row:row + n].numpy()
+        row += n
+        assert np.abs(ours["forces"] - forces).max() < 1e-10, frame["source"]
+        if frame["pbc"]:  # dpa4 reports no virial without a cell
+            virial = reference["virial"][index].numpy()
+            assert np.abs(ours["virial"][0] - virial).max() < 1e-10 * max(1.0, np.abs(virial).max()), frame["source"]
+    assert row == reference["forces"].shape[0]
+    first = predict(model, _atoms(REFERENCE["frames"][0]))["atom_energy"]
+    assert np.abs(first - reference["atom_energy"].numpy()).max() < 1e-12
+
+
+def test_family_fixtures_have_the_released_option_combinations():
+    for name in FAMILY:
+        descriptor = read_deepmd_checkpoint(FIXTURES / f"dpa4_family_{name}.pt").descriptor
+        assert {key: descriptor[key] for key in ("message_node_so3", "ffn_so3_grid", "grid_branch", "grid_mlp",
+                                                  "ffn_blocks", "so3_readout", "edge_norm", "precision")} == {
+            "message_node_so3": True, "ffn_so3_grid": True, "grid_branch": [0, 0, 1], "grid_mlp": False,
+            "ffn_blocks": 1, "so3_readout": "mlp", "edge_norm": True, "precision": "float32"}, name
+        assert descriptor["n_focus"] == (2 if name == "neo" else 1)
+        assert descriptor["radial_so2_rank"] == (2 if name == "plus" else 1)
+    plus = load_checkpoint(FIXTURES / "dpa4_family_plus.pt")
+    assert plus.config.rank == 2 and plus.config.lmax == 4 and plus.config.so2_layers == 4
+
+
+def test_per_block_node_features_equal_deepmd():
+    """The node features entering the first block and leaving each of Mini's two blocks (NbMo_SS[334]), so a
+    mismatch points at its block."""
+    model = load_checkpoint(FIXTURES / "dpa4_family_mini.pt")
+    recorded = REFERENCE["configs"]["mini"]["blocks"]
+    assert len(model.blocks) == 2 and set(recorded) == {"input", "0", "1"}
+    ours: dict[str, torch.Tensor] = {}
+    handles = [model.blocks[0].register_forward_pre_hook(
+        lambda _m, inputs: ours.__setitem__("input", inputs[0].detach().clone()))]
+    for index, block in enumerate(model.blocks):
+        handles.append(block.register_forward_hook(
+            lambda _m, _i, output, key=str(index): ours.__setitem__(key, output.detach().clone())))
+    try:
+        predict(model, _atoms(REFERENCE["frames"][0]), compute_forces=False, compute_stress=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    signs = torch.cat([sh_signs(l) for l in range(model.config.lmax + 1)])[None, :, None]  # noqa: E741
+    for key, theirs in recorded.items():
+        assert theirs[:, 1:].abs().max() > 1e-2, key
+        assert (signs * ours[key] - theirs[:, :, 0]).abs().max() < 1e-12, key
+
+
+def test_neo_focus_norm_is_mapped_and_used():
+    """Neo's two foci with edge_norm (the released default) RMS-norm the competition scalars with a scale."""
+    model = load_checkpoint(FIXTURES / "dpa4_family_neo.pt")
+    conv = model.blocks[0].conv
+    assert model.config.n_focus == 2 and model.config.edge_norm and conv.compete_scale.shape == (8,)
+    atoms = _atoms(REFERENCE["frames"][0])
+    energy = float(predict(model, atoms)["energy"][0])
+    with torch.no_grad():
+        conv.compete_scale.mul_(3.0)
+    assert abs(float(predict(model, atoms)["energy"][0]) - energy) > 1e-6
+
+
+@pytest.mark.parametrize("name", ["neo", "plus"])
+def test_focus_norm_and_rank_two_models_are_symmetric_and_conservative(name):
+    model = load_checkpoint(FIXTURES / f"dpa4_family_{name}.pt")
+    atoms = _atoms(REFERENCE["frames"][0])
+    assert_rotation_equivariant(model, atoms, seed=5)
+    assert_conservative(model, atoms, indices=[0, 3])
+
+
+def test_an_atom_without_neighbours_runs_and_is_local():
+    """A frame with no edges at all (an isolated atom) used to crash the deepmd block (views of empty edge
+    tensors, the max of no logits); its energy is that of the same atom far from others."""
+    model = load_checkpoint(FIXTURES / "dpa4_tiny.pt")
+    alone = predict(model, Atoms("W", positions=[[0.0, 0.0, 0.0]]))
+    assert np.isfinite(alone["energy"]).all() and np.abs(alone["forces"]).max() == 0.0
+    far = predict(model, Atoms("WNbMo", positions=[[0.0, 0.0, 0.0], [20.0, 0.0, 0.0], [21.3, 1.1, 1.4]]))
+    assert abs(far["atom_energy"][0] - alone["energy"][0]) < 1e-12 * abs(alone["energy"][0])
+    assert np.abs(far["forces"][1:]).max() > 1e-3
