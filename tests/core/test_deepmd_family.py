@@ -118,3 +118,21 @@ def test_an_atom_without_neighbours_runs_and_is_local():
     far = predict(model, Atoms("WNbMo", positions=[[0.0, 0.0, 0.0], [20.0, 0.0, 0.0], [21.3, 1.1, 1.4]]))
     assert abs(far["atom_energy"][0] - alone["energy"][0]) < 1e-12 * abs(alone["energy"][0])
     assert np.abs(far["forces"][1:]).max() > 1e-3
+
+
+EXTRA = torch.load(FIXTURES / "dpa4_extra_frames_reference.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("name", sorted(EXTRA["configs"]))
+def test_option_fixtures_equal_deepmd_without_a_cell(name):
+    """The W/Nb/Mo fixtures (dpa4_tiny.pt, dpa4_<option>.pt) on a bcc cluster, a pair at 0.65 A, a chain along +-z,
+    an isolated atom and a dimer, none with a cell (deepmd-kit's numbers: benchmarks/deepmd/make_extra_frames.py)."""
+    model = load_checkpoint(FIXTURES / EXTRA["configs"][name]["checkpoint"])
+    reference, row = EXTRA["configs"][name], 0
+    for index, frame in enumerate(EXTRA["frames"]):
+        ours, n = predict(model, _atoms(frame)), len(frame["symbols"])
+        theirs = float(reference["energy"][index])
+        assert abs(float(ours["energy"][0]) - theirs) <= 1e-12 * abs(theirs), frame["source"]
+        forces = reference["forces"][row:row + n].numpy()
+        row += n
+        assert np.abs(ours["forces"] - forces).max() < 1e-10 * max(1.0, np.abs(forces).max()), frame["source"]
