@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("DP_TRITON_INFER", "0")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from deepmd.pt.model.model import get_model  # noqa: E402
-from deepmd.utils.argcheck import normalize  # noqa: E402
+from make_fixtures import normalised  # noqa: E402
 
 ELEMENTS = ("H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br Kr Rb Sr "
             "Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb Lu Hf Ta W "
@@ -37,11 +39,8 @@ VARIANTS = {  # name: (channels, lmax, n_blocks, mixing_layers, n_focus, radial_
 
 
 def count(descriptor: dict) -> int:
-    raw = {"model": {"type": "dpa4", "type_map": ELEMENTS, "descriptor": descriptor,
-                     "fitting_net": {"type": "dpa4_ener", "neuron": [0], "precision": "float32", "seed": 2}},
-           "learning_rate": {"type": "exp", "start_lr": 1e-3, "stop_lr": 1e-5},
-           "loss": {"type": "ener"}, "training": {"training_data": {"systems": ["unused"]}, "numb_steps": 1}}
-    return sum(p.numel() for p in get_model(normalize(raw)["model"]).parameters())
+    params = normalised(ELEMENTS, descriptor, {"type": "dpa4_ener", "neuron": [0], "precision": "float32", "seed": 2})
+    return sum(p.numel() for p in get_model(params).parameters())
 
 
 def main() -> int:

@@ -29,8 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from deepmd.pt.model.model import get_model  # noqa: E402
 from deepmd.pt.train.wrapper import ModelWrapper  # noqa: E402
-from deepmd.utils.argcheck import normalize  # noqa: E402
-from make_fixtures import OUT, ROOT, SEED, randomise, read_frame  # noqa: E402
+from make_fixtures import OUT, ROOT, SEED, copy_stored, normalised, randomise, read_frame  # noqa: E402
 
 TYPE_MAP = ["W", "Nb", "Mo", "O", "Fe", "Li", "P", "C", "H"]  # not in atomic-number order
 # The released template (benchmarks/deepmd/README.md), scaled down; edge_norm left at its default (true), as there.
@@ -125,12 +124,8 @@ def build(name: str) -> tuple[dict, torch.nn.Module, ModelWrapper]:
     """deepmd-kit's float32 model with seeded random weights (saved), and a float64 model holding the same stored
     values (parameters and energy statistics; the fixed constants stay the float64 model's own, as deepmd-kit
     computes them in the model's precision)."""
-    descriptor = {**BASE, **FAMILY[name]}
-    raw = {"model": {"type": "dpa4", "type_map": TYPE_MAP, "descriptor": descriptor,
-                     "fitting_net": {"type": "dpa4_ener", "neuron": [0], "precision": "float32", "seed": 2}},
-           "learning_rate": {"type": "exp", "start_lr": 1e-3, "stop_lr": 1e-5},
-           "loss": {"type": "ener"}, "training": {"training_data": {"systems": ["unused"]}, "numb_steps": 1}}
-    params = normalize(raw)["model"]
+    params = normalised(TYPE_MAP, {**BASE, **FAMILY[name]},
+                        {"type": "dpa4_ener", "neuron": [0], "precision": "float32", "seed": 2})
     seed = SEED + 100 + sum(name.encode()) % 1000  # a seed per fixture that does not move when FAMILY changes
     torch.manual_seed(seed)
     model32 = get_model(params)
@@ -139,12 +134,7 @@ def build(name: str) -> tuple[dict, torch.nn.Module, ModelWrapper]:
     params64 = json.loads(json.dumps(params))
     params64["descriptor"]["precision"] = params64["fitting_net"]["precision"] = "float64"
     model64 = get_model(params64).to(torch.float64)
-    stored = dict(model32.named_parameters())
-    stored.update({k: v for k, v in model32.named_buffers() if k.endswith(("out_bias", "bias_atom_e", "out_std"))})
-    with torch.no_grad():
-        for key, tensor in list(model64.named_parameters()) + list(model64.named_buffers()):
-            if key in stored:
-                tensor.copy_(stored[key].to(torch.float64))
+    copy_stored(model32, model64)
     return params, model64.eval(), wrapper
 
 
