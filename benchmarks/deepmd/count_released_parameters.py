@@ -32,8 +32,10 @@ TEMPLATE = {"type": "dpa4", "sel": 181, "rcut": 6.0, "n_radial": 16, "use_env_se
             "radial_so2_mode": "degree_channel", "focus_dim": 0, "n_atten_head": 1, "message_node_so3": True,
             "ffn_neurons": 0, "ffn_so3_grid": True, "grid_mlp": False, "grid_branch": [0, 0, 1], "ffn_blocks": 1,
             "so3_readout": "mlp", "precision": "float32", "seed": 1}
-VARIANTS = {  # name: (channels, lmax, n_blocks, mixing_layers, n_focus, radial_so2_rank), reported parameters
-    "Nano": ((32, 1, 1, 3, 1, 1), 337_861), "Mini": ((32, 2, 2, 3, 1, 1), 655_504),
+# name: (channels, lmax, n_blocks, mixing_layers, n_focus, radial_so2_rank), parameters on the v20260805 model card
+# (Nano: 2 blocks fits the card's 480,650; the fine-tuning template's 1-block Nano has 337,835, an earlier release)
+VARIANTS = {
+    "Nano": ((32, 1, 2, 3, 1, 1), 480_650), "Mini": ((32, 2, 2, 3, 1, 1), 655_504),
     "Neo": ((32, 3, 2, 3, 2, 1), 1_125_372), "Air": ((64, 3, 3, 4, 1, 1), 5_148_611),
     "Plus": ((64, 4, 4, 4, 1, 2), 8_849_376)}
 
