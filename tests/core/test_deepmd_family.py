@@ -7,6 +7,7 @@ Fixtures: tests/fixtures/deepmd/dpa4_family_*.pt and dpa4_family_reference.pt
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +137,22 @@ def test_option_fixtures_equal_deepmd_without_a_cell(name):
         forces = reference["forces"][row:row + n].numpy()
         row += n
         assert np.abs(ours["forces"] - forces).max() < 1e-10 * max(1.0, np.abs(forces).max()), frame["source"]
+
+
+def test_the_equality_table_script_covers_every_fixture_and_structure(monkeypatch):
+    """benchmarks/deepmd/equality_table.py (run by hand for the README) reads every fixture's reference and maps
+    every structure to a column; here without evaluating the models, so the script cannot silently drift."""
+    import importlib.util
+
+    path = FIXTURES.parents[2] / "benchmarks" / "deepmd" / "equality_table.py"
+    spec = importlib.util.spec_from_file_location("equality_table", path)
+    table = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "equality_table", table)  # its dataclass looks its module up
+    spec.loader.exec_module(table)
+    cases = table.cases()
+    assert set(cases) >= {"tiny", "edge_norm", "ffn_blocks", "zbl", *(f"family {name}" for name in FAMILY)}
+    assert {case.column for _, config_cases in cases.values() for case in config_cases} == set(table.COLUMNS)
+    for checkpoint, config_cases in cases.values():
+        assert (FIXTURES / checkpoint).exists() and len(config_cases) >= 4
+    row = {"alloy": (1e-16, 2e-15, None)}
+    assert "| x | 1e-16 2e-15 - |" in table.render({"x": row})
