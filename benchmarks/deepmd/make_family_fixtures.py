@@ -5,8 +5,8 @@ Runs in the deepmd-kit side environment, like make_fixtures.py (setup in tests/f
     OMP_NUM_THREADS=1 .venv-dp/bin/python benchmarks/deepmd/make_family_fixtures.py
 
 One random-weight checkpoint per row of FAMILY: the option combination of each released model
-(Nano/Mini/Neo/Air/Plus, benchmarks/deepmd/README.md "The released checkpoints' options") with its lmax and
-mixing layers but small widths (channels 4, FFN width 4, 4 radial functions, rcut 5 A) and one block (two for Mini),
+(Nano/Mini/Neo/Air/Plus v20260805, benchmarks/deepmd/README.md "The released checkpoints' options"; Neo with
+edge_norm on, as in later releases) with its lmax and mixing layers but small widths (channels 4, FFN width 4, 4 radial functions, rcut 5 A) and one block (two for Mini),
 stored in float32 as the released files are (half the bytes). deepmd-kit's energy, forces and virial of the stored
 weights in a float64 model (the exact function dpa4 must reproduce in float64) on eight structures (``frames()``:
 a bcc alloy, a sheared cell, LiFePO4, the acac molecule, a pair inside the bridging window, a chain along +-z, an
@@ -32,16 +32,17 @@ from deepmd.pt.train.wrapper import ModelWrapper  # noqa: E402
 from make_fixtures import OUT, ROOT, SEED, copy_stored, normalised, randomise, read_frame  # noqa: E402
 
 TYPE_MAP = ["W", "Nb", "Mo", "O", "Fe", "Li", "P", "C", "H"]  # not in atomic-number order
-# The released template (benchmarks/deepmd/README.md), scaled down; edge_norm left at its default (true), as there.
-BASE = {"type": "dpa4", "rcut": 5.0, "sel": 120, "channels": 4, "n_radial": 4, "mmax": 1, "kmax": 1,
+# The released v20260805 options (benchmarks/deepmd/README.md), scaled down: edge_norm false as in the published
+# Mini config (later releases turn it on: "neo" has it on, so the focus norm is checked too).
+BASE = {"type": "dpa4", "rcut": 5.0, "sel": 120, "channels": 4, "n_radial": 4, "mmax": 1, "kmax": 1, "edge_norm": False,
         "use_env_seed": True, "radial_so2_mode": "degree_channel", "radial_so2_rank": 1, "n_focus": 1,
         "focus_dim": 0, "n_atten_head": 1, "message_node_so3": True, "ffn_neurons": 4, "ffn_so3_grid": True,
         "grid_mlp": False, "grid_branch": [0, 0, 1], "ffn_blocks": 1, "so3_readout": "mlp",
         "precision": "float32", "seed": 1}
 FAMILY = {
-    "nano": {"lmax": 1, "n_blocks": 1, "mixing_layers": 3},
+    "nano": {"lmax": 1, "n_blocks": 1, "mixing_layers": 3, "radial_so2_mode": "none"},  # released: 2 blocks
     "mini": {"lmax": 2, "n_blocks": 2, "mixing_layers": 3},
-    "neo": {"lmax": 3, "n_blocks": 1, "mixing_layers": 3, "n_focus": 2},  # released: 2 blocks
+    "neo": {"lmax": 3, "n_blocks": 1, "mixing_layers": 3, "n_focus": 2, "edge_norm": True},  # released: 2 blocks
     "air": {"lmax": 3, "n_blocks": 1, "mixing_layers": 4},  # released: 3 blocks
     "plus": {"lmax": 4, "n_blocks": 1, "mixing_layers": 4, "radial_so2_rank": 2},  # released: 4 blocks
 }

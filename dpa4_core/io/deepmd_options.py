@@ -59,7 +59,7 @@ DESCRIPTOR_ACCEPTED: dict[str, tuple[Any, ...]] = {
     "readout_layers": (1,), "lebedev_quadrature": (True,), "activation_function": ("silu",),
     "glu_activation": (True,), "eps": (1e-7,),
     # the block (DPA4Config.block = "deepmd")
-    "focus_dim": (0,), "edge_norm": (False, True), "so2_norm": (False,), "radial_so2_mode": ("degree_channel",),
+    "focus_dim": (0,), "edge_norm": (False, True), "so2_norm": (False,), "radial_so2_mode": ("degree_channel", "none"),
     "sandwich_norm": ([False, True, True, False],),
 }
 FITTING_ACCEPTED: dict[str, tuple[Any, ...]] = {
@@ -209,6 +209,7 @@ def _embedding_fields(checkpoint: DeepmdCheckpoint) -> dict[str, Any]:
     fields["readout_grid"] = str(descriptor.get("so3_readout", "none"))
     fields["message_node_so3"] = bool(descriptor.get("message_node_so3", False))
     fields["edge_norm"] = bool(descriptor.get("edge_norm", False))
+    fields["radial_so2_mode"] = str(descriptor.get("radial_so2_mode", "degree_channel"))
     if fields["zbl"]:
         fields["zbl_style"] = "deepmd"
     sel = descriptor.get("sel", 0)

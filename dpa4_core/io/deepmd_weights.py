@@ -165,8 +165,9 @@ def map_convolution(checkpoint: DeepmdCheckpoint, conv: torch.nn.Module, block: 
     state = {name[len(prefix):]: value for name, value in checkpoint.state_dict.items() if name.startswith(prefix)}
     conv.pre_mix.weight.copy_(state["pre_focus_mix.weight"])
     conv.post_mix.weight.copy_(state["post_focus_mix.weight"])
-    conv.mixer.copy_(state["radial_degree_mixer.weight"])
-    conv.channel_basis.copy_(state["radial_degree_mixer.channel_basis"])
+    if conv.mixer is not None:  # radial_so2_mode "degree_channel" ("none" has no weights)
+        conv.mixer.copy_(state["radial_degree_mixer.weight"])
+        conv.channel_basis.copy_(state["radial_degree_mixer.channel_basis"])
     n_blocks = len(conv.blocks)
     for layer in range(len(conv.weight_m0)):
         conv.weight_m0[layer].copy_(state[f"so2_linears.{layer}.weight_m0"])

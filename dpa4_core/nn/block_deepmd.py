@@ -6,7 +6,8 @@ per edge j -> i, with every weight as deepmd-kit stores it:
 
 1. ``h = Pre(x)`` degree-wise (``pre_focus_mix``), rotated into the edge frame and truncated to ``|m| <= M``.
 2. Degree mixer: ``y[o, m, c] = sum_i K[o, i, |m|](rho) x[i, m, c] * B[c]``, ``K`` linear in the radial features
-   of EVERY degree (``rho_l + T[Z_src] + T[Z_dst]``), the same kernel on the ``-m`` and ``+m`` rows.
+   of EVERY degree (``rho_l + T[Z_src] + T[Z_dst]``), the same kernel on the ``-m`` and ``+m`` rows; with
+   ``radial_mode = "none"`` (deepmd-kit's ``radial_so2_mode``, DPA4-Nano) instead ``y[l, m, c] = rho[l, c] x[l, m, c]``.
 3. ``S`` residual SO(2) layers ``x <- x + act(W x)``: ``W`` a free matrix on the m = 0 rows and the complex
    multiplication ``[W_u, W_v]`` per ``m > 0``; ``act`` = SiLU on the scalar row and sigmoid gates from it for the
    others, on every layer but the last (none there).
@@ -57,7 +58,8 @@ class DeepmdConvolution(nn.Module):
     """
 
     def __init__(self, channels: int, lmax: int, mmax: int, layers: int, heads: int, rank: int,
-                 message_node: nn.Module | None = None, focus: int = 1, focus_norm: bool = False) -> None:
+                 message_node: nn.Module | None = None, focus: int = 1, focus_norm: bool = False,
+                 radial_mode: str = "degree_channel") -> None:
         super().__init__()
         self.message_node = message_node  # SO3CrossGrid (message_node_so3) between aggregation and Post
         self.focus, wide = focus, focus * channels
@@ -71,8 +73,9 @@ class DeepmdConvolution(nn.Module):
         self.pre_mix = DegreeLinear(channels, wide, lmax)
         self.post_mix = DegreeLinear(wide, channels, lmax, zero_init=True)
         kernel = sum((lmax - m + 1) ** 2 for m in range(mmax + 1))
-        self.mixer = nn.Parameter(torch.zeros((lmax + 1) * wide, kernel * rank))
-        self.channel_basis = nn.Parameter(torch.ones(rank, wide))
+        mixed = radial_mode == "degree_channel"  # "none": elementwise radial scaling per degree, no weights
+        self.mixer = nn.Parameter(torch.zeros((lmax + 1) * wide, kernel * rank)) if mixed else None
+        self.channel_basis = nn.Parameter(torch.ones(rank, wide)) if mixed else None
         # per focus f: the columns [f * out, (f + 1) * out) (deepmd-kit's (in, F, out) layout)
         self.weight_m0 = nn.ParameterList(nn.Parameter(torch.zeros(self.n_m0 * channels, focus * self.n_m0 * channels))
                                           for _ in range(layers))
@@ -102,6 +105,8 @@ class DeepmdConvolution(nn.Module):
 
     def _mix(self, x: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
         """Degree mixer: ``x [E, K, C]`` (deepmd's local frame), ``rho [E, L+1, C]``."""
+        if self.mixer is None:  # radial_so2_mode "none"
+            return x * rho[:, self.kept_degree]
         compact = (rho.flatten(1) @ self.mixer).view(rho.shape[0], self.mixer.shape[1] // self.rank, self.rank)
         kernel = compact.new_zeros(rho.shape[0], self.n_kept * self.n_kept, self.rank)
         kernel[:, self.mixer_index[:, 1]] = compact[:, self.mixer_index[:, 0]]
@@ -189,11 +194,13 @@ class DeepmdBlock(nn.Module):
 
     def __init__(self, channels: int, lmax: int, mmax: int, layers: int, heads: int, rank: int,
                  ffn: nn.Module, message_node: nn.Module | None = None, extra_ffns: list[nn.Module] | None = None,
-                 message_eps: float = 1.0, focus: int = 1, focus_norm: bool = False) -> None:
+                 message_eps: float = 1.0, focus: int = 1, focus_norm: bool = False,
+                 radial_mode: str = "degree_channel") -> None:
         super().__init__()
         from dpa4_core.nn.norm import EquivariantRMSNorm
 
-        self.conv = DeepmdConvolution(channels, lmax, mmax, layers, heads, rank, message_node, focus, focus_norm)
+        self.conv = DeepmdConvolution(channels, lmax, mmax, layers, heads, rank, message_node, focus, focus_norm,
+                                      radial_mode)
         self.message_norm = EquivariantRMSNorm(channels, lmax, eps=message_eps)  # 1e-5 with deepmd's edge_norm
         self.ffn_norm = EquivariantRMSNorm(channels, lmax, eps=1e-5)
         self.ffn = ffn

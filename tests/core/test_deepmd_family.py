@@ -1,5 +1,5 @@
-"""The released DPA4-OMat24 family's option combinations (Nano/Mini/Neo/Air/Plus, scaled down, stored in float32 as
-the released files are) equal deepmd-kit 3.2.0 on eight structures: a bcc alloy, a sheared cell, LiFePO4 (oxide),
+"""The released DPA4-OMat24 family's option combinations (Nano/Mini/Neo/Air/Plus v20260805, scaled down, stored in
+float32 as the released files are; Nano's radial_so2_mode "none", Neo's two foci here with edge_norm on) equal deepmd-kit 3.2.0 on eight structures: a bcc alloy, a sheared cell, LiFePO4 (oxide),
 the acac molecule (no cell), a pair inside the bridging window, a chain along +-z, an isolated atom and a dimer.
 Fixtures: tests/fixtures/deepmd/dpa4_family_*.pt and dpa4_family_reference.pt
 (benchmarks/deepmd/make_family_fixtures.py); the table: benchmarks/deepmd/equality_table.py.
@@ -60,11 +60,14 @@ def test_family_fixtures_have_the_released_option_combinations():
         assert {key: descriptor[key] for key in ("message_node_so3", "ffn_so3_grid", "grid_branch", "grid_mlp",
                                                   "ffn_blocks", "so3_readout", "edge_norm", "precision")} == {
             "message_node_so3": True, "ffn_so3_grid": True, "grid_branch": [0, 0, 1], "grid_mlp": False,
-            "ffn_blocks": 1, "so3_readout": "mlp", "edge_norm": True, "precision": "float32"}, name
+            "ffn_blocks": 1, "so3_readout": "mlp", "edge_norm": name == "neo", "precision": "float32"}, name
         assert descriptor["n_focus"] == (2 if name == "neo" else 1)
         assert descriptor["radial_so2_rank"] == (2 if name == "plus" else 1)
+        assert descriptor["radial_so2_mode"] == ("none" if name == "nano" else "degree_channel")
     plus = load_checkpoint(FIXTURES / "dpa4_family_plus.pt")
     assert plus.config.rank == 2 and plus.config.lmax == 4 and plus.config.so2_layers == 4
+    nano = load_checkpoint(FIXTURES / "dpa4_family_nano.pt")
+    assert nano.config.radial_so2_mode == "none" and nano.blocks[0].conv.mixer is None
 
 
 def test_per_block_node_features_equal_deepmd():
@@ -86,7 +89,7 @@ def test_per_block_node_features_equal_deepmd():
             handle.remove()
     signs = torch.cat([sh_signs(l) for l in range(model.config.lmax + 1)])[None, :, None]  # noqa: E741
     for key, theirs in recorded.items():
-        assert theirs[:, 1:].abs().max() > 1e-2, key
+        assert theirs[:, 1:].abs().max() > 1e-3, key  # the l >= 1 rows carry signal (tolerance 1e-12)
         assert (signs * ours[key] - theirs[:, :, 0]).abs().max() < 1e-12, key
 
 
@@ -102,8 +105,8 @@ def test_neo_focus_norm_is_mapped_and_used():
     assert abs(float(predict(model, atoms)["energy"][0]) - energy) > 1e-6
 
 
-@pytest.mark.parametrize("name", ["neo", "plus"])
-def test_focus_norm_and_rank_two_models_are_symmetric_and_conservative(name):
+@pytest.mark.parametrize("name", ["nano", "neo", "plus"])
+def test_radial_none_focus_norm_and_rank_two_models_are_symmetric_and_conservative(name):
     model = load_checkpoint(FIXTURES / f"dpa4_family_{name}.pt")
     atoms = _atoms(REFERENCE["frames"][0])
     assert_rotation_equivariant(model, atoms, seed=5)
@@ -156,3 +159,13 @@ def test_the_equality_table_script_covers_every_fixture_and_structure(monkeypatc
         assert (FIXTURES / checkpoint).exists() and len(config_cases) >= 4
     row = {"alloy": (1e-16, 2e-15, None)}
     assert "| x | 1e-16 2e-15 - |" in table.render({"x": row})
+
+
+def test_radial_so2_mode_is_validated_and_deepmd_only():
+    from dpa4_core.config import ConfigError, DPA4Config
+
+    assert DPA4Config().radial_so2_mode == "degree_channel"
+    with pytest.raises(ConfigError, match="radial_so2_mode='none' needs block='deepmd'"):
+        DPA4Config(radial_so2_mode="none")
+    with pytest.raises(ConfigError, match="radial_so2_mode must be 'degree_channel' or 'none'"):
+        DPA4Config(radial_so2_mode="degree")
