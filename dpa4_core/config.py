@@ -62,10 +62,14 @@ class DPA4Config:
             node features to the message (``message_node_so3``; ``dpa4_core/nn/ffn_so3.py``).
         ffn_blocks: residual FFN sub-blocks per "deepmd" block (deepmd-kit's ``ffn_blocks``), each with its own norm.
         edge_norm: deepmd-kit's ``edge_norm`` (needs ``embedding = block = "deepmd"``): uncentred RMS norms on the
-            radial MLP's hidden layer and the FiLM logits, and eps 1e-5 (not 1) in the norm after the convolution.
+            radial MLP's hidden layer and the FiLM logits, eps 1e-5 (not 1) in the norm after the convolution, and
+            with ``n_focus > 1`` an RMS norm of the focus competition's scalars.
         zbl_style: "dpa4" (the tapered ZBL above) or "deepmd" (deepmd-kit's ``bridging_method "zbl"``: untapered
             over every neighbour, its constants, float64; with ``embedding = "deepmd"`` the bridging source gate
             also reads the bridged length, as deepmd-kit's does).
+        radial_so2_mode: the "deepmd" block's radial coupling (deepmd-kit's ``radial_so2_mode``): "degree_channel"
+            (the radial-driven degree mixer, rank ``rank``) or "none" (each degree's rows scaled elementwise by that
+            degree's radial features, DPA4-Nano's).
         n_focus: focus streams of the "deepmd" block's convolution (deepmd-kit's ``n_focus``, with its focus
             competition; ``dpa4_core/nn/block_deepmd.py``).
         neighbor_cap: deepmd-kit's ``sum(sel)`` (0: none): the model warns when an atom has more neighbours, where
@@ -122,6 +126,7 @@ class DPA4Config:
     edge_norm: bool = False
     neighbor_cap: int = 0
     n_focus: int = 1
+    radial_so2_mode: str = "degree_channel"
     zbl_style: str = "dpa4"
     block: str = "dpa4"
     bridging: bool = True
@@ -182,6 +187,10 @@ class DPA4Config:
             raise ConfigError(f"DPA4Config.zbl_style must be 'dpa4' or 'deepmd', got {self.zbl_style!r}")
         if self.n_focus != 1 and self.block != "deepmd":
             raise ConfigError("DPA4Config.n_focus > 1 needs block='deepmd'")
+        if self.radial_so2_mode not in ("degree_channel", "none"):
+            raise ConfigError(f"DPA4Config.radial_so2_mode must be 'degree_channel' or 'none', got {self.radial_so2_mode!r}")
+        if self.radial_so2_mode != "degree_channel" and self.block != "deepmd":
+            raise ConfigError("DPA4Config.radial_so2_mode='none' needs block='deepmd'")
         if self.edge_norm and self.block != "deepmd":
             raise ConfigError("DPA4Config.edge_norm needs block='deepmd'")
         if self.message_node_so3 and self.block != "deepmd":

@@ -42,12 +42,28 @@ DESCRIPTOR = {"type": "dpa4", "rcut": 5.0, "sel": 64, "channels": 8, "n_radial":
 FITTING = {"type": "dpa4_ener", "precision": "float64", "seed": 2}
 
 
-def model_params() -> dict:
+def normalised(type_map: list[str], descriptor: dict, fitting: dict) -> dict:
     """deepmd-kit's normalised model section, as ``dp --pt train`` stores it (argcheck defaults filled in)."""
-    raw = {"model": {"type": "dpa4", "type_map": TYPE_MAP, "descriptor": DESCRIPTOR, "fitting_net": FITTING},
+    raw = {"model": {"type": "dpa4", "type_map": type_map, "descriptor": descriptor, "fitting_net": fitting},
            "learning_rate": {"type": "exp", "start_lr": 1e-3, "stop_lr": 1e-5},
            "loss": {"type": "ener"}, "training": {"training_data": {"systems": ["unused"]}, "numb_steps": 1}}
     return normalize(raw)["model"]
+
+
+def model_params() -> dict:
+    return normalised(TYPE_MAP, DESCRIPTOR, FITTING)
+
+
+def copy_stored(model32: torch.nn.Module, model64: torch.nn.Module) -> None:
+    """The float32 model's stored values (parameters, energy statistics) cast exactly into the float64 model; the
+    fixed constants (norm balance weights, index maps) stay the float64 model's own, as deepmd-kit computes them in
+    the model's precision."""
+    stored = dict(model32.named_parameters())
+    stored.update({k: v for k, v in model32.named_buffers() if k.endswith(("out_bias", "bias_atom_e", "out_std"))})
+    with torch.no_grad():
+        for name, tensor in list(model64.named_parameters()) + list(model64.named_buffers()):
+            if name in stored:
+                tensor.copy_(stored[name].to(torch.float64))
 
 
 def randomise(model: torch.nn.Module, generator: torch.Generator) -> None:
@@ -277,14 +293,7 @@ def write_float32_fixture(frames: list[dict]) -> dict:
     model32.eval()
     torch.save({"model": wrapper.state_dict()}, OUT / "dpa4_mini_float32.pt")
     model64 = get_model(params).to(torch.float64)
-    # the stored values (parameters, energy statistics) cast exactly; the fixed constants (norm balance weights,
-    # index maps) stay the float64 model's own, as deepmd-kit computes them in the model's precision
-    stored = dict(model32.named_parameters())
-    stored.update({k: v for k, v in model32.named_buffers() if k.endswith(("out_bias", "bias_atom_e", "out_std"))})
-    with torch.no_grad():
-        for name, tensor in list(model64.named_parameters()) + list(model64.named_buffers()):
-            if name in stored:
-                tensor.copy_(stored[name].to(torch.float64))
+    copy_stored(model32, model64)
     model64.eval()
     results = {}
     for name, model in (("float32", model32), ("float64", model64)):

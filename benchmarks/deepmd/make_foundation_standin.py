@@ -19,11 +19,10 @@ import sys
 import ase.data
 import ase.io
 import torch
-from make_fixtures import DESCRIPTOR, FITTING, OPTIONS, OUT, ROOT, SEED, randomise  # noqa: F401
+from make_fixtures import DESCRIPTOR, FITTING, OPTIONS, OUT, ROOT, SEED, copy_stored, normalised, randomise
 
 from deepmd.pt.model.model import get_model
 from deepmd.pt.train.wrapper import ModelWrapper
-from deepmd.utils.argcheck import normalize
 
 TYPE_MAP = list(ase.data.chemical_symbols[1:119])
 FRAMES = [("vasprun.lifepo4.xml.gz", 0), ("vasprun.md.xml.gz", 0)]  # LiFePO4 (112 atoms), Si64
@@ -31,11 +30,7 @@ FRAMES = [("vasprun.lifepo4.xml.gz", 0), ("vasprun.md.xml.gz", 0)]  # LiFePO4 (1
 
 def params(precision: str) -> dict:
     descriptor = dict(DESCRIPTOR, **OPTIONS["mini"], ffn_neurons=8, precision=precision)
-    raw = {"model": {"type": "dpa4", "type_map": TYPE_MAP, "descriptor": descriptor,
-                     "fitting_net": dict(FITTING, precision=precision)},
-           "learning_rate": {"type": "exp", "start_lr": 1e-3, "stop_lr": 1e-5},
-           "loss": {"type": "ener"}, "training": {"training_data": {"systems": ["unused"]}, "numb_steps": 1}}
-    return normalize(raw)["model"]
+    return normalised(TYPE_MAP, descriptor, dict(FITTING, precision=precision))
 
 
 def evaluate(model: torch.nn.Module, atoms, dtype: torch.dtype) -> dict:
@@ -54,12 +49,7 @@ def main() -> int:
     model32.eval()
     torch.save({"model": ModelWrapper(model32, model_params=p32).state_dict()}, OUT / "dpa4_foundation_standin.pt")
     model64 = get_model(params("float64")).to(torch.float64)
-    stored = dict(model32.named_parameters())
-    stored.update({k: v for k, v in model32.named_buffers() if k.endswith(("out_bias", "bias_atom_e", "out_std"))})
-    with torch.no_grad():
-        for name, tensor in list(model64.named_parameters()) + list(model64.named_buffers()):
-            if name in stored:
-                tensor.copy_(stored[name].to(torch.float64))
+    copy_stored(model32, model64)
     model64.eval()
     reference = {}
     for file, index in FRAMES:

@@ -59,7 +59,7 @@ DESCRIPTOR_ACCEPTED: dict[str, tuple[Any, ...]] = {
     "readout_layers": (1,), "lebedev_quadrature": (True,), "activation_function": ("silu",),
     "glu_activation": (True,), "eps": (1e-7,),
     # the block (DPA4Config.block = "deepmd")
-    "focus_dim": (0,), "edge_norm": (False, True), "so2_norm": (False,), "radial_so2_mode": ("degree_channel",),
+    "focus_dim": (0,), "edge_norm": (False, True), "so2_norm": (False,), "radial_so2_mode": ("degree_channel", "none"),
     "sandwich_norm": ([False, True, True, False],),
 }
 FITTING_ACCEPTED: dict[str, tuple[Any, ...]] = {
@@ -142,9 +142,6 @@ def _grid_refusals(descriptor: dict[str, Any]) -> list[str]:
         ok = branch[2] == 0 and not mlp[2]
         implemented = "grid_branch 0 and grid_mlp False"
     refused = [] if ok else [f"{where} (on this FFN grid dpa4 implements only {implemented} yet)"]
-    if int(descriptor.get("n_focus", 1)) > 1 and descriptor.get("edge_norm"):
-        refused.append(f"descriptor.n_focus={descriptor.get('n_focus')!r} with edge_norm (its focus norm: dpa4 "
-                       "implements n_focus > 1 without edge_norm only yet)")
     if descriptor.get("message_node_so3") and (branch[1] > 0 or mlp[1]):
         refused.append(f"{where} (with message_node_so3 dpa4 implements only the grid product: message-node "
                        "entries grid_branch 0 and grid_mlp False)")
@@ -212,6 +209,7 @@ def _embedding_fields(checkpoint: DeepmdCheckpoint) -> dict[str, Any]:
     fields["readout_grid"] = str(descriptor.get("so3_readout", "none"))
     fields["message_node_so3"] = bool(descriptor.get("message_node_so3", False))
     fields["edge_norm"] = bool(descriptor.get("edge_norm", False))
+    fields["radial_so2_mode"] = str(descriptor.get("radial_so2_mode", "degree_channel"))
     if fields["zbl"]:
         fields["zbl_style"] = "deepmd"
     sel = descriptor.get("sel", 0)

@@ -167,8 +167,9 @@ def map_convolution(checkpoint: DeepmdCheckpoint, conv: torch.nn.Module, block: 
     state = {name[len(prefix):]: value for name, value in checkpoint.state_dict.items() if name.startswith(prefix)}
     conv.pre_mix.weight.copy_(state["pre_focus_mix.weight"])
     conv.post_mix.weight.copy_(state["post_focus_mix.weight"])
-    conv.mixer.copy_(state["radial_degree_mixer.weight"])
-    conv.channel_basis.copy_(state["radial_degree_mixer.channel_basis"])
+    if conv.mixer is not None:  # radial_so2_mode "degree_channel" ("none" has no weights)
+        conv.mixer.copy_(state["radial_degree_mixer.weight"])
+        conv.channel_basis.copy_(state["radial_degree_mixer.channel_basis"])
     n_blocks = len(conv.blocks)
     for layer in range(len(conv.weight_m0)):
         conv.weight_m0[layer].copy_(state[f"so2_linears.{layer}.weight_m0"])
@@ -186,6 +187,8 @@ def map_convolution(checkpoint: DeepmdCheckpoint, conv: torch.nn.Module, block: 
     if conv.focus > 1:  # n_focus: the radial projection to the streams and the competition weights
         conv.radial_proj.weight.copy_(state["radial_hidden_proj.weight"].t())
         conv.compete.copy_(state["adamw_focus_compete_w"])
+        if conv.compete_scale is not None:  # edge_norm: the competition scalars' RMS norm, scale [F, C]
+            conv.compete_scale.copy_(state["focus_compete_norm.adam_scale"].reshape(-1))
     if conv.message_node is not None:  # message_node_so3: the cross SO(3) grid (its "glu" product)
         grid, theirs = conv.message_node, "message_node_grid_product."
         grid.expand.weight.copy_(state[theirs + "frame_expand.weight"])  # [L+1, C, K C]

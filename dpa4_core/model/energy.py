@@ -81,7 +81,7 @@ class DPA4(nn.Module):
                 DeepmdBlock(c.channels, c.lmax, c.mmax, c.so2_layers, c.attn_heads, c.rank, ffn(),
                             SO3CrossGrid(c.channels, c.lmax, c.kmax, c.n_focus) if c.message_node_so3 else None,
                             [ffn() for _ in range(c.ffn_blocks - 1)], message_eps=1e-5 if c.edge_norm else 1.0,
-                            focus=c.n_focus)
+                            focus=c.n_focus, focus_norm=c.edge_norm, radial_mode=c.radial_so2_mode)
                 for _ in range(c.n_blocks))
         else:
             self.blocks = nn.ModuleList(

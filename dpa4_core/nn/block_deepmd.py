@@ -6,7 +6,8 @@ per edge j -> i, with every weight as deepmd-kit stores it:
 
 1. ``h = Pre(x)`` degree-wise (``pre_focus_mix``), rotated into the edge frame and truncated to ``|m| <= M``.
 2. Degree mixer: ``y[o, m, c] = sum_i K[o, i, |m|](rho) x[i, m, c] * B[c]``, ``K`` linear in the radial features
-   of EVERY degree (``rho_l + T[Z_src] + T[Z_dst]``), the same kernel on the ``-m`` and ``+m`` rows.
+   of EVERY degree (``rho_l + T[Z_src] + T[Z_dst]``), the same kernel on the ``-m`` and ``+m`` rows; with
+   ``radial_mode = "none"`` (deepmd-kit's ``radial_so2_mode``, DPA4-Nano) instead ``y[l, m, c] = rho[l, c] x[l, m, c]``.
 3. ``S`` residual SO(2) layers ``x <- x + act(W x)``: ``W`` a free matrix on the m = 0 rows and the complex
    multiplication ``[W_u, W_v]`` per ``m > 0``; ``act`` = SiLU on the scalar row and sigmoid gates from it for the
    others, on every layer but the last (none there).
@@ -51,17 +52,20 @@ class DeepmdConvolution(nn.Module):
 
     With ``F > 1`` (deepmd-kit's ``n_focus``): the radial features are projected ``C -> W`` before the mixer;
     the SO(2) layers, gates and attention (``F x heads``) act per stream; after the SO(2) layers each stream is
-    scaled by its competition weight ``0.98 softmax_f(<x_f,00, w_f>) + 0.01/F`` (``x_f,00`` the stream's l = 0,
-    m = 0 row after the mixer); ``Post`` maps ``W -> C``.
+    scaled by its competition weight ``0.98 softmax_f(<x_f,00, w_f>) + 0.02/F`` (``x_f,00`` the stream's l = 0,
+    m = 0 row after the mixer; with ``focus_norm``, deepmd-kit's ``edge_norm``, first RMS-normed per stream with
+    eps 1e-7 and its own scale, ``focus_compete_norm``); ``Post`` maps ``W -> C``.
     """
 
     def __init__(self, channels: int, lmax: int, mmax: int, layers: int, heads: int, rank: int,
-                 message_node: nn.Module | None = None, focus: int = 1) -> None:
+                 message_node: nn.Module | None = None, focus: int = 1, focus_norm: bool = False,
+                 radial_mode: str = "degree_channel") -> None:
         super().__init__()
         self.message_node = message_node  # SO3CrossGrid (message_node_so3) between aggregation and Post
         self.focus, wide = focus, focus * channels
         self.radial_proj = nn.Linear(channels, wide, bias=False) if focus > 1 else None
         self.compete = nn.Parameter(torch.zeros(channels, focus)) if focus > 1 else None
+        self.compete_scale = nn.Parameter(torch.ones(wide)) if focus > 1 and focus_norm else None
         self.channels, self.lmax, self.heads = channels, lmax, heads
         packed, degrees, orders = kept_layout(lmax, mmax)
         self.n_kept, self.n_m0 = len(packed), lmax + 1
@@ -69,8 +73,9 @@ class DeepmdConvolution(nn.Module):
         self.pre_mix = DegreeLinear(channels, wide, lmax)
         self.post_mix = DegreeLinear(wide, channels, lmax, zero_init=True)
         kernel = sum((lmax - m + 1) ** 2 for m in range(mmax + 1))
-        self.mixer = nn.Parameter(torch.zeros((lmax + 1) * wide, kernel * rank))
-        self.channel_basis = nn.Parameter(torch.ones(rank, wide))
+        mixed = radial_mode == "degree_channel"  # "none": elementwise radial scaling per degree, no weights
+        self.mixer = nn.Parameter(torch.zeros((lmax + 1) * wide, kernel * rank)) if mixed else None
+        self.channel_basis = nn.Parameter(torch.ones(rank, wide)) if mixed else None
         # per focus f: the columns [f * out, (f + 1) * out) (deepmd-kit's (in, F, out) layout)
         self.weight_m0 = nn.ParameterList(nn.Parameter(torch.zeros(self.n_m0 * channels, focus * self.n_m0 * channels))
                                           for _ in range(layers))
@@ -100,7 +105,9 @@ class DeepmdConvolution(nn.Module):
 
     def _mix(self, x: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
         """Degree mixer: ``x [E, K, C]`` (deepmd's local frame), ``rho [E, L+1, C]``."""
-        compact = (rho.reshape(rho.shape[0], -1) @ self.mixer).view(rho.shape[0], -1, self.rank)
+        if self.mixer is None:  # radial_so2_mode "none"
+            return x * rho[:, self.kept_degree]
+        compact = (rho.flatten(1) @ self.mixer).view(rho.shape[0], self.mixer.shape[1] // self.rank, self.rank)
         kernel = compact.new_zeros(rho.shape[0], self.n_kept * self.n_kept, self.rank)
         kernel[:, self.mixer_index[:, 1]] = compact[:, self.mixer_index[:, 0]]
         kernel = kernel.view(-1, self.n_kept, self.n_kept, self.rank)
@@ -109,10 +116,10 @@ class DeepmdConvolution(nn.Module):
     def _so2(self, x: torch.Tensor, layer: int) -> torch.Tensor:
         """One SO(2) layer on ``x [E, K, W]``, each focus stream with its own weights."""
         n_edges, c, f = x.shape[0], self.channels, self.focus
-        streams = x.view(n_edges, -1, f, c)
+        streams = x.view(n_edges, x.shape[1], f, c)  # explicit sizes: a frame may have no edges
 
         def per_focus(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # [E, n, F, C] -> [E, F, out]
-            flat = rows.permute(0, 2, 1, 3).reshape(n_edges, f, -1)
+            flat = rows.permute(0, 2, 1, 3).reshape(n_edges, f, rows.shape[1] * c)
             return torch.einsum("efi,ifo->efo", flat, weight.view(weight.shape[0], f, -1))
 
         def as_rows(values: torch.Tensor, n: int) -> torch.Tensor:  # [E, F, n C] -> [E, n, W]
@@ -131,7 +138,7 @@ class DeepmdConvolution(nn.Module):
         n_edges, f, c = x.shape[0], self.focus, self.channels
         weight = self.gates[layer].weight.view(f, self.lmax * c, c)  # per stream: C -> L C
         logits = torch.einsum("efi,foi->efo", x[:, 0].view(n_edges, f, c), weight)
-        gates = torch.sigmoid(logits).view(n_edges, f, self.lmax, c).transpose(1, 2).reshape(n_edges, self.lmax, -1)
+        gates = torch.sigmoid(logits).view(n_edges, f, self.lmax, c).transpose(1, 2).reshape(n_edges, self.lmax, f * c)
         rest = x[:, 1:] * gates[:, self.kept_degree[1:] - 1]
         return torch.cat([functional.silu(x[:, :1]), rest], dim=1)
 
@@ -145,13 +152,15 @@ class DeepmdConvolution(nn.Module):
         local = self._mix(local, rho)  # the kernel reads every degree's radial features
         f, c = self.focus, self.channels
         compete = None if self.compete is None else local[:, 0].view(-1, f, c)  # the streams' l = 0, m = 0 rows
+        if self.compete_scale is not None:  # edge_norm's focus norm (it crosses its eps floor near the cutoff)
+            compete = _rms(compete, self.compete_scale)
         layers = len(self.weight_m0)
         for layer in range(layers):
             update = self._so2(local, layer)
             local = local + (self._activate(update, layer) if layer < layers - 1 else update)
         if compete is not None:  # deepmd-kit's focus competition (softmax over streams, label smoothing 0.02)
             alpha = torch.softmax(torch.einsum("efi,if->ef", compete, self.compete), dim=1) * 0.98 + 0.02 / f
-            local = (local.view(local.shape[0], -1, f, c) * alpha[:, None, :, None]).view(local.shape)
+            local = (local.view(local.shape[0], local.shape[1], f, c) * alpha[:, None, :, None]).view(local.shape)
         message = torch.bmm(wigner.transpose(1, 2), sign_k * local) * self.xi.to(h.dtype)[None, :, None]
         scalars = h[:, 0].view(-1, f, c)
         qk = _rms(scalars, self.qk_scale)
@@ -164,10 +173,11 @@ class DeepmdConvolution(nn.Module):
         radial = torch.einsum("efi,ifh->efh", rho[:, 0].view(-1, f, c), self.logit_radial.view(c, f, self.heads))
         logits = logits + radial.reshape(-1, f * self.heads)
         source = (cache.envelope ** 2 * cache.gate[src]).to(h.dtype)[:, None]  # E_5^2 eta_src (bridging)
-        mass = source * torch.exp(logits - logits.max())
-        null = (functional.softplus(self.null_raw) + EPS) * torch.exp(-logits.max())
+        shift = logits.max() if logits.shape[0] else logits.new_zeros(())  # cancels; no edges: nothing to shift
+        mass = source * torch.exp(logits - shift)
+        null = (functional.softplus(self.null_raw) + EPS) * torch.exp(-shift)
         alpha = mass / (scatter_sum(mass, dst, n_atoms) + null)[dst]
-        weighted = message.view(message.shape[0], -1, f * self.heads, head_dim) * alpha[:, None, :, None]
+        weighted = message.view(message.shape[0], message.shape[1], f * self.heads, head_dim) * alpha[:, None, :, None]
         out = scatter_sum(weighted, dst, n_atoms)
         gate = torch.einsum("nfi,ifh->nfh", _rms(scalars, self.gate_scale), self.gate_weight.view(c, f, self.heads))
         out = (out * torch.sigmoid(gate).reshape(n_atoms, 1, -1, 1)).reshape(n_atoms, -1, f * c)
@@ -184,11 +194,13 @@ class DeepmdBlock(nn.Module):
 
     def __init__(self, channels: int, lmax: int, mmax: int, layers: int, heads: int, rank: int,
                  ffn: nn.Module, message_node: nn.Module | None = None, extra_ffns: list[nn.Module] | None = None,
-                 message_eps: float = 1.0, focus: int = 1) -> None:
+                 message_eps: float = 1.0, focus: int = 1, focus_norm: bool = False,
+                 radial_mode: str = "degree_channel") -> None:
         super().__init__()
         from dpa4_core.nn.norm import EquivariantRMSNorm
 
-        self.conv = DeepmdConvolution(channels, lmax, mmax, layers, heads, rank, message_node, focus)
+        self.conv = DeepmdConvolution(channels, lmax, mmax, layers, heads, rank, message_node, focus, focus_norm,
+                                      radial_mode)
         self.message_norm = EquivariantRMSNorm(channels, lmax, eps=message_eps)  # 1e-5 with deepmd's edge_norm
         self.ffn_norm = EquivariantRMSNorm(channels, lmax, eps=1e-5)
         self.ffn = ffn

@@ -129,7 +129,7 @@ def test_the_fixture_options_are_all_reproduced_and_map_onto_dpa4config():
                              "env_radial_dim": 32, "env_type_dim": 8, "env_hidden": 48, "env_dim": 8, "env_axis": 4,
                              "ffn_hidden": 32, "ffn": "s2", "readout_hidden": 32, "readout_grid": "none",
                              "message_node_so3": False, "ffn_blocks": 1, "edge_norm": False,
-                             "neighbor_cap": 64, "n_focus": 1}
+                             "neighbor_cap": 64, "n_focus": 1, "radial_so2_mode": "degree_channel"}
 
 
 def test_dpa4_eval_refuses_an_unsupported_deepmd_checkpoint_in_one_line(tmp_path, capsys, unsupported):

@@ -121,8 +121,7 @@ def test_the_mini_fixture_has_the_published_mini_options():
     ({"ffn_so3_grid": True, "grid_branch": 0}, "grid_branch=0 (on this FFN grid dpa4 implements only a positive"),
     ({"grid_mlp": [False, False, True]}, "grid_mlp=[False, False, True], grid_branch=0 (on this FFN grid"),
     ({"so3_readout": "glu"}, "descriptor.so3_readout='glu' (dpa4 implements only 'none', 'mlp' yet)"),
-    ({"message_node_so3": True, "grid_branch": [0, 1, 0]}, "(with message_node_so3 dpa4 implements only the grid"),
-    ({"n_focus": 2, "edge_norm": True}, "descriptor.n_focus=2 with edge_norm (its focus norm")])
+    ({"message_node_so3": True, "grid_branch": [0, 1, 0]}, "(with message_node_so3 dpa4 implements only the grid")])
 def test_grid_settings_dpa4_does_not_reproduce_are_refused(tmp_path, edit, refused):
     payload = torch.load(FIXTURES / "dpa4_tiny.pt", map_location="cpu", weights_only=True)
     payload["model"]["_extra_state"]["model_params"]["descriptor"].update(edit)
