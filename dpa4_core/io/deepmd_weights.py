@@ -22,6 +22,7 @@ import torch
 
 from dpa4_core.io.checkpoint_data import CheckpointData, CheckpointError
 from dpa4_core.io.deepmd import DeepmdCheckpoint, provenance, read_deepmd_checkpoint
+from dpa4_core.io.deepmd_keys import check_weight_names
 from dpa4_core.io.deepmd_options import deepmd_config
 
 N_ELEMENTS = 119
@@ -200,14 +201,17 @@ def map_convolution(checkpoint: DeepmdCheckpoint, conv: torch.nn.Module, block: 
 @torch.no_grad()
 def map_model(checkpoint: DeepmdCheckpoint) -> torch.nn.Module:
     """The ``DPA4`` (float64, eval mode) that computes what deepmd-kit computes for ``checkpoint``; a checkpoint
-    with an option dpa4 does not reproduce raises ``CheckpointError`` naming each (``deepmd_config``)."""
+    with an option dpa4 does not reproduce raises ``CheckpointError`` naming each (``deepmd_config``), one holding
+    weights the map would not read names them (``check_weight_names``)."""
     from dpa4_core.model.energy import DPA4
 
     # every weight is overwritten below; a fixed seed makes the few left (none today) the same on every load, so
     # loading one file twice gives the same model and the same converted file
+    config = deepmd_config(checkpoint)  # options first: their refusal names the option, not its weights
+    check_weight_names(checkpoint.path, checkpoint.state_dict)
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        model = DPA4(deepmd_config(checkpoint)).double()
+        model = DPA4(config).double()
     map_embedding(checkpoint, model)
     for index, block in enumerate(model.blocks):
         map_convolution(checkpoint, block.conv, index)

@@ -125,3 +125,14 @@ def test_loading_a_deepmd_file_twice_gives_the_same_weights():
     torch.manual_seed(2)
     second = load_checkpoint(FIXTURES / "dpa4_tiny.pt").state_dict()
     assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+def test_a_file_with_weights_dpa4_would_not_read_is_refused_naming_them(tmp_path):
+    """An option newer than deepmd-kit 3.2.0 (or one its config does not announce) may add weights: dropping them
+    would give another model's numbers, so the file is refused; the known layout of every fixture still loads."""
+    payload = torch.load(STANDIN, weights_only=True)
+    payload["model"]["model.Default.atomic_model.descriptor.blocks.0.so2_conv.sandwich_norm.adam_scale"] = torch.ones(8)
+    torch.save(payload, tmp_path / "newer.pt")
+    with pytest.raises(CheckpointError, match=r"does not know where to put .*blocks\.0\.so2_conv\.sandwich_norm"):
+        load_checkpoint(tmp_path / "newer.pt")
+    assert load_checkpoint(STANDIN).config.channels == 8
