@@ -6,6 +6,8 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from dpa4_core.pretrained import expand_committee
+
 
 @dataclass(frozen=True)
 class ScreenOptions:
@@ -45,7 +47,7 @@ class ScreenOptions:
                        md_steps=self.md_steps)
         if self.committee:
             members = tuple(str(Path(c).expanduser().resolve()) if Path(c).expanduser().exists() else str(c)
-                            for c in self.committee)  # a name that is no file is passed through
+                            for c in expand_committee(self.committee))  # a name that is no file is passed through
             out.update(committee=members, committee_k=self.committee_k)
         return out
 
@@ -103,8 +105,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="MD only for candidates within this many meV/atom of the hull (default 50)")
     parser.add_argument("--md-steps", type=int, default=1000, help="MD steps of 2 fs (default 1000)")
     parser.add_argument("--committee", nargs="+", metavar="PATH",
-                        help="checkpoints computing single points of the relaxed structures (relaxation uses "
-                             "--model only): mean and spread of e_above_hull, stability_uncertain flag")
+                        help="checkpoints (or shipped names, or a shipped committee: small-MoNbTaW-committee) "
+                             "computing single points of the relaxed structures (relaxation uses --model only): "
+                             "mean and spread of e_above_hull, stability_uncertain flag")
     parser.add_argument("--committee-k", type=float, default=1.0,
                         help="flag stability_uncertain where the call flips within k committee std (default 1)")
     parser.add_argument("--quiet", action="store_true", help="only warnings and the final table")

@@ -67,6 +67,17 @@ MODELS: dict[str, PretrainedModel] = {m.name: m for m in (
 )}
 
 
+#: Shipped committees (`dpa4 screen --committee NAME`): members by model name, the first is the main model.
+COMMITTEES: dict[str, tuple[str, ...]] = {
+    "small-MoNbTaW-committee": ("small-MoNbTaW", "small-MoNbTaW-s1", "small-MoNbTaW-s2"),
+}
+
+
+def expand_committee(entries: list[str] | tuple[str, ...]) -> list[str]:
+    """``entries`` with every shipped committee's name replaced by its members' names (others unchanged)."""
+    return [member for entry in entries for member in COMMITTEES.get(os.fspath(entry), (entry,))]
+
+
 #: Short names that earlier releases and `dpa4 screen --model starter` accept.
 ALIASES: dict[str, str] = {"starter": "starter-MoNbTaW", "dpa4-starter": "starter-MoNbTaW"}
 

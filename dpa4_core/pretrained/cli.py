@@ -3,7 +3,7 @@ errors from their cards (entry point ``models = "dpa4_core.pretrained.cli:regist
 
 from __future__ import annotations
 
-from dpa4_core.pretrained import MODELS, PretrainedModel
+from dpa4_core.pretrained import COMMITTEES, MODELS, PretrainedModel
 
 
 def describe(model: PretrainedModel) -> str:
@@ -26,6 +26,9 @@ def _cmd_models(args) -> int:
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; known models: {', '.join(sorted(MODELS))}")
     print("\n\n".join(describe(MODELS[n]) for n in names))
+    if not args.names:
+        for name, members in COMMITTEES.items():
+            print(f"\n{name} (committee for `dpa4 screen --committee {name}`): {', '.join(members)}")
     return 0
 
 
