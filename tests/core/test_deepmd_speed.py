@@ -1,0 +1,42 @@
+"""Speed guards for the deepmd-kit-compatible modules (benchmarks/deepmd/speed.py): the patterns that profiling
+found slow on CPU stay out. Each test inspects the aten operations a module dispatches, so it does not depend on
+the machine's speed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from dpa4_core.nn.ffn_so3 import SO3GridFFN
+
+
+class Recorder(TorchDispatchMode):
+    """Records (op name, tensor arguments) of every aten call."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[tuple[str, list[torch.Tensor]]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls.append((func.__name__, [a for a in args if isinstance(a, torch.Tensor)]))
+        return func(*args, **(kwargs or {}))
+
+
+def broadcast_bmms(calls) -> list[tuple]:
+    """Batched products over several matrices one of which is a broadcast (stride-0) copy of one matrix: a single
+    matrix product in disguise, several times slower on CPU."""
+    return [tuple(t.shape for t in tensors) for name, tensors in calls if name.startswith("bmm")
+            and tensors[0].shape[0] > 1 and any(t.stride(0) == 0 for t in tensors)]
+
+
+@pytest.mark.parametrize("op", ["glu", "mlp", "branch"])
+def test_so3_grid_ffn_channel_maps_are_plain_matrix_products(op):
+    """As in inference (frozen weights, inputs carrying the force graph), where torch.matmul would not fold the
+    non-contiguous rows of the lift and runs a batched product per (atom, degree row) instead."""
+    torch.manual_seed(0)
+    ffn = SO3GridFFN(8, 6, 2, 1, op, branches=2).requires_grad_(False)
+    x = torch.randn(5, 9, 8, requires_grad=True)
+    with Recorder() as recorder:
+        ffn(x).square().sum().backward()
+    assert broadcast_bmms(recorder.calls) == []
