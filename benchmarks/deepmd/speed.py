@@ -136,7 +136,7 @@ def main() -> int:
     parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "deepmd_speed",
                         help="where the model files (~14 MB) and task files go (not committed)")
     parser.add_argument("--models", nargs="+", default=["mini", "air"])
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--threads", type=int, nargs="*", default=[1, 2], help="none: no single-point timing")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"], help="dpa4's dtypes")

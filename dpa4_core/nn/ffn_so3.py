@@ -79,7 +79,9 @@ class SO3GridFFN(nn.Module):
         self.register_buffer("to_grid", to_grid, persistent=False)
         self.register_buffer("from_grid", from_grid, persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, scalar_only: bool = False) -> torch.Tensor:
+        """``[N, P, C] -> [N, P, C]``; with ``scalar_only`` only the ``l = 0`` row, ``[N, 1, C]`` (a read-out's
+        need: the projection back from the grid and everything after it run on that row alone)."""
         n, p = x.shape[0], x.shape[1]
         u, v = self.lift(x).view(n, p, 2, self.n_frames, self.hidden).unbind(2)  # [N, P, K, H] each
         scalars = torch.cat([u[:, 0, 0], v[:, 0, 0]], dim=-1)  # [N, 2H]
@@ -93,6 +95,8 @@ class SO3GridFFN(nn.Module):
         if self.op == "branch":
             route = torch.softmax(self.router(scalars), dim=-1)  # [N, B]
             product = torch.einsum("ngbc,nb->ngc", product.view(n, -1, self.branches, self.hidden), route)
+        if scalar_only:  # the rows l = 0 of the projection: [1, K, G]
+            from_grid, p = from_grid[:1], 1
         z = torch.einsum("pkg,ngc->npkc", from_grid, product)
         if self.op != "glu":
             z = _rows(self.out, z)

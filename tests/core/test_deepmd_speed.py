@@ -40,3 +40,16 @@ def test_so3_grid_ffn_channel_maps_are_plain_matrix_products(op):
     with Recorder() as recorder:
         ffn(x).square().sum().backward()
     assert broadcast_bmms(recorder.calls) == []
+
+
+@pytest.mark.parametrize("op", ["glu", "mlp", "branch"])
+def test_so3_grid_ffn_scalar_row_alone_equals_the_full_result(op):
+    """The read-out (``so3_readout``) needs only the l = 0 row: computing that row alone gives the full FFN's."""
+    torch.manual_seed(1)
+    ffn = SO3GridFFN(8, 6, 2, 1, op, branches=2).double()
+    with torch.no_grad():
+        ffn.project.weight.normal_()  # zero-initialised: would hide the rows
+    x = torch.randn(5, 9, 8, dtype=torch.float64)
+    row = ffn(x, scalar_only=True)
+    assert row.shape == (5, 1, 8)
+    torch.testing.assert_close(row[:, 0], ffn(x)[:, 0], rtol=1e-13, atol=1e-13)
