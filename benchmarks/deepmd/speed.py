@@ -10,22 +10,33 @@ runs in the calculator's dtype; deepmd-kit runs the file in its stored float32.
    same energies (relative difference < 1e-10) on every structure, or the script stops: the timings then
    compare one function.
 2. Single point (energy + forces + stress, one structure per call, neighbour search included on both sides,
-   positions displaced by 0.01 A every call): deepmd-kit's ASE calculator (``deepmd.calculator.DP``) vs
-   ``DPA4Calculator`` (float32 and float64), median of ``--repeats`` calls after ``--warmup``, at each of
+   positions displaced by 0.01 A every call): deepmd-kit's ASE calculator (``deepmd.calculator.DP``, float32) vs
+   ``DPA4Calculator`` (``--dtypes``, float32 by default), median of ``--repeats`` calls after ``--warmup``, at each of
    ``--threads`` (torch.set_num_threads and OMP_NUM_THREADS; OPENBLAS_NUM_THREADS=1) on real structures: a 54-atom
    Ta AIMD frame (data/maml_MoNbTaW), a 128-atom rattled bcc Mo-Nb-Ta-W supercell, LiFePO4 (112 atoms,
    data/pymatgen_vasprun).
 3. Relaxation of 64 cells (Mini): 48 rattled 16-atom solid-solution frames and 16 rattled 54-atom AIMD frames
    (data/maml_MoNbTaW), ``relax_batch`` (all in flight) vs ASE ``FIRE`` with deepmd-kit's calculator one cell at
-   a time, same ``--fmax`` and ``--max-steps``; wall time, model loading excluded on both sides.
+   a time, same ``--fmax`` and ``--max-steps`` (positions only unless ``--relax-cell``), ``--relax-threads``
+   threads; wall and CPU time, model loading excluded on both sides. Both follow the same trajectories (same
+   step counts: the same function, FIRE on both sides).
+
+Times are wall-clock medians and, next to them, process CPU time (steadier on a shared machine; with one thread the
+two agree on a quiet one).
 
 Each side runs in its own subprocess and environment (deepmd-kit never enters dpa4's). Run from the repository
 root, alone on the machine (full run < 10 minutes on 2 cores):
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/deepmd/speed.py --deepmd-python .venv-dp/bin/python
 
-The last line is machine-readable: ``single_min_ratio_float32=.. single_min_ratio_float64=.. relax_ratio=..``
-(deepmd-kit's time / dpa4's; ratios > 1: dpa4 faster).
+The side env needs ASE and mendeleev's dependencies besides deepmd-kit (README there installs mendeleev with
+``--no-deps``): ``.venv-dp/bin/pip install --target runs/deepmd_side --no-deps ase sqlalchemy pandas pint pydantic
+pydantic-core annotated-types typing-inspection pyfiglet deprecated wrapt colorama pygments pytz flexcache
+flexparser platformdirs`` (found through ``--deepmd-path``, default ``runs/deepmd_side``).
+
+The last line is machine-readable: ``single_min_ratio_float32=.. single_min_cpu_ratio_1thread_float32=..
+relax_ratio=.. relax_cpu_ratio=..`` (deepmd-kit's time / dpa4's, the smallest over models, threads and structures;
+> 1: dpa4 faster).
 """
 
 from __future__ import annotations
@@ -137,13 +148,13 @@ def main() -> int:
                         help="where the model files (~14 MB) and task files go (not committed)")
     parser.add_argument("--models", nargs="+", default=["mini", "air"])
     parser.add_argument("--threads", type=int, nargs="*", default=[1, 2], help="none: no single-point timing")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"], help="dpa4's dtypes")
+    parser.add_argument("--dtypes", nargs="+", default=["float32"], help="dpa4's dtypes (deepmd-kit: the file's float32)")
     parser.add_argument("--relax-n", type=int, default=64, help="cells to relax (0: skip the relaxation)")
-    parser.add_argument("--relax-threads", type=int, default=1)
+    parser.add_argument("--relax-threads", type=int, default=2)
     parser.add_argument("--fmax", type=float, default=0.05)
-    parser.add_argument("--max-steps", type=int, default=50)
+    parser.add_argument("--max-steps", type=int, default=30)
     parser.add_argument("--relax-cell", action="store_true", help="FrechetCellFilter (default: positions only)")
     args = parser.parse_args()
     print("command: OPENBLAS_NUM_THREADS=1", Path(sys.executable).name, " ".join(sys.argv), flush=True)
