@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -52,3 +53,12 @@ def median_call_time(calc, atoms: Atoms, warmup: int, repeats: int, seed: int = 
 
 def relax_record(atoms: Atoms, steps: int, converged: bool) -> dict:
     return {"steps": int(steps), "converged": bool(converged), "energy": float(atoms.get_potential_energy())}
+
+
+def run_task(modes: dict, version: str, argv: list[str] | None = None) -> int:
+    """A worker's command line ``MODE TASK.json``: run ``modes[MODE](task)``, print the result as one JSON line."""
+    mode, path = (argv if argv is not None else sys.argv[1:])[:2]
+    result = modes[mode](json.loads(Path(path).read_text()))
+    result["version"] = version
+    print(json.dumps(result))
+    return 0

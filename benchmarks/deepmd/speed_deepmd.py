@@ -21,7 +21,7 @@ os.environ.setdefault("DP_TRITON_INFER", "0")  # deepmd's pure-PyTorch kernels (
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed_common import SYMBOLS, median_call_time, read_structures, relax_record  # noqa: E402
+from speed_common import SYMBOLS, median_call_time, read_structures, relax_record, run_task  # noqa: E402
 
 # The released shapes. Mini: the published config (hsulab/GDPy examples/training/dpa4/dpa4.json, "DPA4-Mini example
 # adapted from DeepMD-kit 3.2.0"); with all 118 types it has 654,988 parameters (registry: 655,504). Air: the
@@ -151,15 +151,12 @@ def main() -> int:
     parser.add_argument("target", help="build: output folder; otherwise a task JSON file written by speed.py")
     parser.add_argument("--models", nargs="+", default=["mini", "air"], choices=sorted(SHAPES))
     args = parser.parse_args()
-    if args.mode == "build":
-        result = build(Path(args.target), args.models)
-    else:
-        task = json.loads(Path(args.target).read_text())
-        result = {"energies": energies, "single": single, "relax": relax}[args.mode](task)
-    import deepmd
+    if args.mode != "build":
+        import deepmd
 
-    result["version"] = f"deepmd-kit {deepmd.__version__}, torch {torch.__version__}"
-    print(json.dumps(result))
+        version = f"deepmd-kit {deepmd.__version__}, torch {torch.__version__}"
+        return run_task({"energies": energies, "single": single, "relax": relax}, version, [args.mode, args.target])
+    print(json.dumps(build(Path(args.target), args.models)))
     return 0
 
 

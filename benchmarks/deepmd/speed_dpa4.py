@@ -7,8 +7,6 @@ Runs in dpa4's environment; ``speed.py`` starts it as a subprocess and reads one
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -16,7 +14,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed_common import median_call_time, read_structures  # noqa: E402
+from speed_common import median_call_time, read_structures, run_task  # noqa: E402
 
 from dpa4_core.calculator import DPA4Calculator  # noqa: E402
 
@@ -58,17 +56,7 @@ def relax(task: dict) -> dict:
     return {"wall_s": wall, "cpu_s": cpu, "results": records}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["energies", "single", "relax"])
-    parser.add_argument("task", help="a task JSON file written by speed.py")
-    args = parser.parse_args()
-    task = json.loads(Path(args.task).read_text())
-    result = {"energies": energies, "single": single, "relax": relax}[args.mode](task)
-    result["version"] = f"dpa4, torch {torch.__version__}"
-    print(json.dumps(result))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    if len(sys.argv) != 3 or sys.argv[1] not in ("energies", "single", "relax"):
+        sys.exit(__doc__)
+    sys.exit(run_task({"energies": energies, "single": single, "relax": relax}, f"dpa4, torch {torch.__version__}"))
