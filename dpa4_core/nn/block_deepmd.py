@@ -112,6 +112,8 @@ class DeepmdConvolution(nn.Module):
         streams = x.view(n_edges, -1, f, c)
 
         def per_focus(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # [E, n, F, C] -> [E, F, out]
+            if f == 1:  # one stream: a plain matrix product
+                return (rows.reshape(n_edges, -1) @ weight).view(n_edges, 1, -1)
             flat = rows.permute(0, 2, 1, 3).reshape(n_edges, f, -1)
             return torch.einsum("efi,ifo->efo", flat, weight.view(weight.shape[0], f, -1))
 
