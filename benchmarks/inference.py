@@ -7,6 +7,9 @@ Models:
                random weights; pure-PyTorch path: its compiled op library is built for another torch)
     sevennet   SevenNet-0 (weights shipped in the `sevenn` package)
 
+Against deepmd-kit on the authors' released shapes (Mini and Air, the same converted file on both sides, equality
+checked first, and a 64-cell batched relaxation): ``benchmarks/deepmd/speed.py``.
+
 Each (model, system) runs in its own subprocess so that its peak memory (ru_maxrss, resident set high-water mark of
 that process: torch's CPU allocator is invisible to tracemalloc) is its own. A call = one structure in, energy,
 forces and stress out, neighbour search included for every model; positions are perturbed every call so no cache

@@ -43,5 +43,5 @@ class GLUReadout(nn.Module):
         if self.grid is None:
             descriptor = scalars + self.project(glu(self.lift(scalars)))
         else:  # deepmd-kit's so3_readout: an SO(3)-grid FFN on every degree of ``features [N, P, C]``, its l = 0 row
-            descriptor = scalars + self.grid(features)[:, 0]
+            descriptor = scalars + self.grid(features, scalar_only=True)[:, 0]
         return self.head(glu(self.fitting(descriptor))).squeeze(-1)

@@ -119,17 +119,22 @@ class DeepmdConvolution(nn.Module):
         streams = x.view(n_edges, x.shape[1], f, c)  # explicit sizes: a frame may have no edges
 
         def per_focus(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # [E, n, F, C] -> [E, F, out]
+            if f == 1:  # one stream: a plain matrix product
+                return (rows.reshape(n_edges, rows.shape[1] * c) @ weight).view(n_edges, 1, weight.shape[1])
             flat = rows.permute(0, 2, 1, 3).reshape(n_edges, f, rows.shape[1] * c)
             return torch.einsum("efi,ifo->efo", flat, weight.view(weight.shape[0], f, -1))
 
         def as_rows(values: torch.Tensor, n: int) -> torch.Tensor:  # [E, F, n C] -> [E, n, W]
             return values.view(n_edges, f, n, c).permute(0, 2, 1, 3).reshape(n_edges, n, f * c)
 
-        parts = [as_rows(per_focus(streams[:, :self.n_m0], self.weight_m0[layer]), self.n_m0)]
-        for index, (start, n) in enumerate(self.blocks):
+        # one split, not a slice per block: split's gradient is one concatenation, each slice's a zero-filled
+        # [E, K, W] tensor, all of them then summed
+        pieces = streams.split([self.n_m0, *(n for _, n in self.blocks for _ in range(2))], dim=1)
+        parts = [as_rows(per_focus(pieces[0], self.weight_m0[layer]), self.n_m0)]
+        for index, (_, n) in enumerate(self.blocks):
             w = self.weight_m[layer * len(self.blocks) + index].view(n * c, f, 2, n * c)
             w_u, w_v = w[:, :, 0].reshape(n * c, -1), w[:, :, 1].reshape(n * c, -1)
-            neg, pos = streams[:, start:start + n], streams[:, start + n:start + 2 * n]
+            neg, pos = pieces[1 + 2 * index], pieces[2 + 2 * index]
             parts += [as_rows(per_focus(neg, w_u) - per_focus(pos, w_v), n),
                       as_rows(per_focus(neg, w_v) + per_focus(pos, w_u), n)]
         return torch.cat(parts, dim=1)
@@ -137,17 +142,19 @@ class DeepmdConvolution(nn.Module):
     def _activate(self, x: torch.Tensor, layer: int) -> torch.Tensor:
         n_edges, f, c = x.shape[0], self.focus, self.channels
         weight = self.gates[layer].weight.view(f, self.lmax * c, c)  # per stream: C -> L C
-        logits = torch.einsum("efi,foi->efo", x[:, 0].view(n_edges, f, c), weight)
+        first, rest = x.split([1, x.shape[1] - 1], dim=1)
+        logits = torch.einsum("efi,foi->efo", first.view(n_edges, f, c), weight)
         gates = torch.sigmoid(logits).view(n_edges, f, self.lmax, c).transpose(1, 2).reshape(n_edges, self.lmax, f * c)
-        rest = x[:, 1:] * gates[:, self.kept_degree[1:] - 1]
-        return torch.cat([functional.silu(x[:, :1]), rest], dim=1)
+        return torch.cat([functional.silu(first), rest * gates[:, self.kept_degree[1:] - 1]], dim=1)
 
     def forward(self, x: torch.Tensor, cache: EdgeCache, rho: torch.Tensor) -> torch.Tensor:
         src, dst, n_atoms = cache.edge_src, cache.edge_dst, cache.n_atoms
         h = self.pre_mix(x)
-        wigner = cache.wigner.to(h.dtype)
-        sign_k = self.sign_k.to(h.dtype)[None, :, None]
-        local = sign_k * torch.bmm(wigner, h[src])  # deepmd's local frame
+        wigner = cache.wigner.to(h.dtype)  # [E, K, P]
+        sign_k = self.sign_k.to(h.dtype)
+        # the per-row signs (and below, the degree rescaling and, with one attention stream, the attention weight)
+        # multiply the small [E, K, P] rotation, not the [E, K, W] features they act on
+        local = torch.bmm(sign_k[None, :, None] * wigner, h[src])  # deepmd's local frame
         rho = rho.to(h.dtype) if self.radial_proj is None else self.radial_proj(rho.to(h.dtype))  # [E, L+1, W]
         local = self._mix(local, rho)  # the kernel reads every degree's radial features
         f, c = self.focus, self.channels
@@ -161,7 +168,7 @@ class DeepmdConvolution(nn.Module):
         if compete is not None:  # deepmd-kit's focus competition (softmax over streams, label smoothing 0.02)
             alpha = torch.softmax(torch.einsum("efi,if->ef", compete, self.compete), dim=1) * 0.98 + 0.02 / f
             local = (local.view(local.shape[0], local.shape[1], f, c) * alpha[:, None, :, None]).view(local.shape)
-        message = torch.bmm(wigner.transpose(1, 2), sign_k * local) * self.xi.to(h.dtype)[None, :, None]
+        back = wigner.transpose(1, 2) * (self.xi.to(h.dtype)[:, None] * sign_k[None, :])  # [E, P, K]
         scalars = h[:, 0].view(-1, f, c)
         qk = _rms(scalars, self.qk_scale)
         head_dim = c // self.heads
@@ -177,7 +184,11 @@ class DeepmdConvolution(nn.Module):
         mass = source * torch.exp(logits - shift)
         null = (functional.softplus(self.null_raw) + EPS) * torch.exp(-shift)
         alpha = mass / (scatter_sum(mass, dst, n_atoms) + null)[dst]
-        weighted = message.view(message.shape[0], message.shape[1], f * self.heads, head_dim) * alpha[:, None, :, None]
+        streams = (local.shape[0], back.shape[1], f * self.heads, head_dim)  # explicit: a frame may have no edges
+        if f * self.heads == 1:  # one attention weight per edge: folded into the rotation back
+            weighted = torch.bmm(back * alpha[:, :, None], local).view(streams)
+        else:
+            weighted = torch.bmm(back, local).view(streams) * alpha[:, None, :, None]
         out = scatter_sum(weighted, dst, n_atoms)
         gate = torch.einsum("nfi,ifh->nfh", _rms(scalars, self.gate_scale), self.gate_weight.view(c, f, self.heads))
         out = (out * torch.sigmoid(gate).reshape(n_atoms, 1, -1, 1)).reshape(n_atoms, -1, f * c)

@@ -79,24 +79,35 @@ class SO3GridFFN(nn.Module):
         self.register_buffer("to_grid", to_grid, persistent=False)
         self.register_buffer("from_grid", from_grid, persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, scalar_only: bool = False) -> torch.Tensor:
+        """``[N, P, C] -> [N, P, C]``; with ``scalar_only`` only the ``l = 0`` row, ``[N, 1, C]`` (a read-out's
+        need: the projection back from the grid and everything after it run on that row alone)."""
         n, p = x.shape[0], x.shape[1]
         u, v = self.lift(x).view(n, p, 2, self.n_frames, self.hidden).unbind(2)  # [N, P, K, H] each
         scalars = torch.cat([u[:, 0, 0], v[:, 0, 0]], dim=-1)  # [N, 2H]
         if self.op == "mlp":
             fused = torch.cat([u, v], dim=-1)
-            u, v = self.left(fused), self.right(fused)
+            u, v = _rows(self.left, fused), _rows(self.right, fused)
         elif self.op == "branch":
-            u, v = self.left(u), self.right(v)
+            u, v = _rows(self.left, u), _rows(self.right, v)
         to_grid, from_grid = self.to_grid.to(x.dtype), self.from_grid.to(x.dtype)
         product = torch.einsum("gpk,npkc->ngc", to_grid, u) * torch.einsum("gpk,npkc->ngc", to_grid, v)
         if self.op == "branch":
             route = torch.softmax(self.router(scalars), dim=-1)  # [N, B]
             product = torch.einsum("ngbc,nb->ngc", product.view(n, -1, self.branches, self.hidden), route)
+        if scalar_only:  # the rows l = 0 of the projection: [1, K, G]
+            from_grid, p = from_grid[:1], 1
         z = torch.einsum("pkg,ngc->npkc", from_grid, product)
         if self.op != "glu":
-            z = self.out(z)
+            z = _rows(self.out, z)
         return self.project(_scalar_path(z, scalars, self.scalar_gate).reshape(n, p, -1))
+
+
+def _rows(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``linear`` on the last axis of ``x`` as one matrix product over all rows: on a non-contiguous ``x`` (a view
+    of the lift, an einsum output) ``nn.Linear`` would broadcast its weight into a batched product per leading
+    index, several times slower on CPU."""
+    return linear(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], -1)
 
 
 def _scalar_path(z: torch.Tensor, scalars: torch.Tensor, gate: nn.Module) -> torch.Tensor:

@@ -38,8 +38,9 @@ class DegreeLinear(nn.Module):
         self.register_buffer("degree", torch.tensor(degree_of_packed(lmax)), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # [P, in, out] expanded per packed row: one batched matmul over the P rows.
-        out = torch.einsum("npi,pio->npo", x, self.weight[self.degree])
+        # [P, in, out] expanded per packed row: one batched matmul over the P rows (an input with fewer rows holds
+        # the first packed rows, e.g. only l = 0).
+        out = torch.einsum("npi,pio->npo", x, self.weight[self.degree[:x.shape[1]]])
         if self.bias is not None:
             out = torch.cat([out[:, :1] + self.bias, out[:, 1:]], dim=1)
         return out

@@ -31,3 +31,23 @@ def test_scatter_sum_accumulates_in_the_requested_dtype_and_saves_only_the_index
     assert saved <= index.numel() * index.element_size()  # no copy of the [500, 16, 8] values is kept
     _, saved_index_add = saved_tensor_bytes(lambda: torch.zeros(20, 16, 8).index_add(0, index, values.float()))
     assert saved_index_add >= values.numel() * 4  # the control: index_add keeps the fp32 copy
+
+
+def test_scatter_sum_gradient_copies_rows_instead_of_gathering_elements():
+    """The gradient is ``grad[index]`` by index_select; autograd's own (a gather with the stride-0 expanded index,
+    one index per element) is ~15x slower on CPU (benchmarks/deepmd/speed.py profile)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        names: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func.__name__.split(".")[0])
+            return func(*args, **(kwargs or {}))
+
+    values = torch.randn(40, 5, 3, requires_grad=True)
+    index = torch.randint(0, 7, (40,))
+    out = scatter_sum(values, index, 7)
+    with Ops() as ops:
+        out.backward(torch.randn(7, 5, 3))
+    assert "gather" not in ops.names and "index_select" in ops.names
