@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from dpa4_core.pretrained import expand_committee
+from dpa4_core.pretrained import COMMITTEE_SCALES, expand_committee
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class ScreenOptions:
     md_threshold: float = 50.0  # meV/atom above the hull
     md_steps: int = 1000
     committee: tuple[str, ...] = ()
-    committee_k: float = 1.0
+    committee_k: float | None = None  # None: a shipped committee's calibrated scale, else 1
 
     def checks(self) -> dict:
         """The optional MD and committee settings of ``ScreeningMaker`` (empty when none is asked for)."""
@@ -48,7 +48,10 @@ class ScreenOptions:
         if self.committee:
             members = tuple(str(Path(c).expanduser().resolve()) if Path(c).expanduser().exists() else str(c)
                             for c in expand_committee(self.committee))  # a name that is no file is passed through
-            out.update(committee=members, committee_k=self.committee_k)
+            k = self.committee_k
+            if k is None:  # one shipped committee: its measured spread-to-error scale; otherwise 1 std
+                k = COMMITTEE_SCALES.get(self.committee[0], 1.0) if len(self.committee) == 1 else 1.0
+            out.update(committee=members, committee_k=k)
         return out
 
     @classmethod
@@ -108,8 +111,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="checkpoints (or shipped names, or a shipped committee: small-MoNbTaW-committee) "
                              "computing single points of the relaxed structures (relaxation uses --model only): "
                              "mean and spread of e_above_hull, stability_uncertain flag")
-    parser.add_argument("--committee-k", type=float, default=1.0,
-                        help="flag stability_uncertain where the call flips within k committee std (default 1)")
+    parser.add_argument("--committee-k", type=float, default=None,
+                        help="flag stability_uncertain where the call flips within k committee std (default: a "
+                             "shipped committee's calibrated scale, 5.6 for small-MoNbTaW-committee; else 1)")
     parser.add_argument("--quiet", action="store_true", help="only warnings and the final table")
     return parser
 

@@ -64,6 +64,14 @@ MODELS: dict[str, PretrainedModel] = {m.name: m for m in (
                 "all": (8.1, 135.0)},
         reference="E0 = half the PBE dimer energy at 6 A (Matbench Discovery diatomics)",
     ),
+    *(PretrainedModel(
+        name=f"small-MoNbTaW-s{seed}", file=f"dpa4-small-MoNbTaW-s{seed}.pt", card="small-MoNbTaW-committee.md",
+        elements=("Nb", "Mo", "Ta", "W"), preset="tiny widened to 32 channels (cutoff 5 A)", parameters=212_677,
+        training_data=f"small-MoNbTaW fine-tuned 300 CPU-s more on its training split, seed {seed} (data order); a "
+                      "member of small-MoNbTaW-committee",
+        test_split="grouped by trajectory (examples/monbtaw_split.py), 562 frames", errors={"all": errors},
+        reference="E0 = half the PBE dimer energy at 6 A (kept from small-MoNbTaW)",
+    ) for seed, errors in ((1, (7.5, 130.9)), (2, (7.6, 130.7)))),
 )}
 
 
@@ -71,6 +79,11 @@ MODELS: dict[str, PretrainedModel] = {m.name: m for m in (
 COMMITTEES: dict[str, tuple[str, ...]] = {
     "small-MoNbTaW-committee": ("small-MoNbTaW", "small-MoNbTaW-s1", "small-MoNbTaW-s2"),
 }
+
+
+#: How many committee standard deviations make one standard error of the main model's energy per atom, measured on
+#: held-out frames (benchmarks/committee_calibration.py; the card): the default ``--committee-k`` for that committee.
+COMMITTEE_SCALES: dict[str, float] = {"small-MoNbTaW-committee": 5.6}
 
 
 def expand_committee(entries: list[str] | tuple[str, ...]) -> list[str]:
